@@ -1,0 +1,134 @@
+"""The process table: what the OS says about a pid (name, user, command line, CPU, RSS,
+affinity, children, listening sockets).
+
+NVML only knows pids and GPU memory; gpuwatch joins them with this table. The real table
+is psutil; the simulated box supplies its own (``gpuwatch.sim.procs``) with the same
+interface, so the join and discovery code is the same in the demo and on a real box.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class ProcInfo:
+    pid: int
+    name: str | None = None
+    cmdline: list[str] = field(default_factory=list)
+    user: str | None = None
+    cpu_pct: float | None = None
+    rss_bytes: int | None = None
+    ppid: int | None = None
+    cpu_affinity: list[int] | None = None
+    environ: dict[str, str] | None = None
+
+
+@dataclass
+class Listener:
+    pid: int
+    port: int
+    host: str = "127.0.0.1"
+
+
+class ProcessTable:
+    """psutil-backed process table. Keeps psutil.Process objects between calls so CPU %
+    is measured over the refresh interval (psutil needs two calls for a CPU share)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, psutil.Process] = {}
+        self._lock = threading.Lock()
+
+    def _proc(self, pid: int) -> psutil.Process | None:
+        with self._lock:
+            p = self._procs.get(pid)
+            if p is not None and p.is_running():
+                return p
+            try:
+                p = psutil.Process(pid)
+                p.cpu_percent(None)  # prime the CPU counter
+            except (psutil.Error, ValueError):
+                self._procs.pop(pid, None)
+                return None
+            self._procs[pid] = p
+            return p
+
+    def info(self, pid: int) -> ProcInfo | None:
+        p = self._proc(pid)
+        if p is None:
+            return None
+        out = ProcInfo(pid=pid)
+        try:
+            with p.oneshot():
+                out.name = p.name()
+                out.ppid = p.ppid()
+                try:
+                    out.cmdline = p.cmdline()
+                except psutil.Error:
+                    pass
+                try:
+                    out.user = p.username()
+                except (psutil.Error, KeyError):
+                    pass
+                try:
+                    out.cpu_pct = p.cpu_percent(None)
+                    out.rss_bytes = p.memory_info().rss
+                except psutil.Error:
+                    pass
+                try:
+                    out.cpu_affinity = p.cpu_affinity()
+                except (psutil.Error, AttributeError):
+                    pass
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.Error:
+            pass
+        return out
+
+    def environ(self, pid: int) -> dict[str, str] | None:
+        p = self._proc(pid)
+        if p is None:
+            return None
+        try:
+            return p.environ()
+        except psutil.Error:
+            return None
+
+    def children(self, pid: int) -> list[int]:
+        p = self._proc(pid)
+        if p is None:
+            return []
+        try:
+            return [c.pid for c in p.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def listeners(self) -> list[Listener]:
+        """Listening TCP sockets with their owning pid (pids we may not see are skipped)."""
+        out = []
+        try:
+            conns = psutil.net_connections(kind="tcp")
+        except (psutil.Error, PermissionError):
+            return out
+        for c in conns:
+            if c.status != psutil.CONN_LISTEN or not c.laddr or c.pid is None:
+                continue
+            host = c.laddr.ip
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            out.append(Listener(pid=c.pid, port=c.laddr.port, host=host))
+        return out
+
+    def forget_missing(self, alive: set[int]) -> None:
+        with self._lock:
+            for pid in list(self._procs):
+                if pid not in alive:
+                    del self._procs[pid]
+
+    @staticmethod
+    def own_pid() -> int:
+        return os.getpid()
