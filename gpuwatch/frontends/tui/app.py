@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Iterable
 
@@ -22,6 +23,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -34,6 +36,22 @@ INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CARD_WIDTH = 46
 CARD_HEIGHT = 10
 EXTRA_THEMES = ("textual-dark", "nord", "gruvbox", "tokyo-night", "textual-light")
+
+
+class Collected(Message):
+    """A poll finished (posted from the worker thread)."""
+
+    def __init__(self, snapshot: Snapshot | None, error: str | None, elapsed: float) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.error = error
+        self.elapsed = elapsed
+
+
+class BenchDone(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 class LiveSource:
@@ -89,7 +107,7 @@ class GpuWatchApp(App):
         self.collector_error: str | None = None
         self._timer = None
         self._polling = False
-        self._closing = False
+        self._stopping = False
         self._own = psutil.Process()
         self._own.cpu_percent(None)
         self._own_cpu = 0.0
@@ -139,8 +157,13 @@ class GpuWatchApp(App):
         self.poll()
 
     def _hangup(self) -> None:
-        """The SSH connection dropped (SIGHUP): leave at once instead of spinning."""
-        self._closing = True
+        """The SSH connection dropped (SIGHUP) or we were asked to stop (SIGTERM): leave at once.
+        Restoring a terminal that is gone can block, so a watchdog ends the process if the
+        orderly exit has not finished within two seconds: never a spinning orphan."""
+        self._stopping = True
+        watchdog = threading.Timer(2.0, os._exit, args=(0,))
+        watchdog.daemon = True
+        watchdog.start()
         self.exit(return_code=0)
 
     def _check_terminal(self) -> None:
@@ -160,6 +183,7 @@ class GpuWatchApp(App):
 
     def _update_layout(self) -> None:
         w, h = self.size
+        self._layout_for = (w, h, self._gpu_count())
         narrow = w < 110
         self.screen.set_class(narrow, "-narrow")
         n = self._gpu_count()
@@ -186,7 +210,7 @@ class GpuWatchApp(App):
 
     # ---- polling --------------------------------------------------------------------
     def poll(self) -> None:
-        if self._closing or self._polling:
+        if self._stopping or self._polling:
             return
         self._polling = True
         self.run_worker(self._collect, thread=True, exit_on_error=False, group="poll", name="poll")
@@ -200,15 +224,17 @@ class GpuWatchApp(App):
             snap, error = None, "end"
         except Exception as e:  # a collector must never take the UI down
             snap, error = None, f"{type(e).__name__}: {e}"
-        if not self._closing:
-            try:
-                self.call_from_thread(self._on_collected, snap, error, time.monotonic() - start)
-            except RuntimeError:
-                pass
+        # post_message is thread-safe and never blocks: a worker must not wait on an app that
+        # is shutting down (call_from_thread would, and exit waits for the worker: deadlock)
+        if not self._stopping:
+            self.post_message(Collected(snap, error, time.monotonic() - start))
 
-    def _on_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
+    def on_collected(self, message: "Collected") -> None:
+        self._apply_collected(message.snapshot, message.error, message.elapsed)
+
+    def _apply_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
         self._polling = False
-        if self._closing:
+        if self._stopping:
             return
         self._own_cpu = self._own.cpu_percent(None)
         if error == "end":
@@ -241,6 +267,8 @@ class GpuWatchApp(App):
 
     # ---- painting -----------------------------------------------------------------------
     def _paint(self, snap: Snapshot) -> None:
+        if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus)):
+            self._update_layout()
         self._paint_top(snap)
         self.query_one(AlertStrip).refresh_from(snap.alerts)
         if snap.nvml_error and not snap.gpus:
@@ -309,8 +337,7 @@ class GpuWatchApp(App):
             card = cards.get(inst.name)
             if card is None:
                 key = self._inst_ids.setdefault(inst.name, f"inst-{len(self._inst_ids)}")
-                card = InstanceCard(inst.name)
-                card.id = key
+                card = InstanceCard(inst.name, id=key)
                 box.mount(card)
             card.refresh_from(inst, hist.instance_tok.get(inst.name) if hist else None)
 
@@ -404,7 +431,10 @@ class GpuWatchApp(App):
                    if result.generation_tokens_per_s is not None else f"{inst.name}: {result.error}")
         except Exception as e:
             msg = f"{inst.name}: benchmark failed: {e}"
-        self.call_from_thread(self.notify, msg, markup=False)
+        self.post_message(BenchDone(msg))
+
+    def on_bench_done(self, message: "BenchDone") -> None:
+        self.notify(message.text, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -414,7 +444,7 @@ class GpuWatchApp(App):
         yield SystemCommand("Next theme", "Cycle gpuwatch's themes", self.action_next_theme)
 
     async def action_quit(self) -> None:
-        self._closing = True
+        self._stopping = True
         self.exit()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
@@ -15,9 +16,14 @@ from .render import alert_line, instance_lines, short_gpu_name
 from .widgets import PlotextChart
 
 
-def _t(text) -> Content:
-    """Untrusted text as plain Content (never markup)."""
-    return Content("" if text is None else str(text))
+def _t(text) -> str:
+    """Untrusted text for Content.assemble parts (plain strings there are never markup)."""
+    return "" if text is None else str(text)
+
+
+def _cell(text) -> Text:
+    """Untrusted text for a DataTable cell: a Text object, so it is never parsed as markup."""
+    return Text("" if text is None else str(text))
 
 
 class GpuDetailScreen(Screen):
@@ -54,7 +60,7 @@ class GpuDetailScreen(Screen):
         if g is None:
             return
         self._first = snap
-        head = Content.assemble((f"GPU {g.index}", "bold"), "  ", _t(g.name), ("   ", ""), (_t(g.uuid), "$text-muted"),
+        head = Content.assemble((f"GPU {g.index}", "bold"), "  ", _t(g.name), "   ", (_t(g.uuid), "$text-muted"),
                                 ("   bus ", "$text-muted"), _t(g.pci_bus_id))
         if g.instances:
             head = Content.assemble(head, ("   used by ", "$text-muted"), (", ".join(g.instances), "$secondary"))
@@ -107,9 +113,9 @@ class GpuDetailScreen(Screen):
         for key in [k.value for k in list(table.rows) if k.value not in wanted]:
             table.remove_row(key)
         for key, p in wanted.items():
-            cells = {"pid": str(p.pid), "user": _t(p.user or "?"), "name": _t(p.name or "?"),
+            cells = {"pid": str(p.pid), "user": _cell(p.user or "?"), "name": _cell(p.name or "?"),
                      "mem": fmt_bytes(p.used_memory_bytes), "cpu": NA if p.cpu_pct is None else f"{p.cpu_pct:.0f}",
-                     "rss": fmt_bytes(p.rss_bytes), "cmd": _t((p.cmdline or "")[:200])}
+                     "rss": fmt_bytes(p.rss_bytes), "cmd": _cell((p.cmdline or "")[:200])}
             if key in table.rows:
                 for col, value in cells.items():
                     if str(table.get_cell(key, col)) != str(value):
@@ -249,8 +255,8 @@ class AlertHistoryScreen(Screen):
         table.clear()
         for ev in reversed(events):
             get = (lambda k, ev=ev: ev.get(k) if isinstance(ev, dict) else getattr(ev, k, None))
-            table.add_row(_t(str(get("time") or "")[11:19]), _t(get("state")), _t(get("severity")),
-                          _t(get("subject")), _t(get("kind")), _t(get("message")))
+            table.add_row(_cell(str(get("time") or "")[11:19]), _cell(get("state")), _cell(get("severity")),
+                          _cell(get("subject")), _cell(get("kind")), _cell(get("message")))
 
 
 HELP = """\

@@ -70,8 +70,9 @@ class GpuCard(Card):
 
 
 class InstanceCard(Card):
-    def __init__(self, name: str, **kw) -> None:
-        super().__init__(id=f"inst-{_css_id(name)}", **kw)
+    def __init__(self, name: str, id: str | None = None, **kw) -> None:
+        # ids come from the app (a counter): names are untrusted and two could map to one id
+        super().__init__(id=id, **kw)
         self.name_key = name
         self.instance: Instance | None = None
 
@@ -177,6 +178,3 @@ class PlotextChart(Widget):
         out = fig.build().string()
         return Text.from_ansi(_ANSI_BG.sub("", out), no_wrap=True)
 
-
-def _css_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "x"

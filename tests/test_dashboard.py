@@ -1,0 +1,214 @@
+"""Pilot tests of the dashboard: keys, navigation, pause, themes, small terminals, untrusted
+text, and a collector that raises."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from gpuwatch.analysis.history import History
+from gpuwatch.frontends.tui.app import GpuWatchApp
+from gpuwatch.frontends.tui.widgets import GpuCard
+from gpuwatch.model import GPU, Instance, ModelInfo, Pcie, Process, Snapshot
+
+
+def make_snapshot(n=8, util=50.0, name="NVIDIA H100 80GB HBM3", proc_name="python3", cmdline="python3 -m vllm"):
+    gpus = []
+    for i in range(n):
+        gpus.append(GPU(
+            index=i, name=name, uuid=f"GPU-{i}", utilization_gpu_pct=util, utilization_memory_pct=30.0,
+            memory_used_bytes=40 * 2**30, memory_total_bytes=80 * 2**30, temperature_c=50.0,
+            temperature_slowdown_c=90.0, power_w=400.0, power_limit_w=700.0, sm_clock_mhz=1900,
+            sm_clock_max_mhz=1980, pcie=Pcie(gen=5, max_gen=5, width=16, max_width=16, tx_bytes_per_s=1e6,
+                                             rx_bytes_per_s=2e6),
+            processes=[Process(pid=1000 + i, name=proc_name, cmdline=cmdline, used_memory_bytes=2**30, user="svc")],
+        ))
+    return Snapshot(time="2026-11-23T10:00:00.000Z", host="testbox", driver_version="570.1", gpus=gpus)
+
+
+class FakeSource:
+    live = False
+
+    def __init__(self, snaps):
+        self.snaps = snaps
+        self.calls = 0
+        self.history = History(100)
+        self.alert_engine = None
+
+    def next(self):
+        self.calls += 1
+        item = self.snaps(self.calls) if callable(self.snaps) else self.snaps
+        if isinstance(item, Exception):
+            raise item
+        snap = copy.deepcopy(item)
+        self.history.add(snap)
+        return snap
+
+
+def screen_text(app) -> str:
+    """Everything on screen as plain text, as a user reads it."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_update(full=True).strips) \
+        if hasattr(app.screen._compositor.render_update(full=True), "strips") else app.export_screenshot()
+
+
+def visible_text(app) -> str:
+    from rich.console import Console
+    console = Console(width=app.size.width, record=True, file=open("/dev/null", "w"))
+    lines = []
+    for y in range(app.size.height):
+        strips = app.screen._compositor.render_strips()
+        break
+    return "\n".join(s.text for s in app.screen._compositor.render_strips())
+
+
+@pytest.fixture
+def snap8():
+    return make_snapshot()
+
+
+async def test_cards_show_every_gpu_and_keys_work(snap8):
+    src = FakeSource(snap8)
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        cards = list(app.query(GpuCard))
+        assert [c.index for c in cards] == list(range(8))
+        text = visible_text(app)
+        assert "GPU 0" in text and "GPU 7" in text and "40.0GiB/80.0GiB" in text
+        # arrows move focus between cards
+        await pilot.press("right")
+        assert app.focused is cards[0]
+        await pilot.press("right", "right")
+        assert app.focused is cards[2]
+        await pilot.press("down")
+        cols = int(app.query_one("#gpus").styles.grid_size_columns)
+        assert app.focused is cards[2 + cols]
+        # enter opens the detail screen with the processes; escape goes back
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "GpuDetailScreen"
+        assert "python3 -m vllm" in visible_text(app)
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "Screen"
+        # help
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        # theme cycles
+        before = app.theme
+        await pilot.press("t")
+        assert app.theme != before
+        # refresh interval
+        await pilot.press("plus")
+        assert app.interval < 0.05 or app.interval == 0.25
+        await pilot.press("q")
+    assert not app.is_running
+
+
+async def test_pause_freezes_the_screen_but_not_collection():
+    src = FakeSource(lambda n: make_snapshot(util=float(n % 100)))
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("p")
+        frozen = visible_text(app)
+        calls = src.calls
+        await pilot.pause(0.4)
+        assert src.calls > calls  # collection goes on
+        assert "PAUSED" in frozen
+        after = visible_text(app)
+        assert [line for line in after.splitlines()[1:]] == [line for line in frozen.splitlines()[1:]]
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert "PAUSED" not in visible_text(app)
+
+
+async def test_small_terminal_shows_all_gpus_in_one_line_rows(snap8):
+    app = GpuWatchApp(FakeSource(snap8), interval=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert app.compact == "tight"
+        text = visible_text(app)
+        lines = text.splitlines()
+        assert len(lines) == 24
+        for i in range(8):  # every GPU visible without scrolling
+            assert any(line.lstrip().startswith(f"{i} ") for line in lines), i
+        assert all(len(line) <= 80 for line in lines)
+        # and back to full cards when the terminal grows
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause(0.3)
+        assert app.compact is None
+
+
+async def test_untrusted_text_is_never_markup():
+    evil = "[bold]x[/] [@click=app.quit]click[/] [/]"
+    snap = make_snapshot(n=2, name=evil, proc_name=evil, cmdline=evil)
+    snap.instances = [Instance(name="[@click=app.quit]", kind="vllm", url="http://127.0.0.1:1", status="error",
+                               error="[/] boom [red]", models=[ModelInfo(name="[b]model[/b]")])]
+    app = GpuWatchApp(FakeSource(snap), interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        text = visible_text(app)
+        assert "[@click=app.quit]" in text and "[b]model[/b]" in text and "[/] boom [red]" in text
+        await pilot.press("right", "enter")
+        await pilot.pause(0.1)
+        assert evil in visible_text(app)
+        await pilot.click("#procs")
+        assert app.is_running
+
+
+async def test_collector_that_raises_shows_a_message_and_recovers():
+    def seq(n):
+        return RuntimeError("NVML exploded") if n in (2, 3) else make_snapshot(n=2)
+
+    src = FakeSource(seq)
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.12)
+        for _ in range(20):
+            if app.collector_error:
+                break
+            await pilot.pause(0.02)
+        assert "NVML exploded" in (app.collector_error or "")
+        assert "NVML exploded" in visible_text(app)
+        await pilot.pause(0.4)
+        assert app.is_running and app.collector_error is None and src.calls > 4
+
+
+async def test_no_gpus_says_why_and_keeps_running():
+    snap = Snapshot(time="2026-11-23T10:00:00.000Z", host="laptop",
+                    nvml_error="No NVIDIA driver found: libnvidia-ml.so.1 could not be loaded.")
+    app = GpuWatchApp(FakeSource(snap), interval=0.05)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause(0.3)
+        text = visible_text(app)
+        assert "No NVIDIA driver found" in text and "No inference servers found" in text
+
+
+async def test_unknown_values_show_as_na_not_zero():
+    snap = make_snapshot(n=1)
+    g = snap.gpus[0]
+    g.power_w = g.temperature_c = g.utilization_gpu_pct = None
+    app = GpuWatchApp(FakeSource(snap), interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        card = visible_text(app)
+        assert "n/a" in card
+        assert "util" in card and " 0%" not in card
+
+
+async def test_broken_theme_file_is_reported_not_fatal(tmp_path, monkeypatch, snap8):
+    themes = tmp_path / "gpuwatch" / "themes"
+    themes.mkdir(parents=True)
+    (themes / "broken.toml").write_text("primary = [not toml")
+    (themes / "badcolour.toml").write_text('name = "x"\nprimary = "not-a-colour"\n')
+    (themes / "mine.toml").write_text('name = "mine"\nprimary = "#ff8800"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    app = GpuWatchApp(FakeSource(snap8), interval=0.05, theme="mine")
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await pilot.pause(0.3)
+        assert app.theme == "mine"
+        assert any("broken.toml" in e for e in app.theme_errors)
+        assert any("badcolour.toml" in e and "not a colour" in e for e in app.theme_errors)
+        assert app.is_running
