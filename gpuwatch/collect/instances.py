@@ -81,6 +81,21 @@ def display_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """(URL without ``user:password@``, a Basic Authorization header or None). Credentials go
+    in a header so they never appear in a logged request URL."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    import base64
+
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    if ":" in (parts.hostname or ""):
+        netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    token = base64.b64encode(f"{parts.username or ''}:{parts.password or ''}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
 def url_key(url: str) -> tuple[str, int, str]:
     """Identity of a server for deduplication: every loopback spelling is one host."""
     parts = urlsplit(normalize_url(url))
@@ -377,11 +392,14 @@ class InstanceCollector:
 
     async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
         headers = {}
+        base_url, basic = split_userinfo(t.url)
+        if basic:
+            headers["Authorization"] = basic
         if t.api_key_env:
             key = os.environ.get(t.api_key_env)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-        f = Fetcher(client, t.url, headers, api_key_env=t.api_key_env)
+        f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env)
         kind = t.kind or await detect_kind(f)
         engine = ENGINES[kind]
         reading = await engine.poll(f, t.cache)
@@ -389,11 +407,14 @@ class InstanceCollector:
 
     # ---- results ---------------------------------------------------------------------------
     def _scrub(self, t: _Target, text: str | None) -> str | None:
-        if text is None or not t.api_key_env:
+        if text is None:
             return text
-        secret = os.environ.get(t.api_key_env)
-        if secret:
-            text = text.replace(secret, "***")
+        secrets = [urlsplit(t.url).password]
+        if t.api_key_env:
+            secrets.append(os.environ.get(t.api_key_env))
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "***")
         return text
 
     def _apply(self, t: _Target, res: _PollResult) -> Instance | None:

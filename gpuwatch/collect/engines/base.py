@@ -101,7 +101,7 @@ class Fetcher:
         except httpx.ConnectTimeout:
             raise FetchError("no answer (connect timed out)", status="down", path=path) from None
         except httpx.ConnectError as e:
-            reason = "connection refused" if "refused" in str(e).lower() else "unreachable"
+            reason = "connection refused" if _refused(e) else "unreachable"
             raise FetchError(reason, status="down", path=path) from None
         except httpx.TimeoutException:
             raise FetchError(f"no answer from {path} (timed out)", status="down", path=path) from None
@@ -137,6 +137,17 @@ class Fetcher:
         if body is None:
             return None
         return body.decode("utf-8", "replace")
+
+
+def _refused(e: BaseException) -> bool:
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 8:
+        if isinstance(cur, ConnectionRefusedError) or "refused" in str(cur).lower():
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
 
 
 # ---- Prometheus --------------------------------------------------------------------------
