@@ -289,3 +289,13 @@ def test_fixture_provenance_lists_every_fixture():
         if f.name != "PROVENANCE.md":
             assert f"`{f.name}`" in text, f.name
     json.loads(fixture("ollama-api-ps-openapi-example.json"))
+
+
+def test_instance_modules_do_not_pull_in_textual():
+    import subprocess
+    import sys
+
+    code = ("import sys, gpuwatch.collect.instances, gpuwatch.collect.bench, gpuwatch.analysis.groups, "
+            "gpuwatch.sim.servers, gpuwatch.sim.procs; print('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
