@@ -44,7 +44,9 @@ def test_sim_servers_discovered_with_box_rates_and_gpus():
     try:
         clock.advance(30.0)
         table = SimProcessTable(box)
-        with InstanceCollector([], discover=True, process_table=table, clock=clock.now, probe_ports=()) as col:
+        # no probe_ports given: the simulated table keeps the real machine's default ports out
+        with InstanceCollector([], discover=True, process_table=table, clock=clock.now) as col:
+            assert col.probe_ports == ()
             col.collect()
             t1 = box.t()
             clock.advance(2.0)
@@ -53,7 +55,8 @@ def test_sim_servers_discovered_with_box_rates_and_gpus():
     finally:
         handle.close()
     by_pid = {i.pid: i for i in out}
-    assert len(out) == 3 and all(i.status == "up" and i.source == "discovered" for i in out)
+    assert len(out) == 3 and all(i.status == "up" and i.source == "simulated" for i in out)
+    assert sorted(i.name for i in out) == sorted(s.name for s in box.scenario.instances)
     gpus = []
     for g in range(box.count):
         gpus.append(GPU(index=g, processes=[Process(pid=p, used_memory_bytes=m) for p, m in box.gpu_processes(g)]))

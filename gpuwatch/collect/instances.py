@@ -208,7 +208,10 @@ class InstanceCollector:
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
         self.clock = clock
-        self.probe_ports = tuple(names.DEFAULT_PORTS.values()) if probe_ports is None else tuple(probe_ports)
+        if probe_ports is None:
+            # a simulated process table says not to probe the real machine's default ports
+            probe_ports = tuple(names.DEFAULT_PORTS.values()) if getattr(self.table, "probe_default_ports", True) else ()
+        self.probe_ports = tuple(probe_ports)
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
         self._targets: dict[tuple[str, int, str], _Target] = {}
@@ -216,14 +219,18 @@ class InstanceCollector:
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
         for b in backends:
+            if isinstance(b, str):
+                b = BackendConfig(url=b)
+            # any object with these attributes will do (config.Backend, BackendConfig)
             url = normalize_url(b.url)
             key = url_key(url)
             if key in self._targets:
                 continue  # the same server configured twice
             host, port, path = key
             default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}{path}"
-            self._targets[key] = _Target(key=key, url=url, name=b.name or default_name, kind=b.kind,
-                                         source=b.source, api_key_env=b.api_key_env)
+            self._targets[key] = _Target(key=key, url=url, name=getattr(b, "name", None) or default_name,
+                                         kind=getattr(b, "kind", None), source=getattr(b, "source", "configured"),
+                                         api_key_env=getattr(b, "api_key_env", None))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gpuwatch-instances", daemon=True)
         self._thread.start()
@@ -336,7 +343,7 @@ class InstanceCollector:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
-            if t.source == "discovered" and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
+            if t.source != "configured" and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
                 del self._targets[key]
 
     def _discover_processes(self, listeners, now: float) -> None:
@@ -355,8 +362,12 @@ class InstanceCollector:
             key = ("127.0.0.1", port, "")
             t = self._targets.get(key)
             if t is None:
-                self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"{kind}:{port}",
-                                             kind=kind, source="discovered", last_seen=now)
+                # a simulated table names its servers after the scenario's instances
+                name_of = getattr(self.table, "server_name", None)
+                name = (name_of(pid) if name_of else None) or f"{kind}:{port}"
+                source = getattr(self.table, "discovered_source", "discovered")
+                self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=name,
+                                             kind=kind, source=source, last_seen=now)
             else:
                 if t.tentative:  # a default-port probe that turns out to be a known server
                     t.tentative = False

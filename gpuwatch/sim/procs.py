@@ -17,10 +17,16 @@ from .scenarios import InstanceSpec
 
 
 class SimProcessTable:
+    # hints for the instance collector: do not probe the real machine's default ports, and
+    # name discovered servers after the scenario's instances
+    probe_default_ports = False
+    discovered_source = "simulated"
+
     def __init__(self, box: SimBox) -> None:
         self.box = box
         self._procs: dict[int, ProcInfo] = {}
         self._children: dict[int, list[int]] = {}
+        self._names: dict[int, str] = {}
         for spec in box.scenario.instances:
             self._add_instance(spec)
 
@@ -52,6 +58,7 @@ class SimProcessTable:
             self._procs[pid] = ProcInfo(pid=pid, name=name, cmdline=cmdline, user=spec.user, cpu_pct=98.0,
                                         rss_bytes=6 * 1024**3, ppid=server, environ=env)
         self._children[server] = kids
+        self._names[server] = spec.name
 
     # ---- the ProcessTable interface ----------------------------------------------------------
     def info(self, pid: int) -> ProcInfo | None:
@@ -74,6 +81,10 @@ class SimProcessTable:
             if port is not None:
                 out.append(Listener(pid=self.box.server_pid(spec), port=port, host="127.0.0.1"))
         return out
+
+    def server_name(self, pid: int) -> str | None:
+        """The scenario's name for the server listening as ``pid``."""
+        return self._names.get(pid)
 
     def forget_missing(self, alive: set[int]) -> None:
         pass
