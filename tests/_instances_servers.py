@@ -28,6 +28,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        self.server.fake.conns.append(self.connection)
+
     def do_GET(self):  # noqa: N802
         self._route()
 
@@ -91,6 +95,7 @@ class FakeServer:
         self.default = default
         self.require_key = require_key
         self.requests: list = []
+        self.conns: list = []
         self.stop = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
@@ -101,9 +106,15 @@ class FakeServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop as a dead process does: the listening socket and every open connection close."""
         self.stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def free_port() -> int:

@@ -221,3 +221,18 @@ def test_assign_gpus_multi_gpu_without_hint():
     assign_gpus(snap)
     assert snap.instances[0].parallelism == "pipeline" and snap.instances[0].parallel_size == 2
     assert snap.instances[1].parallelism == "unknown"  # vLLM over 2 GPUs with neither TP nor PP: data parallel
+
+
+def test_vanished_discovered_server_shows_down_then_is_forgotten(clock, servers):
+    vllm = servers(vllm_routes(clock))
+    table = FakeTable()
+    table.add(100, "vllm", ["vllm", "serve", "m", "--port", str(vllm.port)], ports=[vllm.port])
+    with InstanceCollector([BackendConfig(f"http://127.0.0.1:{free_port()}", name="configured-dead")],
+                           discover=True, process_table=table, clock=clock.now, probe_ports=()) as col:
+        assert {i.name: i.status for i in col.collect()} == {"configured-dead": "down", f"vllm:{vllm.port}": "up"}
+        vllm.close()
+        table.listening.clear()
+        clock.advance(60.0)
+        assert {i.name: i.status for i in col.collect()}[f"vllm:{vllm.port}"] == "down"  # the user sees it die
+        clock.advance(600.0)
+        assert [i.name for i in col.collect()] == ["configured-dead"]  # configured ones stay

@@ -157,6 +157,7 @@ class _Target:
     source: str
     api_key_env: str | None = None
     tentative: bool = False  # a default-port probe: shown only once recognised
+    discovered: bool = False  # found by discovery (forgotten when gone for a while)
     pid: int | None = None
     pids: list[int] = field(default_factory=list)
     parallelism: str = "unknown"
@@ -325,7 +326,8 @@ class InstanceCollector:
                 key = ("127.0.0.1", port, "")
                 if key not in self._targets:
                     self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
-                                                 kind=None, source="discovered", tentative=True, last_seen=now)
+                                                 kind=None, source="discovered", tentative=True, last_seen=now,
+                                                 discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
             if t.key[0] != "127.0.0.1":
@@ -343,7 +345,7 @@ class InstanceCollector:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
-            if t.source != "configured" and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
+            if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
                 del self._targets[key]
 
     def _discover_processes(self, listeners, now: float) -> None:
@@ -367,7 +369,7 @@ class InstanceCollector:
                 name = (name_of(pid) if name_of else None) or f"{kind}:{port}"
                 source = getattr(self.table, "discovered_source", "discovered")
                 self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=name,
-                                             kind=kind, source=source, last_seen=now)
+                                             kind=kind, source=source, last_seen=now, discovered=True)
             else:
                 if t.tentative:  # a default-port probe that turns out to be a known server
                     t.tentative = False
