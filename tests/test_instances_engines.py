@@ -299,3 +299,10 @@ def test_instance_modules_do_not_pull_in_textual():
             "gpuwatch.sim.servers, gpuwatch.sim.procs; print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_malformed_wanted_series_is_an_error_not_a_crash(clock, servers):
+    srv = servers({"/metrics": 'vllm:num_requests_running{model_name="m"} twelve\n'})
+    with collector([(srv.url, "vllm")], clock) as col:
+        inst = col.collect()[0]
+    assert inst.status == "error" and "unparseable Prometheus text from /metrics" in inst.error

@@ -79,7 +79,7 @@ def test_one_bad_server_costs_the_others_nothing(clock, servers):
     assert got["http500"].status == "error" and got["http500"].error == "HTTP 500 from /metrics: CUDA out of memory"
     assert got["locked"].status == "error" and "needs API key" in got["locked"].error
     assert got["junk"].status == "error" and "bad HTTP response" in got["junk"].error
-    assert got["garbage"].status == "error" and "unparseable" in got["garbage"].error
+    assert got["garbage"].status == "error" and "no vllm: series in /metrics" in got["garbage"].error
     assert got["endless"].status == "error" and "larger than 4 MiB" in got["endless"].error
     for name in bad:
         inst = got[name]

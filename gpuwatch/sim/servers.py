@@ -174,6 +174,9 @@ def _iso_in(seconds: float) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server: _SimServer
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; without this a keep-alive client waits 40 ms
+    # for the delayed ACK on every request
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # quiet
         pass

@@ -193,17 +193,32 @@ class Histogram:
 class PromScrape:
     """Samples of one /metrics body, looked up by exposition name."""
 
-    def __init__(self, text: str, path: str = "/metrics") -> None:
+    def __init__(self, text: str, path: str = "/metrics", wanted: set[str] | None = None) -> None:
+        """``wanted``: sample names to keep (None: all). Lines of other series are dropped
+        before parsing, by their leading name only: a real vLLM body has ~1000 lines and
+        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small."""
         self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        self.names: set[str] = set()
+        if wanted is not None:
+            keep = []
+            for line in text.splitlines():
+                if not line or line[0] == "#":
+                    continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
+                name = line.split("{", 1)[0].split(None, 1)[0]
+                self.names.add(name)
+                if name in wanted:
+                    keep.append(line)
+            text = "\n".join(keep) + "\n"
         try:
             for fam in text_string_to_metric_families(text):
                 for s in fam.samples:
                     self.samples.setdefault(s.name, []).append((s.labels, float(s.value)))
+                    self.names.add(s.name)
         except Exception as e:  # the parser raises ValueError, TypeError, IndexError... on junk
             raise FetchError(f"unparseable Prometheus text from {path} ({type(e).__name__})", path=path) from None
 
     def has_prefix(self, prefix: str) -> bool:
-        return any(name.startswith(prefix) for name in self.samples)
+        return any(name.startswith(prefix) for name in self.names)
 
     def _pick(self, candidates: tuple[str, ...], suffix: str = "") -> list[tuple[dict[str, str], float]] | None:
         for name in candidates:
@@ -301,6 +316,15 @@ def int_flag(argv: list[str], flags: tuple[str, ...]) -> int | None:
         return int(v) if v is not None else None
     except ValueError:
         return None
+
+
+def wanted_names(table: dict[str, tuple[str, ...]]) -> set[str]:
+    """Every sample name an engine's table may read (histograms by their ``_bucket`` series)."""
+    out: set[str] = set()
+    for candidates in table.values():
+        for name in candidates:
+            out.update((name, name + "_bucket"))
+    return out
 
 
 def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) -> Reading:

@@ -8,12 +8,13 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, prometheus_reading
+from .base import Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, prometheus_reading, wanted_names
 
 
 class LlamacppEngine(Engine):
     kind = "llamacpp"
     table = names.LLAMACPP
+    wanted = wanted_names(names.LLAMACPP)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
         metrics, props, slots = await asyncio.gather(
@@ -23,7 +24,7 @@ class LlamacppEngine(Engine):
             if isinstance(part, BaseException):
                 raise part
         if metrics is not None:
-            scrape = PromScrape(metrics)
+            scrape = PromScrape(metrics, wanted=self.wanted)
             r = prometheus_reading(scrape, self.table)
         else:
             r = Reading()  # started without --metrics: model and slots only

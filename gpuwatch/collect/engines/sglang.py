@@ -7,17 +7,18 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, prometheus_reading
+from .base import Engine, FetchError, Fetcher, PromScrape, Reading, prometheus_reading, wanted_names
 from .vllm import _tp_pp
 
 
 class SglangEngine(Engine):
     kind = "sglang"
     table = names.SGLANG
+    wanted = wanted_names(names.SGLANG)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
         text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "")
+        scrape = PromScrape(text or "", wanted=self.wanted)
         if not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
             raise FetchError(f"no {names.METRIC_PREFIX[self.kind]} series in /metrics (started without --enable-metrics?)",
                              path="/metrics")

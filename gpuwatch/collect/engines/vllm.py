@@ -6,16 +6,17 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, int_flag, prometheus_reading
+from .base import Engine, FetchError, Fetcher, PromScrape, Reading, int_flag, prometheus_reading, wanted_names
 
 
 class VllmEngine(Engine):
     kind = "vllm"
     table = names.VLLM
+    wanted = wanted_names(names.VLLM)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
         text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "")
+        scrape = PromScrape(text or "", wanted=self.wanted)
         if not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
             raise FetchError(f"no {names.METRIC_PREFIX[self.kind]} series in /metrics", path="/metrics")
         r = prometheus_reading(scrape, self.table)
