@@ -1,0 +1,42 @@
+"""Which GPUs each inference instance uses, and how it spreads over them.
+
+Joins ``Instance.pids`` (the listening server and all its descendants: vLLM workers, Ollama
+runners) with the pids NVML lists on each GPU. Pure: works on the model objects only.
+"""
+
+from __future__ import annotations
+
+from ..collect.engines.names import LAYER_SPLIT_BY_DEFAULT
+from ..model import Snapshot
+
+
+def assign_gpus(snapshot: Snapshot) -> Snapshot:
+    """Fill ``instance.gpus`` (sorted indices), ``instance.gpu_memory_bytes`` ({"0": bytes}),
+    ``parallelism``/``parallel_size``, and ``GPU.instances``. Idempotent; returns the snapshot."""
+    owner: dict[int, list[tuple[int, int | None]]] = {}  # pid -> [(gpu index, used bytes)]
+    for gpu in snapshot.gpus:
+        for proc in gpu.processes:
+            owner.setdefault(proc.pid, []).append((gpu.index, proc.used_memory_bytes))
+    for inst in snapshot.instances:
+        mem: dict[int, int] = {}
+        seen: set[int] = set()
+        for pid in set(inst.pids) | ({inst.pid} if inst.pid is not None else set()):
+            for index, used in owner.get(pid, ()):
+                seen.add(index)
+                mem[index] = mem.get(index, 0) + (used or 0)
+        if not seen:
+            continue  # nothing on a GPU we can see (remote server, or not loaded): keep the hint
+        inst.gpus = sorted(seen)
+        inst.gpu_memory_bytes = {str(i): mem[i] for i in inst.gpus}
+        n = len(inst.gpus)
+        if n == 1:
+            inst.parallelism, inst.parallel_size = "single", 1
+        else:
+            if inst.parallelism not in ("tensor", "pipeline"):
+                inst.parallelism = "pipeline" if inst.kind in LAYER_SPLIT_BY_DEFAULT else "unknown"
+            inst.parallel_size = n
+        for index in inst.gpus:
+            gpu = snapshot.gpu(index)
+            if gpu is not None and inst.name not in gpu.instances:
+                gpu.instances.append(inst.name)
+    return snapshot

@@ -1,0 +1,352 @@
+"""What every engine module shares: bounded HTTP reads, Prometheus parsing, the reading an
+engine returns, and histogram quantiles.
+
+An engine module turns one server's endpoints into a :class:`Reading` (gauges, cumulative
+counters, cumulative histograms, models, version). Rates and quantiles over the poll
+interval are computed from two readings by the collector (``gpuwatch.collect.instances``),
+the same way for every engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from ...model import ModelInfo
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+ERROR_EXCERPT_CHARS = 80
+
+
+class FetchError(Exception):
+    """A server could not be read. ``status`` is "down" (unreachable, no answer) or "error"
+    (it answered, but not with what we need). The message is shown to the user."""
+
+    def __init__(self, message: str, status: str = "error", path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.path = path
+
+
+def _excerpt(body: bytes) -> str:
+    """A short printable excerpt of an error body (for 'HTTP 500 from /metrics: ...')."""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            for key in ("error", "detail", "message"):
+                v = data.get(key)
+                if isinstance(v, dict):
+                    v = v.get("message")
+                if isinstance(v, str):
+                    body = v.encode()
+                    break
+    except (ValueError, UnicodeDecodeError):
+        pass
+    text = body.decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    if len(text) > ERROR_EXCERPT_CHARS:
+        text = text[: ERROR_EXCERPT_CHARS - 1] + "…"
+    return text
+
+
+class Fetcher:
+    """GETs/POSTs relative to one server's base URL with a cap on the body size.
+
+    Bodies are streamed and reading stops at ``max_body`` bytes, so an endless or huge body
+    costs at most that much memory; the time bound is the caller's (``asyncio.wait_for``).
+    """
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str] | None = None,
+                 max_body: int = MAX_BODY_BYTES, api_key_env: str | None = None) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.headers = headers or {}
+        self.max_body = max_body
+        self.api_key_env = api_key_env
+
+    def _auth_message(self, code: int, path: str) -> str:
+        if "Authorization" in self.headers:
+            return f"API key rejected (HTTP {code} from {path})"
+        if self.api_key_env:
+            return f"needs API key (HTTP {code} from {path}; env var {self.api_key_env} is not set)"
+        return f"needs API key (HTTP {code} from {path})"
+
+    async def request(self, method: str, path: str, *, optional: bool = False, json_body: Any = None) -> bytes | None:
+        """The body, or None when ``optional`` and the endpoint does not exist (404/405/501)."""
+        url = self.base_url + path
+        try:
+            async with self.client.stream(method, url, headers=self.headers, json=json_body) as r:
+                code = r.status_code
+                if code in (401, 403):
+                    raise FetchError(self._auth_message(code, path), path=path)
+                if optional and code in (404, 405, 501):
+                    return None
+                if code >= 400:
+                    body = await self._read(r, path, limit=4096, truncate=True)
+                    excerpt = _excerpt(body)
+                    raise FetchError(f"HTTP {code} from {path}" + (f": {excerpt}" if excerpt else ""), path=path)
+                declared = r.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.max_body:
+                    raise FetchError(f"response from {path} larger than {self.max_body // 1048576} MiB", path=path)
+                return await self._read(r, path, limit=self.max_body)
+        except FetchError:
+            raise
+        except httpx.ConnectTimeout:
+            raise FetchError("no answer (connect timed out)", status="down", path=path) from None
+        except httpx.ConnectError as e:
+            reason = "connection refused" if _refused(e) else "unreachable"
+            raise FetchError(reason, status="down", path=path) from None
+        except httpx.TimeoutException:
+            raise FetchError(f"no answer from {path} (timed out)", status="down", path=path) from None
+        except (httpx.RemoteProtocolError, httpx.DecodingError):
+            raise FetchError(f"bad HTTP response from {path}", path=path) from None
+        except httpx.HTTPError as e:
+            raise FetchError(f"{type(e).__name__} on {path}", status="down", path=path) from None
+
+    async def _read(self, r: httpx.Response, path: str, limit: int, truncate: bool = False) -> bytes:
+        buf = bytearray()
+        async for chunk in r.aiter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                if truncate:
+                    return bytes(buf[:limit])
+                raise FetchError(f"response from {path} larger than {limit // 1048576} MiB", path=path)
+        return bytes(buf)
+
+    async def get(self, path: str, optional: bool = False) -> bytes | None:
+        return await self.request("GET", path, optional=optional)
+
+    async def get_json(self, path: str, optional: bool = False) -> Any:
+        body = await self.get(path, optional=optional)
+        if body is None:
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise FetchError(f"not JSON from {path}", path=path) from None
+
+    async def get_text(self, path: str, optional: bool = False) -> str | None:
+        body = await self.get(path, optional=optional)
+        if body is None:
+            return None
+        return body.decode("utf-8", "replace")
+
+
+def _refused(e: BaseException) -> bool:
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 8:
+        if isinstance(cur, ConnectionRefusedError) or "refused" in str(cur).lower():
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
+
+
+# ---- Prometheus --------------------------------------------------------------------------
+
+@dataclass
+class Histogram:
+    """Cumulative bucket counts, sorted by upper bound (the last one is +Inf)."""
+
+    buckets: list[tuple[float, float]]
+
+    @property
+    def count(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+    def minus(self, older: Histogram) -> Histogram | None:
+        """Observations since ``older``; None when the two do not line up or a bucket went
+        down (the server restarted)."""
+        if [le for le, _ in older.buckets] != [le for le, _ in self.buckets]:
+            return None
+        out = []
+        for (le, c), (_, c0) in zip(self.buckets, older.buckets):
+            if c < c0:
+                return None
+            out.append((le, c - c0))
+        return Histogram(out)
+
+    def quantile(self, q: float) -> float | None:
+        """Prometheus ``histogram_quantile``: linear interpolation inside the bucket that holds
+        the q-th observation; the highest finite bound when it falls in +Inf."""
+        if not self.buckets or self.count <= 0:
+            return None
+        rank = q * self.count
+        prev_le, prev_c = 0.0, 0.0
+        for le, c in self.buckets:
+            if c >= rank and c > prev_c:
+                if math.isinf(le):
+                    return prev_le
+                return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+            prev_le, prev_c = (le if not math.isinf(le) else prev_le), c
+        return prev_le
+
+
+class PromScrape:
+    """Samples of one /metrics body, looked up by exposition name."""
+
+    def __init__(self, text: str, path: str = "/metrics", wanted: set[str] | None = None) -> None:
+        """``wanted``: sample names to keep (None: all). Lines of other series are dropped
+        before parsing, by their leading name only: a real vLLM body has ~1000 lines and
+        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small."""
+        self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        self.names: set[str] = set()
+        if wanted is not None:
+            keep = []
+            for line in text.splitlines():
+                if not line or line[0] == "#":
+                    continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
+                name = line.split("{", 1)[0].split(None, 1)[0]
+                self.names.add(name)
+                if name in wanted:
+                    keep.append(line)
+            text = "\n".join(keep) + "\n"
+        try:
+            for fam in text_string_to_metric_families(text):
+                for s in fam.samples:
+                    self.samples.setdefault(s.name, []).append((s.labels, float(s.value)))
+                    self.names.add(s.name)
+        except Exception as e:  # the parser raises ValueError, TypeError, IndexError... on junk
+            raise FetchError(f"unparseable Prometheus text from {path} ({type(e).__name__})", path=path) from None
+
+    def has_prefix(self, prefix: str) -> bool:
+        return any(name.startswith(prefix) for name in self.names)
+
+    def _pick(self, candidates: tuple[str, ...], suffix: str = "") -> list[tuple[dict[str, str], float]] | None:
+        for name in candidates:
+            got = self.samples.get(name + suffix)
+            if got:
+                return got
+        return None
+
+    def sum(self, candidates: tuple[str, ...]) -> float | None:
+        got = self._pick(candidates)
+        if got is None:
+            return None
+        values = [v for _, v in got if not math.isnan(v)]
+        return sum(values) if values else None
+
+    def max(self, candidates: tuple[str, ...]) -> float | None:
+        got = self._pick(candidates)
+        if got is None:
+            return None
+        values = [v for _, v in got if not math.isnan(v)]
+        return max(values) if values else None
+
+    def histogram(self, candidates: tuple[str, ...]) -> Histogram | None:
+        got = self._pick(candidates, "_bucket")
+        if got is None:
+            return None
+        by_le: dict[float, float] = {}
+        for labels, v in got:
+            try:
+                le = float(labels.get("le", "nan"))
+            except ValueError:
+                continue
+            if math.isnan(le) or math.isnan(v):
+                continue
+            by_le[le] = by_le.get(le, 0.0) + v
+        if not by_le:
+            return None
+        return Histogram(sorted(by_le.items()))
+
+    def label_values(self, candidates: tuple[str, ...], label: str) -> list[str]:
+        seen: list[str] = []
+        for name in candidates:
+            for labels, _ in self.samples.get(name, ()):
+                v = labels.get(label)
+                if v and v not in seen:
+                    seen.append(v)
+        return seen
+
+
+# ---- what an engine returns ----------------------------------------------------------------
+
+@dataclass
+class Reading:
+    """One poll of one server: instantaneous values plus cumulative counters/histograms."""
+
+    version: str | None = None
+    models: list[ModelInfo] = field(default_factory=list)
+    # requests_running, requests_waiting, kv_cache_usage_pct, prefix_cache_hit_pct, slots_busy, slots_total
+    gauges: dict[str, float | None] = field(default_factory=dict)
+    # generation_tokens, prompt_tokens, preemptions, prefix_cache_hits, prefix_cache_queries
+    counters: dict[str, float] = field(default_factory=dict)
+    # ttft, itl
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+
+
+class Engine:
+    """One inference engine. Subclasses fill ``kind`` and ``poll``; ``cache`` is a per-server
+    dict kept between polls for things that rarely change (version)."""
+
+    kind: str = "unknown"
+
+    async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
+        """(hint, group size) from the server's command line: tensor | pipeline | single | unknown."""
+        return "unknown", None
+
+
+def flag_value(argv: list[str], flags: tuple[str, ...]) -> str | None:
+    """Value of the last occurrence of any of ``flags`` (``--flag V`` or ``--flag=V``)."""
+    value = None
+    for i, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg[len(flag) + 1:]
+    return value
+
+
+def int_flag(argv: list[str], flags: tuple[str, ...]) -> int | None:
+    v = flag_value(argv, flags)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def wanted_names(table: dict[str, tuple[str, ...]]) -> set[str]:
+    """Every sample name an engine's table may read (histograms by their ``_bucket`` series)."""
+    out: set[str] = set()
+    for candidates in table.values():
+        for name in candidates:
+            out.update((name, name + "_bucket"))
+    return out
+
+
+def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) -> Reading:
+    """The parts of a Reading every Prometheus engine reads the same way from its table."""
+    r = Reading()
+    for key in ("requests_running", "requests_waiting"):
+        if key in table:
+            r.gauges[key] = scrape.sum(table[key])
+    if "kv_cache_fraction" in table:
+        frac = scrape.max(table["kv_cache_fraction"])
+        r.gauges["kv_cache_usage_pct"] = None if frac is None else 100.0 * frac
+    if "prefix_cache_hit_fraction" in table:
+        frac = scrape.max(table["prefix_cache_hit_fraction"])
+        r.gauges["prefix_cache_hit_pct"] = None if frac is None else 100.0 * frac
+    for key in ("generation_tokens", "prompt_tokens", "preemptions", "prefix_cache_hits", "prefix_cache_queries"):
+        if key in table:
+            v = scrape.sum(table[key])
+            if v is not None:
+                r.counters[key] = v
+    for key in ("ttft", "itl"):
+        if key in table:
+            h = scrape.histogram(table[key])
+            if h is not None:
+                r.histograms[key] = h
+    return r

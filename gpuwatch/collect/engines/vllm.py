@@ -1,0 +1,45 @@
+"""vLLM: Prometheus ``/metrics`` (``vllm:`` series labelled by ``model_name``) and ``/version``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...model import ModelInfo
+from . import names
+from .base import Engine, FetchError, Fetcher, PromScrape, Reading, int_flag, prometheus_reading, wanted_names
+
+
+class VllmEngine(Engine):
+    kind = "vllm"
+    table = names.VLLM
+    wanted = wanted_names(names.VLLM)
+
+    async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
+        text = await f.get_text("/metrics")
+        scrape = PromScrape(text or "", wanted=self.wanted)
+        if not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
+            raise FetchError(f"no {names.METRIC_PREFIX[self.kind]} series in /metrics", path="/metrics")
+        r = prometheus_reading(scrape, self.table)
+        r.models = [ModelInfo(name=m) for m in scrape.label_values(
+            tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])]
+        if "version" not in cache:
+            try:
+                data = await f.get_json("/version", optional=True)
+                cache["version"] = str(data["version"]) if isinstance(data, dict) and "version" in data else None
+            except FetchError:
+                cache["version"] = None
+        r.version = cache["version"]
+        return r
+
+    def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
+        return _tp_pp(argv, names.PARALLEL_FLAGS[self.kind])
+
+
+def _tp_pp(argv: list[str], flags: dict[str, tuple[str, ...]]) -> tuple[str, int | None]:
+    tp = int_flag(argv, flags["tensor"]) or 1
+    pp = int_flag(argv, flags["pipeline"]) or 1
+    if tp > 1:
+        return "tensor", tp * pp
+    if pp > 1:
+        return "pipeline", pp
+    return "single", 1

@@ -1,0 +1,493 @@
+"""Inference instances: which servers run (configured and discovered), what engine they are,
+and how busy they are.
+
+``InstanceCollector.collect()`` is called once per tick from a worker thread. It polls every
+server concurrently on a private asyncio loop (one background thread, one pooled
+``httpx.AsyncClient``), each server bounded by ``timeout_s``: a server that hangs, fails or
+answers junk shows ``status`` "down"/"error" with a reason and costs nobody else a refresh.
+Rates (tok/s, preemptions/s, prefix-cache hits) and latency quantiles are computed here from
+the previous poll's counters and histogram buckets, per server, robust to restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import datetime as _dt
+import ipaddress
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ..model import BenchResult, Instance
+from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
+from .engines.base import Histogram
+from .procs import ProcessTable
+
+DISCOVERY_INTERVAL_S = 10.0
+FORGET_DISCOVERED_AFTER_S = 300.0
+CONNECT_TIMEOUT_S = 0.5
+
+
+@dataclass
+class BackendConfig:
+    """A server the user named (``--backend URL`` or ``[[backends]]`` in the config file)."""
+
+    url: str
+    name: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    kind: str | None = None  # ollama | vllm | llamacpp | sglang; probed when None
+    source: str = "configured"  # configured | simulated
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+def normalize_url(url: str) -> str:
+    """Adds a scheme when missing, drops a trailing slash."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
+def display_url(url: str) -> str:
+    """The URL without a password (``http://user:***@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """(URL without ``user:password@``, a Basic Authorization header or None). Credentials go
+    in a header so they never appear in a logged request URL."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    import base64
+
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    if ":" in (parts.hostname or ""):
+        netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    token = base64.b64encode(f"{parts.username or ''}:{parts.password or ''}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
+def url_key(url: str) -> tuple[str, int, str]:
+    """Identity of a server for deduplication: every loopback spelling is one host."""
+    parts = urlsplit(normalize_url(url))
+    host = (parts.hostname or "").lower()
+    if _is_loopback(host):
+        host = "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port, parts.path.rstrip("/")
+
+
+def _name_matches(name: str, patterns: tuple[str, ...]) -> bool:
+    name = (name or "").lower()
+    for p in patterns:
+        if p.endswith("*"):
+            if name.startswith(p[:-1]):
+                return True
+        elif name == p:
+            return True
+    return False
+
+
+def match_server_process(name: str | None, argv: list[str]) -> str | None:
+    """The engine a process is the server of, from its name AND command line; None if none."""
+    joined = " ".join(argv)
+    base0 = os.path.basename(argv[0]) if argv else ""
+    for kind, (procnames, markers) in names.SERVER_PROCESSES.items():
+        if not (_name_matches(name or "", procnames) or _name_matches(base0, procnames)):
+            continue
+        if any(m in joined for m in markers):
+            return kind
+    return None
+
+
+def expected_port(kind: str, argv: list[str], env: dict[str, str] | None) -> int:
+    from .engines.base import int_flag
+
+    port = int_flag(argv, names.PORT_FLAGS)
+    if port:
+        return port
+    if kind == "ollama" and env and env.get("OLLAMA_HOST"):
+        host = env["OLLAMA_HOST"]
+        try:
+            p = urlsplit(host if "://" in host else "http://" + host).port
+            if p:
+                return p
+        except ValueError:
+            pass
+    return names.DEFAULT_PORTS[kind]
+
+
+# ---- per-server state ------------------------------------------------------------------------
+
+@dataclass
+class _Target:
+    key: tuple[str, int, str]
+    url: str
+    name: str
+    kind: str | None
+    source: str
+    api_key_env: str | None = None
+    tentative: bool = False  # a default-port probe: shown only once recognised
+    discovered: bool = False  # found by discovery (forgotten when gone for a while)
+    pid: int | None = None
+    pids: list[int] = field(default_factory=list)
+    parallelism: str = "unknown"
+    parallel_size: int | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+    prev: Reading | None = None
+    prev_t: float | None = None
+    error_since: str | None = None
+    last_seen: float = 0.0
+    bench: BenchResult | None = None
+    version: str | None = None
+
+
+@dataclass
+class _PollResult:
+    reading: Reading | None = None
+    t: float | None = None
+    error: FetchError | None = None
+    kind: str | None = None
+
+
+def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
+    """Per-second rate of a counter; None on the first poll, a zero interval or a counter that
+    went down (the server restarted)."""
+    if cur is None or prev is None or not dt or dt <= 0 or cur < prev:
+        return None
+    return (cur - prev) / dt
+
+
+def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histogram | None:
+    if cur is None:
+        return None
+    if prev is None:
+        return cur  # first poll: everything observed so far
+    delta = cur.minus(prev)
+    if delta is None:
+        return cur  # restarted (or bucket layout changed): counts since the restart
+    return delta
+
+
+class InstanceCollector:
+    """Polls configured and discovered inference servers. Thread-safe; ``collect()`` is
+    bounded by about ``timeout_s`` + 0.3 s however the servers behave."""
+
+    def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
+                 timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S) -> None:
+        self.discover = discover
+        self.table = process_table if process_table is not None else ProcessTable()
+        self.timeout_s = float(timeout_s)
+        self.clock = clock
+        if probe_ports is None:
+            # a simulated process table says not to probe the real machine's default ports
+            probe_ports = tuple(names.DEFAULT_PORTS.values()) if getattr(self.table, "probe_default_ports", True) else ()
+        self.probe_ports = tuple(probe_ports)
+        self.discovery_interval_s = discovery_interval_s
+        self._lock = threading.Lock()
+        self._targets: dict[tuple[str, int, str], _Target] = {}
+        self._benches: dict[str, BenchResult] = {}
+        self._last_scan: float | None = None
+        self._listener_pids: dict[int, int] = {}  # loopback port -> pid
+        for b in backends:
+            if isinstance(b, str):
+                b = BackendConfig(url=b)
+            # any object with these attributes will do (config.Backend, BackendConfig)
+            url = normalize_url(b.url)
+            key = url_key(url)
+            if key in self._targets:
+                continue  # the same server configured twice
+            host, port, path = key
+            default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}{path}"
+            self._targets[key] = _Target(key=key, url=url, name=getattr(b, "name", None) or default_name,
+                                         kind=getattr(b, "kind", None), source=getattr(b, "source", "configured"),
+                                         api_key_env=getattr(b, "api_key_env", None))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gpuwatch-instances", daemon=True)
+        self._thread.start()
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    # ---- public API ---------------------------------------------------------------------
+    def collect(self) -> list[Instance]:
+        with self._lock:
+            if self._closed:
+                return []
+            now = self.clock()
+            self._refresh_processes(now)
+            targets = list(self._targets.values())
+            fut = asyncio.run_coroutine_threadsafe(self._poll_all(targets), self._loop)
+            try:
+                results = fut.result(timeout=self.timeout_s + 0.3)
+            except concurrent.futures.TimeoutError:
+                fut.cancel()
+                results = {t.key: _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s", "down"))
+                           for t in targets}
+            out = []
+            for t in targets:
+                inst = self._apply(t, results.get(t.key) or _PollResult(
+                    error=FetchError(f"no answer within {self.timeout_s:g} s", "down")))
+                if inst is not None:
+                    out.append(inst)
+                elif t.tentative:
+                    self._targets.pop(t.key, None)  # probed again at the next discovery scan
+            return out
+
+    def record_bench(self, key: str, result: BenchResult) -> None:
+        """Keep ``result`` as the last benchmark of the instance named ``key`` (or at URL ``key``);
+        it appears in ``Instance.bench`` from the next ``collect()`` on."""
+        with self._lock:
+            target = self._find(key)
+            if target is not None:
+                target.bench = result
+            else:
+                self._benches[key] = result  # for an instance not seen yet
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._client is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=2)
+            except Exception:
+                pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=2)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> InstanceCollector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- discovery ----------------------------------------------------------------------
+    def _find(self, key: str) -> _Target | None:
+        for t in self._targets.values():
+            if t.name == key or t.url == normalize_url(key):
+                return t
+        try:
+            k = url_key(key)
+        except ValueError:
+            return None
+        return self._targets.get(k)
+
+    def _refresh_processes(self, now: float) -> None:
+        """Every ``discovery_interval_s``: read listening sockets, add discovered servers, map
+        loopback servers to their pids and descendants, queue default-port probes."""
+        if self._last_scan is not None and now - self._last_scan < self.discovery_interval_s:
+            return
+        self._last_scan = now
+        try:
+            listeners = self.table.listeners()
+        except Exception:
+            listeners = []
+        port_pid: dict[int, int] = {}
+        for lst in listeners:
+            if _is_loopback(lst.host):
+                port_pid.setdefault(lst.port, lst.pid)
+        self._listener_pids = port_pid
+        if self.discover:
+            self._discover_processes(listeners, now)
+            for port in self.probe_ports:
+                key = ("127.0.0.1", port, "")
+                if key not in self._targets:
+                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
+                                                 kind=None, source="discovered", tentative=True, last_seen=now,
+                                                 discovered=True)
+        # pids for every loopback server (configured ones too)
+        for t in self._targets.values():
+            if t.key[0] != "127.0.0.1":
+                continue
+            pid = port_pid.get(t.key[1])
+            if pid is None:
+                continue
+            info = self.table.info(pid)
+            t.pid = pid
+            t.pids = [pid] + [c for c in self.table.children(pid) if c != pid]
+            if info is not None:
+                kind = t.kind or match_server_process(info.name, info.cmdline)
+                engine = ENGINES.get(kind) if kind else None
+                if engine is not None:
+                    t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+        # forget discovered servers gone for a while
+        for key, t in list(self._targets.items()):
+            if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
+                del self._targets[key]
+
+    def _discover_processes(self, listeners, now: float) -> None:
+        by_pid: dict[int, list[int]] = {}
+        for lst in listeners:
+            by_pid.setdefault(lst.pid, []).append(lst.port)
+        for pid, ports in by_pid.items():
+            info = self.table.info(pid)
+            if info is None:
+                continue
+            kind = match_server_process(info.name, info.cmdline)
+            if kind is None:
+                continue
+            want = expected_port(kind, info.cmdline, self.table.environ(pid) if kind == "ollama" else None)
+            port = want if want in ports else min(ports)
+            key = ("127.0.0.1", port, "")
+            t = self._targets.get(key)
+            if t is None:
+                # a simulated table names its servers after the scenario's instances
+                name_of = getattr(self.table, "server_name", None)
+                name = (name_of(pid) if name_of else None) or f"{kind}:{port}"
+                source = getattr(self.table, "discovered_source", "discovered")
+                self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=name,
+                                             kind=kind, source=source, last_seen=now, discovered=True)
+            else:
+                if t.tentative:  # a default-port probe that turns out to be a known server
+                    t.tentative = False
+                    t.name = f"{kind}:{port}"
+                if t.kind is None:
+                    t.kind = kind
+                t.last_seen = now
+
+    # ---- polling ---------------------------------------------------------------------------
+    def _client_get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
+            # trust_env=False: monitoring loopback servers must not go through an HTTP proxy
+            self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
+                                             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        return self._client
+
+    async def _poll_all(self, targets: list[_Target]) -> dict:
+        client = self._client_get()
+        coros = [self._poll_bounded(client, t) for t in targets]
+        results = await asyncio.gather(*coros)
+        return {t.key: r for t, r in zip(targets, results)}
+
+    async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+        try:
+            return await asyncio.wait_for(self._poll_one(client, t), self.timeout_s)
+        except asyncio.TimeoutError:
+            return _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s", "down"))
+        except FetchError as e:
+            return _PollResult(error=e)
+        except Exception as e:  # a bug in an engine module must not take the others down
+            return _PollResult(error=FetchError(f"could not read: {type(e).__name__}", "error"))
+
+    async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+        headers = {}
+        base_url, basic = split_userinfo(t.url)
+        if basic:
+            headers["Authorization"] = basic
+        if t.api_key_env:
+            key = os.environ.get(t.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env)
+        kind = t.kind or await detect_kind(f)
+        engine = ENGINES[kind]
+        reading = await engine.poll(f, t.cache)
+        return _PollResult(reading=reading, t=self.clock(), kind=kind)
+
+    # ---- results ---------------------------------------------------------------------------
+    def _scrub(self, t: _Target, text: str | None) -> str | None:
+        if text is None:
+            return text
+        secrets = [urlsplit(t.url).password]
+        if t.api_key_env:
+            secrets.append(os.environ.get(t.api_key_env))
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _apply(self, t: _Target, res: _PollResult) -> Instance | None:
+        if t.tentative:
+            if res.error is not None or res.kind is None:
+                return None  # nothing (recognised) on this default port
+            t.tentative = False
+            t.name = f"{res.kind}:{t.key[1]}"
+        if res.kind is not None and t.kind is None:
+            t.kind = res.kind
+            engine = ENGINES[res.kind]
+            if t.pid is not None:
+                info = self.table.info(t.pid)
+                if info is not None:
+                    t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+        if t.bench is None:
+            t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
+        inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
+                        pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
+                        bench=copy.deepcopy(t.bench))
+        if res.error is not None:
+            if t.error_since is None:
+                t.error_since = _now_iso()
+            inst.status = res.error.status
+            inst.error = self._scrub(t, res.error.message)
+            inst.error_since = t.error_since
+            inst.version = t.version
+            return inst
+        t.last_seen = self.clock()
+        t.error_since = None
+        r = res.reading
+        inst.status = "up"
+        inst.version = r.version
+        t.version = r.version
+        inst.models = r.models
+        g = r.gauges
+        inst.requests_running = g.get("requests_running")
+        inst.requests_waiting = g.get("requests_waiting")
+        inst.kv_cache_usage_pct = g.get("kv_cache_usage_pct")
+        inst.prefix_cache_hit_pct = g.get("prefix_cache_hit_pct")
+        if g.get("slots_busy") is not None:
+            inst.slots_busy = int(g["slots_busy"])
+        if g.get("slots_total") is not None:
+            inst.slots_total = int(g["slots_total"])
+        prev = t.prev
+        dt = (res.t - t.prev_t) if t.prev_t is not None else None
+        pc = prev.counters if prev else {}
+        c = r.counters
+        inst.generation_tokens_per_s = _rate(c.get("generation_tokens"), pc.get("generation_tokens"), dt)
+        inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
+        inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
+        hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
+        queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
+        if hits is not None and queries:
+            inst.prefix_cache_hit_pct = 100.0 * hits / queries
+        ph = prev.histograms if prev else {}
+        for key, p50, p95 in (("ttft", "ttft_p50_s", "ttft_p95_s"), ("itl", "itl_p50_s", "itl_p95_s")):
+            h = _interval_histogram(r.histograms.get(key), ph.get(key))
+            if h is not None:
+                setattr(inst, p50, h.quantile(0.5))
+                setattr(inst, p95, h.quantile(0.95))
+        t.prev, t.prev_t = r, res.t
+        return inst

@@ -1,0 +1,170 @@
+"""Loopback HTTP servers for the instance tests: each route answers with a function of the
+test's state, or misbehaves on purpose (hang, endless body, junk bytes)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+HANG = "hang"
+ENDLESS = "endless"
+JUNK = "junk"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; without this a keep-alive client waits 40 ms
+    # for the delayed ACK on every request
+    disable_nagle_algorithm = True
+
+    def log_message(self, format, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        self.server.fake.conns.append(self.connection)
+
+    def do_GET(self):  # noqa: N802
+        self._route()
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        self._route()
+
+    def _route(self):
+        srv: FakeServer = self.server.fake
+        path = urlsplit(self.path).path
+        srv.requests.append((self.command, path, dict(self.headers)))
+        if srv.require_key is not None and self.headers.get("Authorization") != f"Bearer {srv.require_key}":
+            return self._send(401, '{"error": "Unauthorized"}')
+        route = srv.routes.get(path, srv.default)
+        if route is None:
+            return self._send(404, '{"detail": "Not Found"}')
+        if route == HANG:
+            srv.stop.wait(30)
+            return None
+        if route == JUNK:
+            self.wfile.write(b"\x00\x01garbage that is not HTTP at all\r\n\r\n")
+            return None
+        if route == ENDLESS:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunk = b"vllm:num_requests_running 1\n" * 4096
+            try:
+                while not srv.stop.is_set():
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            return None
+        out = route(self) if callable(route) else route
+        if isinstance(out, tuple):
+            code, body = out
+        else:
+            code, body = 200, out
+        if not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        return self._send(code, body)
+
+    def _send(self, code, body):
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json" if body[:1] in (b"{", b"[") else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class FakeServer:
+    """``routes``: path -> body (str/bytes/JSON-able), callable(handler) -> body or (code, body),
+    or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404)."""
+
+    def __init__(self, routes=None, default=None, require_key: str | None = None) -> None:
+        self.routes = dict(routes or {})
+        self.default = default
+        self.require_key = require_key
+        self.requests: list = []
+        self.conns: list = []
+        self.stop = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop as a dead process does: the listening socket and every open connection close."""
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it (connection refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def histogram_lines(name: str, buckets: dict[float, int], labels: str = "") -> list[str]:
+    """Exposition lines of a cumulative histogram given {upper bound: cumulative count}."""
+    sep = "," if labels else ""
+    out = [f"# TYPE {name} histogram"]
+    total = 0
+    for le, c in sorted(buckets.items()):
+        le_s = "+Inf" if le == float("inf") else repr(le)
+        out.append(f'{name}_bucket{{{labels}{sep}le="{le_s}"}} {c}')
+        total = c
+    out.append(f"{name}_count{{{labels}}} {total}")
+    out.append(f"{name}_sum{{{labels}}} 0")
+    return out
+
+
+class Counters:
+    """Counters growing at known rates on a test-driven clock."""
+
+    def __init__(self, clock, **rates: float) -> None:
+        self.clock = clock
+        self.t0 = clock.now()
+        self.rates = rates
+        self.offset = {k: 0.0 for k in rates}
+
+    def value(self, name: str) -> float:
+        return self.offset[name] + self.rates[name] * (self.clock.now() - self.t0)
+
+    def restart(self) -> None:
+        """The server restarts: every counter starts again from zero now."""
+        for k in self.rates:
+            self.offset[k] = -self.rates[k] * (self.clock.now() - self.t0)
+
+
+def wait_until(pred, timeout: float = 2.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()

@@ -1,0 +1,169 @@
+"""Bad servers are contained: a hanging, failing, locked, junk-speaking or endless server shows
+why it is down and costs the healthy ones nothing; API keys never leak into what we show."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+
+import pytest
+from _instances_servers import ENDLESS, HANG, JUNK, Counters, FakeServer, free_port
+
+from gpuwatch.collect.instances import BackendConfig, InstanceCollector
+from gpuwatch.sim.box import ManualClock
+
+SECRET = "sk-test-7f3a9c1e55d04b2f"
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(*args, **kw):
+        s = FakeServer(*args, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def healthy_vllm(clock):
+    c = Counters(clock, gen=100.0)
+
+    def body(h):
+        return f'vllm:generation_tokens_total{{model_name="m"}} {c.value("gen")}\nvllm:num_requests_running{{model_name="m"}} 2\n'
+    return body
+
+
+def test_one_bad_server_costs_the_others_nothing(clock, servers):
+    good = servers({"/metrics": healthy_vllm(clock)})
+    bad = {
+        "hang": servers({"/metrics": HANG}),
+        "http500": servers({"/metrics": (500, '{"error": "CUDA out of memory"}')}),
+        "locked": servers({"/metrics": (401, '{"error": "Unauthorized"}')}),
+        "junk": servers({"/metrics": JUNK}),
+        "garbage": servers({"/metrics": "<html><body>{{{ not prometheus</body></html>\n"}),
+        "endless": servers({"/metrics": ENDLESS}),
+    }
+    refused = f"http://127.0.0.1:{free_port()}"
+    backends = [BackendConfig(url=good.url, name="good", kind="vllm")]
+    backends += [BackendConfig(url=s.url, name=n, kind="vllm") for n, s in bad.items()]
+    backends.append(BackendConfig(url=refused, name="refused", kind="vllm"))
+    with InstanceCollector(backends, discover=False, clock=clock.now, timeout_s=0.6) as col:
+        t0 = time.perf_counter()
+        col.collect()
+        first_wall = time.perf_counter() - t0
+        clock.advance(2.0)
+        t0 = time.perf_counter()
+        got = {i.name: i for i in col.collect()}
+        wall = time.perf_counter() - t0
+        clock.advance(2.0)
+        again = {i.name: i for i in col.collect()}
+
+    # the healthy server is read fully every tick, however slow the hanging one is
+    assert got["good"].status == "up"
+    assert got["good"].generation_tokens_per_s == pytest.approx(100.0, rel=0.02)
+    assert wall < 0.6 + 0.5 and first_wall < 0.6 + 0.5
+
+    assert got["hang"].status == "down" and "no answer" in got["hang"].error
+    assert got["refused"].status == "down" and got["refused"].error == "connection refused"
+    assert got["http500"].status == "error" and got["http500"].error == "HTTP 500 from /metrics: CUDA out of memory"
+    assert got["locked"].status == "error" and "needs API key" in got["locked"].error
+    assert got["junk"].status == "error" and "bad HTTP response" in got["junk"].error
+    assert got["garbage"].status == "error" and "no vllm: series in /metrics" in got["garbage"].error
+    assert got["endless"].status == "error" and "larger than 4 MiB" in got["endless"].error
+    for name in bad:
+        inst = got[name]
+        assert inst.error_since is not None
+        assert again[name].error_since == inst.error_since  # kept while the error persists
+        assert inst.generation_tokens_per_s is None
+
+
+def test_error_clears_when_the_server_recovers(clock, servers):
+    state = {"broken": True}
+    body = healthy_vllm(clock)
+    srv = servers({"/metrics": lambda h: (500, "boom") if state["broken"] else body(h)})
+    with InstanceCollector([BackendConfig(srv.url, kind="vllm")], discover=False, clock=clock.now) as col:
+        assert col.collect()[0].status == "error"
+        state["broken"] = False
+        clock.advance(1.0)
+        inst = col.collect()[0]
+    assert inst.status == "up" and inst.error is None and inst.error_since is None
+
+
+def test_collect_is_bounded_even_when_every_server_hangs(clock, servers):
+    hangs = [servers({"/metrics": HANG}, default=HANG) for _ in range(6)]
+    backends = [BackendConfig(s.url) for s in hangs]  # kind unknown: the probes hang too
+    with InstanceCollector(backends, discover=False, clock=clock.now, timeout_s=0.5) as col:
+        t0 = time.perf_counter()
+        out = col.collect()
+        wall = time.perf_counter() - t0
+    assert wall < 1.0
+    assert [i.status for i in out] == ["down"] * 6
+
+
+def test_collect_is_thread_safe(clock, servers):
+    srv = servers({"/metrics": healthy_vllm(clock)})
+    results, errors = [], []
+    with InstanceCollector([BackendConfig(srv.url, kind="vllm")], discover=False, clock=clock.now) as col:
+        def worker():
+            try:
+                for _ in range(5):
+                    results.append(col.collect()[0].status)
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert not errors and results == ["up"] * 20
+
+
+# ---- API keys --------------------------------------------------------------------------------
+
+def _all_text(instances) -> str:
+    return json.dumps([dataclasses.asdict(i) for i in instances])
+
+
+def test_api_key_is_sent_and_never_shown(clock, servers, monkeypatch, caplog):
+    monkeypatch.setenv("GPUWATCH_TEST_KEY", SECRET)
+    ok = servers({"/metrics": healthy_vllm(clock)}, require_key=SECRET)
+    wrong = servers({"/metrics": healthy_vllm(clock)}, require_key="another-key")
+    # a misbehaving server that echoes the request's headers in its error text
+    echo = servers({"/metrics": lambda h: (500, json.dumps({"error": f"bad auth {h.headers.get('Authorization')}"}))})
+    backends = [BackendConfig(url=f"http://user:{SECRET}@127.0.0.1:{ok.port}", name="ok", kind="vllm",
+                              api_key_env="GPUWATCH_TEST_KEY"),
+                BackendConfig(url=wrong.url, name="wrong", api_key_env="GPUWATCH_TEST_KEY"),
+                BackendConfig(url=echo.url, name="echo", kind="vllm", api_key_env="GPUWATCH_TEST_KEY")]
+    with caplog.at_level("DEBUG"):
+        with InstanceCollector(backends, discover=False, clock=clock.now) as col:
+            out = col.collect()
+            clock.advance(1.0)
+            out += col.collect()
+    got = {i.name: i for i in out}
+    assert got["ok"].status == "up"
+    assert ok.requests[-1][2].get("Authorization") == f"Bearer {SECRET}"
+    assert got["wrong"].status == "error" and "API key rejected" in got["wrong"].error
+    assert got["echo"].status == "error" and "***" in got["echo"].error
+    assert SECRET not in _all_text(out)
+    assert SECRET not in caplog.text
+
+
+def test_missing_key_env_is_named_in_the_error(clock, servers, monkeypatch):
+    monkeypatch.delenv("GPUWATCH_UNSET_KEY", raising=False)
+    srv = servers({"/metrics": healthy_vllm(clock)}, require_key=SECRET)
+    with InstanceCollector([BackendConfig(srv.url, kind="vllm", api_key_env="GPUWATCH_UNSET_KEY")],
+                           discover=False, clock=clock.now) as col:
+        inst = col.collect()[0]
+    assert inst.status == "error"
+    assert "needs API key" in inst.error and "GPUWATCH_UNSET_KEY" in inst.error
