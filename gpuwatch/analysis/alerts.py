@@ -56,6 +56,7 @@ class _State:
     severity: str
     raised: bool = False
     critical_notified: bool = False
+    gone_t: float | None = None  # first update at which the condition no longer held
 
 
 def parse_time(iso: str) -> float:
@@ -114,6 +115,7 @@ class AlertEngine:
             if st is None:
                 st = self._states[ident] = _State(now, snapshot.time, now, alert, alert.severity)
             st.last_t = now
+            st.gone_t = None
             st.alert = alert
             if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[st.severity]:
                 st.severity = alert.severity  # severity only escalates within one episode
@@ -128,7 +130,10 @@ class AlertEngine:
             st = self._states[ident]
             if not st.raised:
                 del self._states[ident]  # it did not hold long enough: forget it
-            elif not self._one_shot and now - st.last_t >= self.config.clear_after(st.alert.kind):
+                continue
+            if st.gone_t is None:
+                st.gone_t = now
+            if not self._one_shot and now - st.gone_t >= self.config.clear_after(st.alert.kind):
                 self._event(st, snapshot.time, "cleared")
                 del self._states[ident]
 
