@@ -118,11 +118,13 @@ class SimBox:
     """State of the simulated machine. Thread-safe: all methods are pure functions of time
     except for the counter-reset switch tests use."""
 
-    def __init__(self, scenario: Scenario, faults: dict[str, int] | None = None, clock=None) -> None:
+    def __init__(self, scenario: Scenario, faults: dict[str, int] | None = None, clock=None,
+                 start_offset_s: float = 0.0) -> None:
         self.scenario = scenario
         self.faults = dict(faults or {})
         self.clock = clock or RealClock()
-        self.t0 = self.clock.now()
+        # start_offset_s: the box has already been running this long (faults established)
+        self.t0 = self.clock.now() - start_offset_s
         self.spec = scenario.gpu
         self.count = scenario.count
         self._waves = {inst.name: Wave(inst.load_base, inst.load_amplitude, inst.load_period_s, inst.load_phase)

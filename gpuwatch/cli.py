@@ -1,0 +1,165 @@
+"""Command line: ``gpuwatch`` (the dashboard) and its subcommands.
+
+Every user error (a bad flag or value, a broken config) is one line on stderr and exit
+code 2; nothing here lets a traceback reach the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import __version__
+
+
+class UsageError(Exception):
+    """A mistake in how gpuwatch was called: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: expected seconds, e.g. 1 or 0.5") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"interval {text} is outside 0.1..3600 seconds")
+    return value
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: expected http://HOST:PORT")
+    return text.rstrip("/")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        w, h = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected WIDTHxHEIGHT, e.g. 120x40") from None
+    if not (40 <= w <= 500 and 10 <= h <= 300):
+        raise argparse.ArgumentTypeError(f"size {text} is outside 40x10..500x300")
+    return w, h
+
+
+def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
+    d = {"default": argparse.SUPPRESS} if sub else {}
+    p.add_argument("--demo", nargs="?", const="h100x8", metavar="SCENARIO",
+                   help="use the built-in simulated box: h100x8 (default) or rtx4090x2, with faults as "
+                        "SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
+                        "unsupported olddriver offload ecc; 'none' clears defaults)", **d)
+    p.add_argument("--backend", action="append", type=_url, metavar="URL",
+                   help="an inference server to watch (repeatable), e.g. http://127.0.0.1:8000", **d)
+    p.add_argument("--no-discover", action="store_true", help="do not look for local inference servers", **d)
+    p.add_argument("--config", metavar="PATH", help="config file (default ~/.config/gpuwatch/config.toml)", **d)
+    p.add_argument("--interval", type=_interval, metavar="S", help="seconds between samples", **d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gpuwatch", description="A live dashboard of every GPU and inference server on this box.")
+    parser.add_argument("--version", action="version", version=f"gpuwatch {__version__}")
+    _add_source_options(parser, sub=False)
+    parser.add_argument("--theme", metavar="NAME", help="colour theme (files in themes/ or Textual's own)")
+    parser.add_argument("--prometheus", type=_url, metavar="URL", help="watch a fleet through a Prometheus server")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    snap = sub.add_parser("snapshot", help="print one snapshot of the box (samples twice, one interval apart)")
+    _add_source_options(snap, sub=True)
+    fmt = snap.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON (schema v1, docs/SCHEMA.md)")
+    fmt.add_argument("--text", action="store_true", help="a plain-text table (the default)")
+    fmt.add_argument("--svg", metavar="FILE", help="draw the dashboard headlessly into an SVG file")
+    snap.add_argument("--size", type=_size, default=(120, 40), metavar="WxH", help="terminal size for --svg")
+    snap.add_argument("--prometheus", type=_url, metavar="URL", default=argparse.SUPPRESS,
+                      help="one document per host of a fleet, read through Prometheus")
+    snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"gpuwatch: {message}", file=sys.stderr)
+    return code
+
+
+def _settings(args):
+    """Merge the config file with the command line (the command line wins)."""
+    from .config import Backend, load_config
+
+    cfg = load_config(getattr(args, "config", None))
+    interval = getattr(args, "interval", None) or cfg.interval
+    backends = list(cfg.backends) + [Backend(url=u) for u in (getattr(args, "backend", None) or [])]
+    discover = cfg.discover and not getattr(args, "no_discover", False)
+    return cfg, interval, backends, discover
+
+
+def _make_sampler(args, backends, discover, start_offset_s: float = 0.0):
+    from .pipeline import make_sampler
+    return make_sampler(demo=getattr(args, "demo", None), backends=backends, discover=discover,
+                        start_offset_s=start_offset_s)
+
+
+def cmd_snapshot(args) -> int:
+    cfg, interval, backends, discover = _settings(args)
+    # a one-shot look at the simulated box finds it running for a minute, faults established
+    sampler = _make_sampler(args, backends, discover, start_offset_s=60.0)
+    try:
+        sampler.sample(wait_instances=True)  # prime counters
+        time.sleep(interval)
+        snap = sampler.sample(wait_instances=True)
+    finally:
+        sampler.close()
+    if args.json:
+        from .frontends.jsonout import dumps_snapshot
+        sys.stdout.write(dumps_snapshot(snap) + "\n")
+    else:
+        from .frontends.text import render_text
+        sys.stdout.write(render_text(snap))
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    cfg, interval, backends, discover = _settings(args)
+    try:
+        from .frontends.tui.app import run_dashboard
+    except ImportError:  # until the dashboard lands: print a snapshot
+        args.json = False
+        return cmd_snapshot(args)
+    return run_dashboard(args, cfg, interval, backends, discover)
+
+
+COMMANDS = {"snapshot": cmd_snapshot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .sim.scenarios import ScenarioError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler = COMMANDS.get(args.command, cmd_dashboard)
+        return handler(args)
+    except UsageError as e:
+        return _fail(str(e))
+    except (ConfigError, ScenarioError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `gpuwatch snapshot --json | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def entry() -> None:
+    sys.exit(main())

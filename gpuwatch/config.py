@@ -1,0 +1,142 @@
+"""The TOML config file (``~/.config/gpuwatch/config.toml`` or ``--config PATH``).
+
+```toml
+interval = 1.0
+theme = "gpuwatch"
+discover = true
+
+[[backends]]
+url = "http://127.0.0.1:8000"
+name = "vllm-main"            # optional
+api_key_env = "VLLM_API_KEY"  # optional: the key is read from this variable, never stored
+
+[alerts]                      # thresholds, see docs/ALERTS.md
+raise_after_s = 10
+
+[prometheus]
+url = "http://127.0.0.1:9090"
+```
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PATH = Path("~/.config/gpuwatch/config.toml")
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for a one-line message."""
+
+
+@dataclass
+class Backend:
+    url: str
+    name: str | None = None
+    api_key_env: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    interval: float = 1.0
+    theme: str | None = None
+    discover: bool = True
+    backends: list[Backend] = field(default_factory=list)
+    alerts: dict = field(default_factory=dict)
+    prometheus_url: str | None = None
+    prometheus_timeout_s: float = 3.0
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME")
+    return Path(base) / "gpuwatch" if base else Path.home() / ".config" / "gpuwatch"
+
+
+def _expect(table: dict, key: str, types, where: str):
+    types = types if isinstance(types, tuple) else (types,)
+    value = table[key]
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{where}{key}: expected {names}, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Read the config. A missing default file is an empty config; a missing explicit file,
+    bad TOML or a wrong value raises ConfigError with the file and key named."""
+    explicit = path is not None
+    p = Path(path).expanduser() if explicit else config_dir() / "config.toml"
+    if not p.exists():
+        if explicit:
+            raise ConfigError(f"config file {p} does not exist")
+        return Config()
+    try:
+        with open(p, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror}") from None
+    try:
+        return parse_config(data, p)
+    except ConfigError as e:
+        raise ConfigError(f"config file {p}: {e}") from None
+
+
+KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus"}
+
+
+def parse_config(data: dict, path: Path | None = None) -> Config:
+    cfg = Config(path=path)
+    unknown = set(data) - KNOWN_TOP
+    if unknown:
+        raise ConfigError(f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(KNOWN_TOP))})")
+    if "interval" in data:
+        cfg.interval = float(_expect(data, "interval", (int, float), ""))
+        if not 0.1 <= cfg.interval <= 3600:
+            raise ConfigError(f"interval: {cfg.interval} is outside 0.1..3600 seconds")
+    if "theme" in data:
+        cfg.theme = _expect(data, "theme", str, "")
+    if "discover" in data:
+        cfg.discover = _expect(data, "discover", bool, "")
+    backends = data.get("backends", [])
+    if not isinstance(backends, list):
+        raise ConfigError("backends: expected an array of tables ([[backends]])")
+    for i, b in enumerate(backends):
+        where = f"backends[{i}]."
+        if not isinstance(b, dict) or "url" not in b:
+            raise ConfigError(f"backends[{i}]: each backend needs a url")
+        extra = set(b) - {"url", "name", "api_key_env", "kind"}
+        if extra:
+            raise ConfigError(f"{where}{sorted(extra)[0]}: unknown key (known: url, name, api_key_env, kind)")
+        url = _expect(b, "url", str, where)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
+        cfg.backends.append(Backend(
+            url=url.rstrip("/"),
+            name=_expect(b, "name", str, where) if "name" in b else None,
+            api_key_env=_expect(b, "api_key_env", str, where) if "api_key_env" in b else None,
+            kind=_expect(b, "kind", str, where) if "kind" in b else None,
+        ))
+    alerts = data.get("alerts", {})
+    if not isinstance(alerts, dict):
+        raise ConfigError("alerts: expected a table ([alerts])")
+    cfg.alerts = alerts
+    prom = data.get("prometheus", {})
+    if not isinstance(prom, dict):
+        raise ConfigError("prometheus: expected a table ([prometheus])")
+    if "url" in prom:
+        cfg.prometheus_url = _expect(prom, "url", str, "prometheus.")
+    if "timeout_s" in prom:
+        cfg.prometheus_timeout_s = float(_expect(prom, "timeout_s", (int, float), "prometheus."))
+    return cfg

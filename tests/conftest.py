@@ -1,0 +1,63 @@
+"""Shared fixtures: the simulated box with a clock the tests drive."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# stored SVG snapshots and colour assertions assume a colour terminal and the default theme
+for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
+    os.environ.pop(var, None)
+
+
+@pytest.fixture
+def clock():
+    from gpuwatch.sim.box import ManualClock
+    return ManualClock()
+
+
+@pytest.fixture
+def sim(clock):
+    """A factory: sim("h100x8:hot") -> (box, lib, collector) on the manual clock."""
+    from gpuwatch.collect.nvml import NvmlCollector
+    from gpuwatch.sim.box import SimBox
+    from gpuwatch.sim.nvml import FakeNvmlLibrary, install, uninstall
+    from gpuwatch.sim.scenarios import parse_scenario
+
+    made = []
+
+    def make(spec="h100x8", pcie_sample_s=0.0, **lib_kw):
+        scenario, faults = parse_scenario(spec)
+        box = SimBox(scenario, faults, clock)
+        lib = install(FakeNvmlLibrary(box, pcie_sample_s=pcie_sample_s, **lib_kw))
+        from gpuwatch.collect.procs import ProcessTable
+        collector = NvmlCollector(process_table=_NoProcs(), clock=clock.now)
+        made.append(collector)
+        return box, lib, collector
+
+    yield make
+    for c in made:
+        c.close()
+    uninstall()
+
+
+class _NoProcs:
+    """A process table that knows no pid (the simulated pids are not real processes)."""
+
+    def info(self, pid):
+        return None
+
+
+def run_cli(*args, env=None, timeout=60, input=None):
+    """Run `python -m gpuwatch ARGS` as a real subprocess from the repo root."""
+    import subprocess
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "gpuwatch", *args], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=ROOT, input=input)
