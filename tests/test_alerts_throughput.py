@@ -39,7 +39,7 @@ def test_drop_coinciding_with_thermal_slowdown_names_the_gpu():
     assert a.subject == "vllm-llama70b"
     assert a.message.startswith("decode tok/s on vllm-llama70b fell 31 %")
     assert "while GPU 2 was in thermal slowdown (91 °C, SM clock 29 % below max)" in a.message
-    assert "cooling of that GPU" in a.message
+    assert "fix the cooling of GPU 2" in a.message
     # the condition started a few seconds after the step (the recent median must cross over)
     assert T0 + 100 < _t(a.since) <= T0 + 110
 

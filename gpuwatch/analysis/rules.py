@@ -282,14 +282,11 @@ def hw_slowdown(ctx: RuleContext) -> list[Alert]:
 def ecc_errors(ctx: RuleContext) -> list[Alert]:
     out = []
     for g in ctx.snapshot.gpus:
-        if g.lost or g.ecc_uncorrected_volatile is None:
-            continue
+        if g.lost or not g.ecc_uncorrected_volatile:
+            continue  # unknown or zero: nothing has risen
         values = ctx.gpu_values(g.index, lambda x: x.ecc_uncorrected_volatile, ctx.p("window_s"))
-        if not values:
-            continue
-        first = values[0]
         now = g.ecc_uncorrected_volatile
-        if now > first or (now > 0 and now > min(values)):
+        if values and now > min(values):
             out.append(ctx.alert(g.label, f"GPU {g.index} uncorrected ECC errors rose {int(min(values))} → {now} in "
                                           f"the last {ctx.p('window_s'):.0f} s: its memory is failing; drain its "
                                           f"work, check `nvidia-smi -q -d ECC,PAGE_RETIREMENT -i {g.index}` and "
@@ -550,8 +547,9 @@ def queue_backlog(ctx: RuleContext) -> list[Alert]:
 
 
 # ---- the flagship ---------------------------------------------------------------------------
-def instance_causes(ctx: RuleContext, inst: Instance, snap: Snapshot | None = None) -> list[str]:
-    """Conditions of the instance's own GPUs and server that explain a slowdown, most telling first."""
+def instance_causes(ctx: RuleContext, inst: Instance, snap: Snapshot | None = None) -> list[tuple[str, str]]:
+    """(cause, next step) for each condition of the instance's own GPUs and server that explains
+    a slowdown, most telling first."""
     snap = snap or ctx.snapshot
     causes = []
     margin = ctx.config.param("thermal_throttle", "margin_c")
@@ -560,38 +558,26 @@ def instance_causes(ctx: RuleContext, inst: Instance, snap: Snapshot | None = No
     for i in inst.gpus:
         g = snap.gpu(i)
         if g is None or g.lost:
-            causes.append(f"GPU {i} was lost")
+            causes.append((f"GPU {i} was lost", f"check `dmesg | grep -i xid` and restart {inst.name}"))
             continue
         therm = thermal_condition(g, margin)
         if therm and any(r in g.throttle_reasons for r in THERMAL_REASONS):
-            causes.append(f"GPU {i} was in {therm}")
+            causes.append((f"GPU {i} was in {therm}", f"fix the cooling of GPU {i} (airflow, fan curve, slot spacing)"))
         power = power_condition(g, at_limit)
         if power:
-            causes.append(f"GPU {i} was {power}")
+            causes.append((f"GPU {i} was {power}", f"check GPU {i}'s power limit (`nvidia-smi -q -d POWER -i {i}`)"))
         if "hw_slowdown" in g.throttle_reasons and not therm and not power:
-            causes.append(f"GPU {i} was in HW slowdown")
+            causes.append((f"GPU {i} was in HW slowdown", f"check GPU {i}'s power connectors and PSU"))
         if link_degraded(g) and (g.utilization_gpu_pct or 0) >= busy:
-            causes.append(f"GPU {i}'s PCIe link was degraded to {link_text(g)}")
+            causes.append((f"GPU {i}'s PCIe link was degraded to {link_text(g)}",
+                           f"reseat GPU {i} or move it to a full-width slot"))
     kv_full = ctx.config.param("kv_cache_full", "usage_pct")
+    step = "lower concurrency or context length, or give the model more KV-cache memory"
     if inst.kv_cache_usage_pct is not None and inst.kv_cache_usage_pct >= kv_full:
-        causes.append(f"the KV cache was {inst.kv_cache_usage_pct:.0f} % full")
+        causes.append((f"the KV cache was {inst.kv_cache_usage_pct:.0f} % full", step))
     if inst.preemptions_per_s:
-        causes.append(f"requests were being preempted ({inst.preemptions_per_s:.1f}/s)")
+        causes.append((f"requests were being preempted ({inst.preemptions_per_s:.1f}/s)", step))
     return causes
-
-
-def _next_step(cause: str) -> str:
-    if "thermal" in cause:
-        return "fix the cooling of that GPU (airflow, fan curve, slot spacing)"
-    if "power-capped" in cause:
-        return "check that GPU's power limit (`nvidia-smi -q -d POWER`)"
-    if "lost" in cause:
-        return "check `dmesg | grep -i xid` and restart the instance"
-    if "PCIe" in cause:
-        return "reseat the card or move it to a full-width slot"
-    if "KV cache" in cause or "preempted" in cause:
-        return "lower concurrency or context length, or give the model more KV-cache memory"
-    return "check that GPU (`nvidia-smi -q -d PERFORMANCE`)"
 
 
 @rule("throughput_drop", "warning", "an instance's generation tok/s fell sharply while requests were running")
@@ -628,14 +614,15 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
         need_raw = ctx.p("drop_pct") / 2 if causes else ctx.p("large_drop_pct")
         if drop < need or raw_drop < need_raw:
             continue
-        per = ""
-        if per_req is not None:
-            per = f", {per_req[0]:.1f} → {per_req[1]:.1f} per running request"
         what = "decode tok/s" if inst.kind in ("vllm", "sglang", "llamacpp") else "generation tok/s"
-        head = (f"{what} on {inst.name} fell {drop:.0f} % ({base_tps:.0f} → {recent_tps:.0f} tok/s{per}, "
-                f"{inst.requests_running:.0f} requests running)")
+        if per_req is not None:
+            detail = (f"{per_req[0]:.1f} → {per_req[1]:.1f} tok/s per running request; {recent_tps:.0f} tok/s "
+                      f"total with {inst.requests_running:.0f} running, was {base_tps:.0f}")
+        else:
+            detail = f"{base_tps:.0f} → {recent_tps:.0f} tok/s"
+        head = f"{what} on {inst.name} fell {drop:.0f} % ({detail})"
         if causes:
-            msg = f"{head} while {'; '.join(causes[:2])}; {_next_step(causes[0])}"
+            msg = f"{head} while {' and '.join(c for c, _ in causes[:2])}; {causes[0][1]}"
         else:
             msg = (f"{head} with no GPU cause seen; check the server log for errors and whether prompts got "
                    f"longer or the model changed")
