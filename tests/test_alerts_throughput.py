@@ -65,6 +65,19 @@ def test_batching_slowdown_as_load_rises_is_not_a_drop():
     assert f.ever("throughput_drop") == []
 
 
+def test_batching_slowdown_next_to_a_harmless_cause_is_not_a_drop():
+    # GPU 0 sits at its default power limit (info only) while the batch doubles and each
+    # request gets slower: the power cap did not cause that
+    def make(t):
+        base = tp4(tps=lambda t, run: 150.0 * run ** 0.5, running=lambda t: 12 if t < 100 else 40)(t)
+        g0 = base.gpus[0]
+        g0.throttle_reasons, g0.power_w = ["sw_power_cap"], 695.0
+        return base
+    f = Feed(make)
+    f.run(200)
+    assert f.ever("throughput_drop") == []
+
+
 def test_fewer_requests_means_fewer_tokens_not_a_drop():
     f = Feed(tp4(running=lambda t: 40 if t < 100 else 12))
     f.run(200)

@@ -64,6 +64,7 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "recent_s": 10.0,  # ... before the last recent_s, whose median is compared with it
         "min_baseline_s": 5.0,  # need at least this much baseline before judging
         "min_tokens_per_s": 1.0,  # ignore instances whose baseline is below this
+        "max_load_growth": 1.5,  # no judgement when running requests grew more than this factor
     },
     "ecc_errors": {
         "window_s": 120.0,  # uncorrected count rose within this window

@@ -598,22 +598,28 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
             continue
         recent_tps = statistics.median(v for _, v in recent)
         raw_drop = 100 * (1 - recent_tps / base_tps)
-        # compare tok/s per running request, so that load going down is not a "drop"
+        # compare tok/s per running request (sample by sample), so that load going down is not a "drop"
+        get_per = lambda i: i.generation_tokens_per_s / i.requests_running if i.requests_running else None  # noqa: E731
+        base_per = [v for _, v in ctx.instance_values(inst.name, get_per, baseline_s, end_ago=recent_s)]
+        recent_per = [v for _, v in ctx.instance_values(inst.name, get_per, recent_s)]
         base_run = [v for _, v in ctx.instance_values(inst.name, get_run, baseline_s, end_ago=recent_s)]
         recent_run = [v for _, v in ctx.instance_values(inst.name, get_run, recent_s)]
         per_req = None
-        if base_run and recent_run and statistics.median(base_run) > 0 and statistics.median(recent_run) > 0:
-            b = base_tps / statistics.median(base_run)
-            r = recent_tps / statistics.median(recent_run)
-            per_req = (b, r, 100 * (1 - r / b))
+        if len(base_per) >= 2 and recent_per:
+            b, r = statistics.median(base_per), statistics.median(recent_per)
+            if b > 0:
+                per_req = (b, r, 100 * (1 - r / b))
         drop = raw_drop if per_req is None else per_req[2]
         causes = instance_causes(ctx, inst)
-        # with a cause: a real fall in speed per request, and tok/s itself visibly lower;
-        # without one: only a large fall in both (load varies, batching slows each request a bit)
-        need = ctx.p("drop_pct") if causes else ctx.p("large_drop_pct")
-        need_raw = ctx.p("drop_pct") / 2 if causes else ctx.p("large_drop_pct")
-        if drop < need or raw_drop < need_raw:
-            continue
+        if causes:
+            # a real fall in speed per request; when many more requests share the batch, each one
+            # is slower anyway, so the comparison says nothing
+            if drop < ctx.p("drop_pct"):
+                continue
+            if per_req is not None and base_run and recent_run and statistics.median(recent_run) > ctx.p("max_load_growth") * statistics.median(base_run):
+                continue
+        elif drop < ctx.p("large_drop_pct") or raw_drop < ctx.p("large_drop_pct"):
+            continue  # with nothing to explain it, only a large fall in both counts: load varies
         what = "decode tok/s" if inst.kind in ("vllm", "sglang", "llamacpp") else "generation tok/s"
         if per_req is not None:
             detail = (f"{per_req[0]:.1f} → {per_req[1]:.1f} tok/s per running request; {recent_tps:.0f} tok/s "
