@@ -25,7 +25,8 @@ def test_global_and_per_rule_overrides():
         "thermal_throttle": {"margin_c": 8, "raise_after_s": 1},
         "imbalance": {"util_spread_pct": 45.5, "enabled": False, "severity": "critical"},
     })
-    assert cfg.raise_after("power_cap") == 3 and cfg.clear_after("power_cap") == 7.5
+    assert cfg.raise_after("power_cap") == 3 and cfg.clear_after("hw_slowdown") == 7.5
+    assert cfg.clear_after("power_cap") == 120  # its own default: the cap binds only at load peaks
     assert cfg.raise_after("thermal_throttle") == 1
     assert cfg.param("thermal_throttle", "margin_c") == 8.0
     assert cfg.param("imbalance", "util_spread_pct") == 45.5

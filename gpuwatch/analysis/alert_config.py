@@ -74,7 +74,7 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "min_waiting": 1.0,
     },
     "queue_backlog": {
-        "window_s": 60.0,
+        "window_s": 120.0,
         "min_waiting": 5.0,  # waiting requests now
         "min_growth": 5.0,  # ... and this many more than at the start of the window
     },
@@ -87,6 +87,11 @@ RULE_TIMING: dict[str, dict[str, float]] = {
     "backend_down": {"raise_after_s": 0.0},
     "ecc_errors": {"raise_after_s": 0.0},
     "driver_mismatch": {"raise_after_s": 0.0},
+    # conditions that come and go with the load: a cap or a narrow link that binds only at
+    # peaks is one episode, not an alert every load cycle
+    "power_cap": {"clear_after_s": 120.0},
+    "pcie_degraded": {"clear_after_s": 120.0},
+    "queue_backlog": {"clear_after_s": 60.0},
 }
 
 GLOBAL_DEFAULTS: dict[str, Any] = {

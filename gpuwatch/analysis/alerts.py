@@ -92,6 +92,7 @@ class AlertEngine:
         self.active: list[Alert] = []
         self.new_critical: list[Alert] = []  # alerts that became critical in the last update
         self.rule_errors: dict[str, str] = {}  # kind -> last exception text of a failing rule
+        self._seen_gpus: frozenset[int] = frozenset()
 
     # ---- public --------------------------------------------------------------------------
     @property
@@ -109,6 +110,8 @@ class AlertEngine:
             self._samples.popleft()
 
         conditions = self._evaluate(snapshot, now)
+        if snapshot.nvml_error is None:
+            self._seen_gpus = self._seen_gpus | {g.index for g in snapshot.gpus}
         self.new_critical = []
         for ident, alert in conditions.items():
             st = self._states.get(ident)
@@ -157,7 +160,8 @@ class AlertEngine:
         for kind, rule in RULES.items():
             if not self.config.is_enabled(kind):
                 continue
-            ctx = RuleContext(snapshot=snapshot, samples=samples, now=now, config=self.config, kind=kind)
+            ctx = RuleContext(snapshot=snapshot, samples=samples, now=now, config=self.config, kind=kind,
+                              seen_gpus=self._seen_gpus)
             try:
                 alerts = rule.fn(ctx)
             except Exception as exc:  # one broken rule must not blind the others

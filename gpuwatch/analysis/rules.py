@@ -10,6 +10,7 @@ Analysis works on model objects only: no NVML, no HTTP, no terminal.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -32,6 +33,8 @@ class RuleContext:
     now: float
     config: AlertConfig
     kind: str = ""
+    # indices of every GPU seen since the engine started (while NVML answered)
+    seen_gpus: frozenset[int] = frozenset()
 
     def p(self, name: str) -> float:
         """A numeric parameter of the current rule."""
@@ -49,10 +52,12 @@ class RuleContext:
             sev = configured
         return Alert(kind=self.kind, severity=sev, subject=subject, message=message, key=key)
 
-    def window(self, seconds: float, end_ago: float = 0.0) -> list[tuple[float, Snapshot]]:
-        """Samples with ``now - seconds - end_ago <= t <= now - end_ago``."""
-        lo, hi = self.now - end_ago - seconds, self.now - end_ago
-        return [(t, s) for t, s in self.samples if lo - 1e-9 <= t <= hi + 1e-9]
+    def window(self, seconds: float, end_ago: float = 0.0) -> Sequence[tuple[float, Snapshot]]:
+        """Samples with ``now - seconds - end_ago <= t <= now - end_ago`` (samples are in time order)."""
+        lo, hi = self.now - end_ago - seconds - 1e-9, self.now - end_ago + 1e-9
+        a = bisect.bisect_left(self.samples, lo, key=lambda s: s[0])
+        b = bisect.bisect_right(self.samples, hi, key=lambda s: s[0])
+        return self.samples[a:b]
 
     def gpu_values(self, index: int, get: Callable[[GPU], float | None], seconds: float) -> list[float]:
         out = []
@@ -189,14 +194,9 @@ def gpu_lost(ctx: RuleContext) -> list[Alert]:
     snap = ctx.snapshot
     out = []
     lost = {g.index for g in snap.gpus if g.lost}
-    # a GPU that was there a moment ago and is missing now (NVML itself still answers)
+    # a GPU that was there before and is missing now (NVML itself still answers)
     if snap.nvml_error is None and snap.gpus:
-        present = {g.index for g in snap.gpus}
-        seen = set()
-        for _, s in ctx.samples[:-1]:
-            if s.nvml_error is None:
-                seen.update(g.index for g in s.gpus)
-        lost |= seen - present
+        lost |= set(ctx.seen_gpus) - {g.index for g in snap.gpus}
     for idx in sorted(lost):
         g = snap.gpu(idx)
         users = ", ".join(g.instances) if g is not None and g.instances else ""
@@ -531,14 +531,15 @@ def queue_backlog(ctx: RuleContext) -> list[Alert]:
         if inst.status != "up" or inst.requests_waiting is None:
             continue
         vals = ctx.instance_values(inst.name, lambda i: i.requests_waiting, window)
-        if len(vals) < 3 or vals[-1][0] - vals[0][0] < 0.8 * window:
+        if len(vals) < 4 or vals[-1][0] - vals[0][0] < 0.8 * window:
             continue  # not enough history to call it a trend
         waiting = [v for _, v in vals]
-        third = max(1, len(waiting) // 3)
-        first, middle, last = _mean(waiting[:third]), _mean(waiting[third:-third] or waiting), _mean(waiting[-third:])
+        # growing through the whole window: the mean of each quarter at least the one before
+        q = max(1, len(waiting) // 4)
+        quarters = [_mean(waiting[i * q:(i + 1) * q] or waiting[-q:]) for i in range(3)] + [_mean(waiting[3 * q:])]
         now = waiting[-1]
         if (now >= ctx.p("min_waiting") and now - waiting[0] >= ctx.p("min_growth")
-                and first <= middle <= last):
+                and all(a <= b for a, b in zip(quarters, quarters[1:]))):
             running = "" if inst.requests_running is None else f" with {inst.requests_running:.0f} running"
             out.append(ctx.alert(inst.name,
                 f"{inst.name}: waiting requests grew {waiting[0]:.0f} → {now:.0f} in {window:.0f} s{running}; "
