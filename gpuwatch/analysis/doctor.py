@@ -186,7 +186,7 @@ def _topology(s: Snapshot) -> Check:
 
 def _matrix(s: Snapshot) -> list[str]:
     idx = [g.index for g in s.gpus]
-    head = "      " + "".join(f"GPU{i:<4}" for i in idx)
+    head = ("      " + "".join(f"GPU{i:<4}" for i in idx)).rstrip()
     rows = [head]
     for g in s.gpus:
         cells = "".join(f"{('X' if o == g.index else g.topology.get(str(o), '?')):<7}" for o in idx)
@@ -238,6 +238,8 @@ def _numa(snapshots: list[Snapshot]) -> Check:
     if len(nodes) <= 1:
         return Check("NUMA placement", PASS, "single NUMA node" if nodes else "NUMA layout not reported")
     procs = sum(1 for g in s.gpus for p in g.processes if p.cpu_affinity)
+    if not procs:
+        return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; no GPU process with a known CPU affinity")
     return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {procs} GPU processes checked, all local")
 
 
@@ -275,7 +277,8 @@ def _alerts(alerts: Iterable[Alert]) -> list[Check]:
     if not alerts:
         return [Check("alerts", PASS, "none")]
     status = {"critical": FAIL, "warning": WARN, "info": PASS}
-    return [Check(f"alert {a.kind}", status.get(a.severity, WARN), f"{a.subject}: {a.message}") for a in alerts]
+    return [Check(f"alert {a.kind}", status.get(a.severity, WARN), a.message if a.subject in a.message
+                  else f"{a.subject}: {a.message}") for a in alerts]
 
 
 def _idx(indices: Iterable[int]) -> str:
