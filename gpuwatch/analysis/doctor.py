@@ -1,0 +1,285 @@
+"""``gpuwatch doctor``: a one-screen health check of the box, as pass/warn/fail lines.
+
+Works on snapshots (a short sampling run, oldest first) and the alerts found over them;
+the CLI collects, this module judges and writes the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..model import GPU, Alert, Snapshot
+from .alert_config import AlertConfig
+from .rules import cpu_ranges, link_degraded, link_text, numa_mismatches
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+_ORDER = {PASS: 0, WARN: 1, FAIL: 2}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | warn | fail
+    detail: str
+    notes: list[str] = field(default_factory=list)  # extra lines (a matrix, an explanation)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "notes": list(self.notes)}
+
+
+@dataclass
+class DoctorReport:
+    host: str | None
+    time: str | None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(c.status == FAIL for c in self.checks) else 0
+
+    @property
+    def status(self) -> str:
+        return max((c.status for c in self.checks), key=_ORDER.__getitem__, default=PASS)
+
+    def counts(self) -> dict[str, int]:
+        out = {PASS: 0, WARN: 0, FAIL: 0}
+        for c in self.checks:
+            out[c.status] += 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"host": self.host, "time": self.time, "status": self.status, "exit_code": self.exit_code,
+                "counts": self.counts(), "checks": [c.to_dict() for c in self.checks]}
+
+    def to_text(self) -> str:
+        width = max((len(c.name) for c in self.checks), default=10)
+        lines = [f"gpuwatch doctor — {self.host or '?'} at {self.time or '?'}", ""]
+        for c in self.checks:
+            lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
+            for n in c.notes:
+                lines.append(f"{'':<4}  {'':<{width}}    {n}")
+        n = self.counts()
+        lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed"]
+        return "\n".join(lines)
+
+
+def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
+               config: AlertConfig | None = None) -> DoctorReport:
+    """Judge the box from ``snapshots`` (oldest first). ``alerts``: those found over the same
+    run (``None``: computed here with :func:`evaluate_once`)."""
+    if not snapshots:
+        return DoctorReport(None, None, [Check("snapshots", FAIL, "no snapshot was taken")])
+    last = snapshots[-1]
+    if alerts is None:
+        from .alerts import evaluate_once
+        alerts = evaluate_once(snapshots, config)
+    report = DoctorReport(last.host, last.time)
+    checks = report.checks
+    checks.append(_nvml(last))
+    if last.gpus:
+        checks.append(_drivers(last))
+        checks.append(_persistence(last))
+        checks.append(_topology(last))
+        checks.extend(_links(snapshots, config or AlertConfig()))
+        checks.append(_numa(snapshots))
+        ecc = _ecc(last)
+        if ecc is not None:
+            checks.append(ecc)
+    checks.extend(_instances(last))
+    checks.extend(_alerts(alerts))
+    return report
+
+
+# ---- checks ----------------------------------------------------------------------------------
+def _nvml(s: Snapshot) -> Check:
+    if s.nvml_error:
+        return Check("nvml", FAIL, s.nvml_error, ["is the NVIDIA driver loaded? try `nvidia-smi`"])
+    if not s.gpus:
+        return Check("nvml", FAIL, "NVML answered but reports no GPU")
+    names: dict[str, int] = {}
+    for g in s.gpus:
+        names[g.name or "unknown GPU"] = names.get(g.name or "unknown GPU", 0) + 1
+    kinds = ", ".join(f"{n}× {name}" for name, n in names.items())
+    lost = [g.index for g in s.gpus if g.lost]
+    cuda = f", CUDA {s.cuda_version}" if s.cuda_version else ""
+    detail = f"{len(s.gpus)} GPUs ({kinds}), driver {s.driver_version or '?'}{cuda}"
+    if lost:
+        return Check("nvml", FAIL, f"{detail}; GPU {_idx(lost)} lost (fell off the bus)",
+                     ["check `dmesg | grep -i xid`, then reset the GPU or reboot"])
+    return Check("nvml", PASS, detail)
+
+
+def _drivers(s: Snapshot) -> Check:
+    per_gpu = {g.index: getattr(g, "driver_version", None) for g in s.gpus}
+    versions = {v for v in per_gpu.values() if v}
+    if s.driver_version:
+        versions.add(s.driver_version)
+    if len(versions) > 1:
+        detail = ", ".join(f"GPU {i}: {v}" for i, v in per_gpu.items() if v)
+        return Check("driver", FAIL, f"different driver versions ({detail}; system {s.driver_version})",
+                     ["all GPUs of a box must run one driver: reinstall one version and reboot"])
+    if not versions:
+        return Check("driver", WARN, "driver version unknown")
+    return Check("driver", PASS, f"all GPUs on driver {versions.pop()}")
+
+
+def _persistence(s: Snapshot) -> Check:
+    off = [g.index for g in s.gpus if g.persistence_mode is False]
+    unknown = [g.index for g in s.gpus if g.persistence_mode is None]
+    if off:
+        return Check("persistence mode", WARN, f"off on GPU {_idx(off)}",
+                     ["without it the driver tears down between clients (slow starts, lost settings): "
+                      "`sudo nvidia-smi -pm 1` or enable nvidia-persistenced"])
+    if len(unknown) == len(s.gpus):
+        return Check("persistence mode", PASS, "unknown (not reported on this platform)")
+    return Check("persistence mode", PASS, "on for all GPUs" + (f" (unknown: GPU {_idx(unknown)})" if unknown else ""))
+
+
+_TOPO_RANK = {"NV": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
+
+
+def _topo_kind(level: str) -> str:
+    return "NV" if level.upper().startswith("NV") else level.upper()
+
+
+def _topology(s: Snapshot) -> Check:
+    indices = [g.index for g in s.gpus]
+    pairs: dict[str, list[str]] = {}
+    known = False
+    for g in s.gpus:
+        for other, level in g.topology.items():
+            try:
+                o = int(other)
+            except ValueError:
+                continue
+            if o <= g.index or o not in indices:
+                continue
+            known = True
+            pairs.setdefault(_topo_kind(level), []).append(f"{g.index}-{o}")
+    if len(s.gpus) < 2:
+        return Check("topology", PASS, "a single GPU")
+    if not known:
+        return Check("topology", PASS, "not reported (run `nvidia-smi topo -m`)")
+    labels = {"NV": "NVLink", "PIX": "same PCIe switch", "PXB": "PCIe bridges", "PHB": "host bridge",
+              "NODE": "same NUMA node", "SYS": "cross-socket"}
+    parts = [f"{labels.get(k, k)}: {len(v)} pairs" for k, v in sorted(pairs.items(), key=lambda kv: _TOPO_RANK.get(kv[0], 9))]
+    notes = _matrix(s)
+    status = PASS
+    # a tensor-parallel group that crosses the socket or has no NVLink over >2 GPUs is slow
+    for inst in s.instances:
+        if inst.parallelism != "tensor" or len(inst.gpus) < 2:
+            continue
+        levels = set()
+        for a in inst.gpus:
+            ga = s.gpu(a)
+            for b in inst.gpus:
+                if ga is not None and b > a and str(b) in ga.topology:
+                    levels.add(_topo_kind(ga.topology[str(b)]))
+        if "SYS" in levels:
+            status = WARN
+            notes.append(f"tensor-parallel {inst.name} crosses the CPU socket (SYS): keep TP groups on one socket")
+        elif levels and "NV" not in levels and len(inst.gpus) > 2:
+            notes.append(f"tensor-parallel {inst.name} runs over PCIe on {len(inst.gpus)} GPUs: diminishing returns")
+    return Check("topology", status, "; ".join(parts), notes)
+
+
+def _matrix(s: Snapshot) -> list[str]:
+    idx = [g.index for g in s.gpus]
+    head = ("      " + "".join(f"GPU{i:<4}" for i in idx)).rstrip()
+    rows = [head]
+    for g in s.gpus:
+        cells = "".join(f"{('X' if o == g.index else g.topology.get(str(o), '?')):<7}" for o in idx)
+        rows.append(f"GPU{g.index:<3}{cells}".rstrip())
+    return rows
+
+
+def _links(snapshots: list[Snapshot], config: AlertConfig) -> list[Check]:
+    busy = config.param("pcie_degraded", "busy_util_pct")
+    last = snapshots[-1]
+    out = []
+    for g in last.gpus:
+        if g.lost:
+            continue
+        p = g.pcie
+        name = f"PCIe GPU {g.index}"
+        if not p.max_gen and not p.max_width:
+            out.append(Check(name, PASS, "link not reported"))
+            continue
+        history = [s.gpu(g.index) for s in snapshots]
+        history = [h for h in history if h is not None and not h.lost]
+        busy_degraded = [h for h in history if link_degraded(h) and (h.utilization_gpu_pct or 0) >= busy]
+        width_low = [h for h in history if h.pcie.width and h.pcie.max_width and h.pcie.width < h.pcie.max_width]
+        if busy_degraded:
+            h = busy_degraded[-1]
+            out.append(Check(name, WARN, f"{link_text(h)} while {h.utilization_gpu_pct:.0f} % busy",
+                             ["reseat the card or move it to a full-width slot; check riser and BIOS PCIe settings"]))
+        elif width_low:
+            h = width_low[-1]
+            out.append(Check(name, WARN, f"{link_text(h)}: trained below its full width",
+                             ["width does not drop to save power: check the slot (x16/x4 boards), riser, reseat"]))
+        elif link_degraded(g):
+            out.append(Check(name, PASS, f"{link_text(g)}, idle",
+                             ["idle links drop their generation to save power: normal, judged again under load"]))
+        else:
+            out.append(Check(name, PASS, link_text(g)))
+    return out
+
+
+def _numa(snapshots: list[Snapshot]) -> Check:
+    s = snapshots[-1]
+    nodes = {g.numa_node for g in s.gpus if g.numa_node is not None}
+    bad = numa_mismatches(s)
+    if bad:
+        notes = [f"pid {p.pid} ({p.name or '?'}) on GPU {g.index} runs on CPUs {cpu_ranges(c)}, "
+                 f"GPU is local to CPUs {cpu_ranges(g.cpu_affinity)}" for g, p, c in bad]
+        notes.append("pin with `numactl --cpunodebind=N` or `taskset -c CPUS` (cross-socket costs 20-40 %)")
+        return Check("NUMA placement", WARN, f"{len(bad)} serving process(es) on the wrong NUMA node", notes)
+    if len(nodes) <= 1:
+        return Check("NUMA placement", PASS, "single NUMA node" if nodes else "NUMA layout not reported")
+    procs = sum(1 for g in s.gpus for p in g.processes if p.cpu_affinity)
+    if not procs:
+        return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; no GPU process with a known CPU affinity")
+    return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {procs} GPU processes checked, all local")
+
+
+def _ecc(s: Snapshot) -> Check | None:
+    counts = {g.index: g.ecc_uncorrected_volatile for g in s.gpus if g.ecc_uncorrected_volatile is not None}
+    if not counts:
+        return None
+    bad = {i: n for i, n in counts.items() if n}
+    if bad:
+        return Check("ECC", WARN, ", ".join(f"GPU {i}: {n} uncorrected" for i, n in bad.items()),
+                     ["check `nvidia-smi -q -d ECC,PAGE_RETIREMENT`; a rising count means failing memory"])
+    return Check("ECC", PASS, f"no uncorrected errors on {len(counts)} GPUs")
+
+
+def _instances(s: Snapshot) -> list[Check]:
+    if not s.instances:
+        return [Check("instances", WARN, "no inference server found",
+                      ["configure [[backends]] or check that Ollama/vLLM/llama.cpp/SGLang are listening"])]
+    out = []
+    for inst in s.instances:
+        name = f"instance {inst.name}"
+        model = inst.models[0].name if inst.models else "no model loaded"
+        gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
+        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
+        if inst.status != "up":
+            out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
+            continue
+        tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
+        out.append(Check(name, PASS, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " ")))
+    return out
+
+
+def _alerts(alerts: Iterable[Alert]) -> list[Check]:
+    alerts = list(alerts)
+    if not alerts:
+        return [Check("alerts", PASS, "none")]
+    status = {"critical": FAIL, "warning": WARN, "info": PASS}
+    return [Check(f"alert {a.kind}", status.get(a.severity, WARN), a.message if a.subject in a.message
+                  else f"{a.subject}: {a.message}") for a in alerts]
+
+
+def _idx(indices: Iterable[int]) -> str:
+    return ", ".join(str(i) for i in indices)
