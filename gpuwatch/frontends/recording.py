@@ -237,6 +237,24 @@ def _inflate(d, data: bytes):
             return d, b"".join(out), False
 
 
+def _inflate_salvage(d, data: bytes):
+    """:func:`_inflate`, but on damaged data return what decompresses before the damage:
+    (decompressor, output, mid-member, the zlib error or None)."""
+    before = d.copy()
+    try:
+        return (*_inflate(d, data), None)
+    except zlib.error as e:
+        error = e
+    d, good = before, []
+    try:
+        for k in range(0, len(data), 64):
+            d, out, _ = _inflate(d, data[k: k + 64])
+            good.append(out)
+    except zlib.error:
+        pass
+    return d, b"".join(good), False, error
+
+
 class _GzipSource:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -246,7 +264,6 @@ class _GzipSource:
         # checkpoints: decompressed offset -> (compressed offset, decompressor state there)
         self._cp_d: list[int] = []
         self._cp: list[tuple[int, object]] = []
-        self._end_d = 0  # decompressed bytes the index pass could read
         self._cur = None  # cursor: (decompressor, compressed offset); _buf starts at _bd
         self._buf = b""
         self._bd = 0
@@ -261,12 +278,13 @@ class _GzipSource:
             data = read(_GZ_CHUNK)
             if not data:
                 break
-            try:
-                d, out, pending = _inflate(d, data)
-            except zlib.error as e:
-                self.warnings.append(f"{self.path}: gzip data is corrupt after {dpos:,} bytes of text ({e}); "
-                                     f"the rest of the file is skipped")
-                pending = False
+            d, out, pending, error = _inflate_salvage(d, data)
+            if error is not None:
+                if out:
+                    yield out
+                dpos += len(out)
+                self.warnings.append(f"{self.path}: gzip data is damaged ({error}); the text after "
+                                     f"{dpos:,} bytes is skipped and lines before it may be wrong")
                 break
             cpos += len(data)
             dpos += len(out)
@@ -275,7 +293,6 @@ class _GzipSource:
                 self._cp.append((cpos, d.copy()))
             if out:
                 yield out
-        self._end_d = dpos
         # a decompressor left mid-member: the recorder did not finish the file (killed, or
         # still recording); every line before the cut decompresses all the same
         self.unterminated = pending
@@ -301,8 +318,11 @@ class _GzipSource:
             if not data:
                 break
             c += len(data)
-            d, out, _ = _inflate(d, data)
+            d, out, _, error = _inflate_salvage(d, data)
             buf += out
+            if error is not None:  # damaged data: give what there is, start afresh next time
+                self._cur, self._buf, self._bd = None, b"", 0
+                return buf[off - bd: off - bd + n]
         self._cur, self._buf, self._bd = (d, c), buf, bd
         return buf[off - bd: off - bd + n]
 
