@@ -57,6 +57,8 @@ class LineFile:
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         if not append:
             flags |= os.O_EXCL
+        if self.path.is_dir():
+            raise RecordError(f"cannot create {self.path}: Is a directory")
         try:
             self.fd: int | None = os.open(self.path, flags, 0o644)
         except FileExistsError:
@@ -66,8 +68,6 @@ class LineFile:
             raise RecordError(f"cannot create {self.path}: {_why(e)}") from None
         try:
             st = os.fstat(self.fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise RecordError(f"cannot create {self.path}: it is a directory")
             self.regular = stat.S_ISREG(st.st_mode)
             self.size = st.st_size if self.regular else 0
             self.created = not append or self.size == 0
@@ -163,13 +163,13 @@ class RecordingWriter:
         self.file: LineFile | None = LineFile(self.path, append=append)
 
     def write(self, line: bytes) -> None:
+        if self.rotate_bytes and self.file.size >= self.rotate_bytes:
+            self.rotate()  # only when a line comes: no empty file is left at the end
         f = self.file
         before = f.size
         f.write(line)
         self.bytes_written += f.size - before
         self.lines += 1
-        if self.rotate_bytes and f.size >= self.rotate_bytes:
-            self.rotate()
 
     def rotate(self) -> None:
         f, self.file = self.file, None
