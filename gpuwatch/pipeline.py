@@ -132,3 +132,39 @@ def _instance_collector(backends, discover, table, timeout_s, clock):
         return None
     return InstanceCollector(list(backends), discover=discover, process_table=table, timeout_s=timeout_s,
                              clock=clock)
+
+
+class Monitor:
+    """A sampler plus the analysis that needs memory across ticks (alerts with hysteresis,
+    history for charts). Live front ends (dashboard, recorder, exporter) call ``tick()``."""
+
+    def __init__(self, sampler: Sampler, alert_engine=None, history_points: int = 600) -> None:
+        from .analysis.history import History
+
+        self.sampler = sampler
+        self.alerts = alert_engine if alert_engine is not None else default_alert_engine()
+        self.history = History(history_points)
+        self.last: Snapshot | None = None
+
+    def tick(self) -> Snapshot:
+        snap = self.sampler.sample()
+        self.observe(snap)
+        return snap
+
+    def observe(self, snap: Snapshot) -> None:
+        """Run the stateful analysis on a snapshot (live or replayed)."""
+        if self.alerts is not None:
+            self.alerts.update(snap)
+        self.history.add(snap)
+        self.last = snap
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+def default_alert_engine(config: dict | None = None):
+    try:
+        from .analysis.alerts import AlertConfig, AlertEngine
+    except ImportError:  # pragma: no cover - before the diagnostics layer lands
+        return None
+    return AlertEngine(AlertConfig.from_toml_dict(config or {}))

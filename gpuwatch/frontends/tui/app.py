@@ -1,0 +1,431 @@
+"""The live dashboard (Textual).
+
+One polling loop (dolphie's pattern): a thread worker takes one snapshot, hands it to the UI
+thread, and only then is the next poll armed — polls never overlap, a slow source stretches
+the period instead of queueing work, and an exception in a collector becomes a message on
+screen. Widgets repaint only when what they show changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import time
+from typing import Iterable
+
+import psutil
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from ...model import Snapshot
+from .themes import DEFAULT_THEME, load_all_themes
+from .render import short_gpu_name
+from .widgets import AlertStrip, Card, GpuCard, InstanceCard, StatusLine
+
+INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+CARD_WIDTH = 46
+CARD_HEIGHT = 10
+EXTRA_THEMES = ("textual-dark", "nord", "gruvbox", "tokyo-night", "textual-light")
+
+
+class LiveSource:
+    """Snapshots from the live pipeline (a Monitor)."""
+
+    live = True
+
+    def __init__(self, monitor) -> None:
+        self.monitor = monitor
+
+    def next(self) -> Snapshot:
+        return self.monitor.tick()
+
+    @property
+    def history(self):
+        return self.monitor.history
+
+    @property
+    def alert_engine(self):
+        return self.monitor.alerts
+
+    def close(self) -> None:
+        self.monitor.close()
+
+
+class GpuWatchApp(App):
+    CSS_PATH = "gpuwatch.tcss"
+    TITLE = "gpuwatch"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("t", "next_theme", "Theme"),
+        Binding("plus,equals_sign", "faster", "Faster", key_display="+", show=False),
+        Binding("minus", "slower", "Slower", key_display="-", show=False),
+        Binding("c", "chart", "Chart"),
+        Binding("a", "alert_history", "Alerts"),
+        Binding("b", "bench", "Bench", show=False),
+        Binding("right", "move(1, 0)", "Next", show=False),
+        Binding("left", "move(-1, 0)", "Prev", show=False),
+        Binding("down", "move(0, 1)", "Down", show=False),
+        Binding("up", "move(0, -1)", "Up", show=False),
+    ]
+
+    def __init__(self, source, interval: float = 1.0, theme: str | None = None, title: str | None = None,
+                 paused: bool = False) -> None:
+        super().__init__()
+        self.source = source
+        self.interval = interval
+        self.paused = paused
+        self.snapshot: Snapshot | None = None
+        self.compact: str | None = None  # None: full cards, "rows": two lines, "tight": one line
+        self.collector_error: str | None = None
+        self._timer = None
+        self._polling = False
+        self._closing = False
+        self._own = psutil.Process()
+        self._own.cpu_percent(None)
+        self._own_cpu = 0.0
+        self._inst_ids: dict[str, str] = {}
+        self._theme_names: list[str] = []
+        loaded = load_all_themes()
+        for t in loaded.themes:
+            self.register_theme(t)
+            self._theme_names.append(t.name)
+        self.theme_errors = loaded.errors
+        self._theme_names += [n for n in EXTRA_THEMES if n in self.available_themes]
+        self.requested_theme = theme
+        wanted = theme or DEFAULT_THEME
+        if wanted in self.available_themes:
+            self.theme = wanted
+        if title:
+            self.sub_title = title
+
+    # ---- layout ---------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="top")
+        yield AlertStrip(id="alerts")
+        yield StatusLine(id="notice")
+        with Horizontal(id="main"):
+            with VerticalScroll(id="gpu-scroll"):
+                yield Grid(id="gpus")
+            with VerticalScroll(id="instances"):
+                yield StatusLine(id="no-instances")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.requested_theme and self.requested_theme not in self.available_themes:
+            self.notify(f"theme {self.requested_theme!r} not found; available: {', '.join(self._theme_names)}",
+                        severity="warning", markup=False)
+        if self.theme_errors:
+            self.notify("Broken theme files skipped:\n" + "\n".join(self.theme_errors), severity="warning",
+                        timeout=10, markup=False)
+        self.query_one("#notice").display = False
+        try:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self._hangup)
+            loop.add_signal_handler(signal.SIGTERM, self._hangup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        self.set_interval(5.0, self._check_terminal)
+        self._update_layout()
+        self.poll()
+
+    def _hangup(self) -> None:
+        """The SSH connection dropped (SIGHUP): leave at once instead of spinning."""
+        self._closing = True
+        self.exit(return_code=0)
+
+    def _check_terminal(self) -> None:
+        if self.is_headless:
+            return
+        try:
+            if not os.isatty(sys.__stdout__.fileno()):
+                self._hangup()
+        except (OSError, ValueError, AttributeError):
+            self._hangup()
+
+    def on_resize(self) -> None:
+        self._update_layout()
+
+    def _gpu_count(self) -> int:
+        return len(self.snapshot.gpus) if self.snapshot else 0
+
+    def _update_layout(self) -> None:
+        w, h = self.size
+        narrow = w < 110
+        self.screen.set_class(narrow, "-narrow")
+        n = self._gpu_count()
+        gpu_w = w if narrow else w - 44
+        cols = max(1, gpu_w // CARD_WIDTH)
+        rows = math.ceil(n / cols) if n else 1
+        avail = h - 3
+        # compact rows when full cards would need much more than the screen holds
+        compact = None
+        if w < 90 or (n and rows * CARD_HEIGHT > max(avail, 12) * 1.6) or h < 26:
+            compact = "tight" if (n * 2 > avail * 0.6 or w < 90) else "rows"
+        if compact != self.compact:
+            self.compact = compact
+            for card in self.query(GpuCard):
+                card._sig = None
+        self.screen.set_class(bool(compact), "-compact")
+        self.screen.set_class(compact == "tight", "-tight")
+        grid = self.query_one("#gpus", Grid)
+        grid.styles.grid_size_columns = 1 if compact else min(cols, max(1, n))
+        alerts = self.query_one(AlertStrip)
+        alerts.max_lines = 2 if h < 30 else 4
+        if self.snapshot is not None:
+            self._paint(self.snapshot)
+
+    # ---- polling --------------------------------------------------------------------
+    def poll(self) -> None:
+        if self._closing or self._polling:
+            return
+        self._polling = True
+        self.run_worker(self._collect, thread=True, exit_on_error=False, group="poll", name="poll")
+
+    def _collect(self) -> None:
+        start = time.monotonic()
+        try:
+            snap = self.source.next()
+            error = None
+        except StopIteration:
+            snap, error = None, "end"
+        except Exception as e:  # a collector must never take the UI down
+            snap, error = None, f"{type(e).__name__}: {e}"
+        if not self._closing:
+            try:
+                self.call_from_thread(self._on_collected, snap, error, time.monotonic() - start)
+            except RuntimeError:
+                pass
+
+    def _on_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
+        self._polling = False
+        if self._closing:
+            return
+        self._own_cpu = self._own.cpu_percent(None)
+        if error == "end":
+            self.collector_error = None
+            self.on_source_end()
+        elif error is not None:
+            self.collector_error = error
+            self._show_notice(Content.assemble((" collector error ", "$error reverse"), " ", error,
+                                               ("  (retrying)", "$text-muted")))
+        else:
+            self.collector_error = None
+            self.snapshot = snap
+            self._notify_new_critical()
+            if not self.paused:
+                self._paint(snap)
+        self._schedule_next(elapsed)
+
+    def on_source_end(self) -> None:
+        self.paused = True
+
+    def _schedule_next(self, elapsed: float) -> None:
+        delay = max(0.0, self.interval - elapsed)
+        self._timer = self.set_timer(delay, self.poll)
+
+    def _show_notice(self, content: Content | None) -> None:
+        notice = self.query_one("#notice", StatusLine)
+        notice.display = content is not None
+        if content is not None:
+            notice.show(content)
+
+    # ---- painting -----------------------------------------------------------------------
+    def _paint(self, snap: Snapshot) -> None:
+        self._paint_top(snap)
+        self.query_one(AlertStrip).refresh_from(snap.alerts)
+        if snap.nvml_error and not snap.gpus:
+            self._show_notice(Content.assemble((" no GPUs ", "$warning reverse"), " ", snap.nvml_error))
+        elif self.collector_error is None:
+            self._show_notice(None)
+        self._paint_gpus(snap)
+        self._paint_instances(snap)
+        for screen in self.screen_stack[1:]:
+            if hasattr(screen, "refresh_from"):
+                screen.refresh_from(snap)
+
+    def _paint_top(self, snap: Snapshot) -> None:
+        narrow = self.size.width < 110
+        parts: list = [(" gpuwatch ", "$primary reverse bold"), " ", (snap.host, "bold")]
+        names = {g.name for g in snap.gpus if g.name}
+        if len(names) == 1 and not narrow:
+            parts += [("  ", ""), f"{len(snap.gpus)}× {short_gpu_name(names.pop())}"]
+        if snap.driver_version:
+            parts += [("  drv " if narrow else "  driver ", "$text-muted"), snap.driver_version]
+        if snap.cuda_version and not narrow:
+            parts += [("  CUDA ", "$text-muted"), snap.cuda_version]
+        if snap.source == "simulated":
+            parts += ["  ", (" SIM " if narrow else f" SIMULATED {snap.scenario or ''} ", "$secondary reverse")]
+        parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
+        if self.paused:
+            parts += ["  ", (" PAUSED ", "$warning reverse bold")]
+        parts += self.top_extra(snap)
+        cost = (f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms {self.interval:g}s" if narrow else
+                f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s")
+        parts.append((cost, "$text-muted"))
+        self.query_one("#top", StatusLine).show(Content.assemble(*parts))
+
+    def top_extra(self, snap: Snapshot) -> list:
+        return []
+
+    def _paint_gpus(self, snap: Snapshot) -> None:
+        grid = self.query_one("#gpus", Grid)
+        cards = {c.index: c for c in grid.query(GpuCard)}
+        wanted = [g.index for g in snap.gpus]
+        if sorted(cards) != sorted(wanted):
+            for c in cards.values():
+                c.remove()
+            new = [GpuCard(i) for i in wanted]
+            grid.mount_all(new)
+            cards = {c.index: c for c in new}
+            self.call_after_refresh(self._update_layout)
+        hist = self.source.history
+        for g in snap.gpus:
+            cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact)
+
+    def _paint_instances(self, snap: Snapshot) -> None:
+        box = self.query_one("#instances", VerticalScroll)
+        empty = self.query_one("#no-instances", StatusLine)
+        empty.display = not snap.instances
+        if not snap.instances:
+            empty.show(Content.styled("No inference servers found.\nAdd one with --backend URL or [[backends]] "
+                                      "in the config.", "$text-muted"))
+        cards = {c.name_key: c for c in box.query(InstanceCard)}
+        names = [i.name for i in snap.instances]
+        for name, card in cards.items():
+            if name not in names:
+                card.remove()
+        hist = self.source.history
+        for inst in snap.instances:
+            card = cards.get(inst.name)
+            if card is None:
+                key = self._inst_ids.setdefault(inst.name, f"inst-{len(self._inst_ids)}")
+                card = InstanceCard(inst.name)
+                card.id = key
+                box.mount(card)
+            card.refresh_from(inst, hist.instance_tok.get(inst.name) if hist else None)
+
+    def _notify_new_critical(self) -> None:
+        engine = self.source.alert_engine
+        fresh = getattr(engine, "new_critical", None) if engine is not None else None
+        for a in fresh or []:
+            self.notify(f"{a.subject}: {a.message}", title="critical", severity="error", timeout=8, markup=False)
+
+    # ---- actions -------------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.snapshot is not None:
+            self._paint(self.snapshot)
+
+    def action_next_theme(self) -> None:
+        names = self._theme_names or [self.theme]
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=1.5, markup=False)
+
+    def _step_interval(self, direction: int) -> None:
+        steps = list(INTERVALS)
+        i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.interval))
+        self.interval = steps[max(0, min(len(steps) - 1, i + direction))]
+        if self.snapshot is not None:
+            self._paint_top(self.snapshot)
+
+    def action_faster(self) -> None:
+        self._step_interval(-1)
+
+    def action_slower(self) -> None:
+        self._step_interval(1)
+
+    def action_move(self, dx: int, dy: int) -> None:
+        cards = list(self.query(GpuCard))
+        if not cards:
+            return
+        focused = self.focused
+        if not isinstance(focused, GpuCard):
+            cards[0].focus()
+            return
+        cols = 1 if self.compact else max(1, int(self.query_one("#gpus", Grid).styles.grid_size_columns or 1))
+        i = cards.index(focused) + dx + dy * cols
+        if 0 <= i < len(cards):
+            cards[i].focus()
+            cards[i].scroll_visible()
+
+    @on(Card.Selected)
+    def _open_detail(self, event: Card.Selected) -> None:
+        from .screens import GpuDetailScreen, InstanceDetailScreen
+        if isinstance(event.card, GpuCard) and self.snapshot is not None:
+            self.push_screen(GpuDetailScreen(event.card.index, self.snapshot, self.source.history))
+        elif isinstance(event.card, InstanceCard) and event.card.instance is not None:
+            self.push_screen(InstanceDetailScreen(event.card.name_key, self.snapshot))
+
+    def action_help(self) -> None:
+        from .screens import HelpScreen
+        self.push_screen(HelpScreen())
+
+    def action_chart(self) -> None:
+        from .screens import ChartScreen
+        focused = self.focused
+        index = focused.index if isinstance(focused, GpuCard) else None
+        self.push_screen(ChartScreen(self.source.history, index, self.snapshot))
+
+    def action_alert_history(self) -> None:
+        from .screens import AlertHistoryScreen
+        self.push_screen(AlertHistoryScreen(self.source.alert_engine, self.snapshot))
+
+    def action_bench(self) -> None:
+        focused = self.focused
+        if not isinstance(focused, InstanceCard) or focused.instance is None:
+            self.notify("Select an inference instance (tab to it), then press b to benchmark it.", markup=False)
+            return
+        inst = focused.instance
+        if not getattr(self.source, "live", False):
+            self.notify("Benchmarks run against live servers only.", markup=False)
+            return
+        self.notify(f"benchmarking {inst.name}…", timeout=3, markup=False)
+        self.run_worker(lambda: self._bench(inst), thread=True, exit_on_error=False, group="bench")
+
+    def _bench(self, inst) -> None:
+        try:
+            from ...collect.instances import run_bench
+            result = run_bench(inst.url, inst.kind, model=inst.models[0].name if inst.models else None, runs=1)
+            collector = getattr(self.source.monitor.sampler, "instances", None)
+            if collector is not None:
+                collector.record_bench(inst.name, result)
+            msg = (f"{inst.name}: {result.generation_tokens_per_s:.1f} tok/s"
+                   if result.generation_tokens_per_s is not None else f"{inst.name}: {result.error}")
+        except Exception as e:
+            msg = f"{inst.name}: benchmark failed: {e}"
+        self.call_from_thread(self.notify, msg, markup=False)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Pause / resume", "Freeze the screen (collection goes on)", self.action_toggle_pause)
+        yield SystemCommand("Charts", "History of utilization, memory, temperature, power", self.action_chart)
+        yield SystemCommand("Alert history", "Alerts raised and cleared", self.action_alert_history)
+        yield SystemCommand("Next theme", "Cycle gpuwatch's themes", self.action_next_theme)
+
+    async def action_quit(self) -> None:
+        self._closing = True
+        self.exit()
+
+
+def run_dashboard(args, cfg, interval, backends, discover) -> int:
+    from ...pipeline import Monitor, default_alert_engine, make_sampler
+
+    sampler = make_sampler(demo=getattr(args, "demo", None), backends=backends, discover=discover)
+    monitor = Monitor(sampler, alert_engine=default_alert_engine(cfg.alerts))
+    app = GpuWatchApp(LiveSource(monitor), interval=interval, theme=getattr(args, "theme", None) or cfg.theme)
+    try:
+        app.run()
+    finally:
+        monitor.close()
+    return app.return_code or 0

@@ -1,0 +1,274 @@
+"""Pure functions that turn model objects into styled Textual ``Content``.
+
+Untrusted text (GPU names, process command lines, model names from servers) only ever goes in
+as plain text parts of ``Content.assemble`` — never through markup — so ``[bold]`` or
+``[@click=app.quit]`` in a process name shows literally. Styles use theme variables
+(``$error``, ``$warning``, ...) so every theme colours them.
+"""
+
+from __future__ import annotations
+
+from textual.content import Content
+
+from ...model import GPU, Alert, Instance
+from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+THROTTLE_BADGES = {
+    "sw_thermal_slowdown": ("THERMAL", "$error"),
+    "hw_thermal_slowdown": ("HW-THERMAL", "$error"),
+    "sw_power_cap": ("PWR-CAP", "$warning"),
+    "hw_power_brake": ("PWR-BRAKE", "$error"),
+    "hw_slowdown": ("HW-SLOW", "$error"),
+    "applications_clocks": ("APP-CLK", "$text-muted"),
+    "sync_boost": ("SYNC", "$text-muted"),
+    "display_clocks": ("DISPLAY", "$text-muted"),
+}
+SEVERITY_STYLE = {"critical": "$error bold", "warning": "$warning", "info": "$text-muted"}
+SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
+
+
+def short_gpu_name(name: str | None) -> str:
+    if not name:
+        return "?"
+    for prefix in ("NVIDIA GeForce ", "NVIDIA "):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def bar(fraction: float | None, width: int, style: str = "$accent") -> Content:
+    """A horizontal bar of ``width`` cells with eighth-cell resolution."""
+    if fraction is None:
+        return Content.styled("·" * width, "$text-muted")
+    fraction = max(0.0, min(1.0, fraction))
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    text = "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
+    rest = width - len(text)
+    return Content.assemble((text, style), ("░" * rest, "$text-disabled"))
+
+
+def sparkline(values, width: int, top: float | None = None, style: str = "$secondary") -> Content:
+    vals = list(values)[-width:]
+    if not vals:
+        return Content(" " * width)
+    known = [v for v in vals if v is not None]
+    hi = top if top is not None else (max(known) if known else 1.0)
+    hi = hi or 1.0
+    chars = []
+    for v in vals:
+        if v is None:
+            chars.append(" ")
+        else:
+            chars.append(SPARK[min(7, max(0, int(v / hi * 7.999)))])
+    return Content.styled("".join(chars).rjust(width), style)
+
+
+def temp_style(g: GPU) -> str:
+    if g.temperature_c is None:
+        return "$text-muted"
+    if g.temperature_slowdown_c:
+        margin = g.temperature_slowdown_c - g.temperature_c
+        if margin <= 3:
+            return "$error bold"
+        if margin <= 10:
+            return "$warning"
+    return "$success"
+
+
+def usage_style(fraction: float | None) -> str:
+    if fraction is None:
+        return "$text-muted"
+    if fraction >= 0.97:
+        return "$error"
+    if fraction >= 0.85:
+        return "$warning"
+    return "$accent"
+
+
+def link_degraded(g: GPU) -> bool:
+    p = g.pcie
+    return bool((p.width and p.max_width and p.width < p.max_width))
+
+
+def pcie_link(g: GPU) -> Content:
+    p = g.pcie
+    if p.gen is None and p.width is None:
+        return Content.styled("PCIe n/a", "$text-muted")
+    text = f"Gen{p.gen if p.gen is not None else '?'} x{p.width if p.width is not None else '?'}"
+    busy = (g.utilization_gpu_pct or 0) > 10
+    if link_degraded(g):
+        return Content.assemble(("PCIe ", "$text-muted"), (text, "$error bold"), (f" (max x{p.max_width})", "$error"))
+    if p.gen is not None and p.max_gen and p.gen < p.max_gen:
+        # idle links downshift on purpose; only worth a colour under load
+        return Content.assemble(("PCIe ", "$text-muted"), (text, "$warning" if busy else "$text-muted"),
+                                (f" (idle, max Gen{p.max_gen})" if not busy else f" (max Gen{p.max_gen})", "$text-muted"))
+    return Content.assemble(("PCIe ", "$text-muted"), text)
+
+
+def badges(g: GPU) -> Content:
+    parts: list = []
+    for reason in g.throttle_reasons:
+        if reason in THROTTLE_BADGES:
+            label, style = THROTTLE_BADGES[reason]
+            parts += [(f" {label} ", f"{style} reverse"), " "]
+    return Content.assemble(*parts) if parts else Content("")
+
+
+def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
+    """The body of a full GPU card (the title goes in the border)."""
+    if g.lost:
+        return [
+            Content.styled("GPU LOST", "$error bold reverse"),
+            Content.styled("fell off the bus (NVML: GPU is lost)", "$error"),
+            Content.styled("check `dmesg | grep -i xid`; a reset or", "$text-muted"),
+            Content.styled("reboot is needed to bring it back", "$text-muted"),
+        ]
+    inner = max(20, width)
+    barw = max(6, inner - 24)
+    util = g.utilization_gpu_pct
+    uf = None if util is None else util / 100
+    mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
+    spark_w = max(0, inner - barw - 16)
+    lines = [
+        Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
+                         sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else ""),
+        Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, usage_style(mem_frac)),
+                         f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"),
+    ]
+    temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f}°C"
+    slow = "" if g.temperature_slowdown_c is None else f"/{g.temperature_slowdown_c:.0f}"
+    fan = "" if g.fan_pct is None else f"  fan {g.fan_pct:.0f}%"
+    power = NA if g.power_w is None else f"{g.power_w:.0f}"
+    limit = NA if g.power_limit_w is None else f"{g.power_limit_w:.0f}W"
+    pfrac = None if g.power_w is None or not g.power_limit_w else g.power_w / g.power_limit_w
+    capped = g.power_limit_w is not None and g.power_default_limit_w and g.power_limit_w < g.power_default_limit_w
+    lines.append(Content.assemble(
+        ("temp ", "$text-muted"), (temp, temp_style(g)), (slow, "$text-muted"),
+        ("  pwr ", "$text-muted"), (power, usage_style(pfrac)), ("/", "$text-muted"),
+        (limit, "$warning" if capped else ""), fan))
+    sm = NA if g.sm_clock_mhz is None else str(g.sm_clock_mhz)
+    smax = "" if g.sm_clock_max_mhz is None else f"/{g.sm_clock_max_mhz}"
+    clock_low = (g.sm_clock_mhz and g.sm_clock_max_mhz and (g.utilization_gpu_pct or 0) > 10
+                 and g.sm_clock_mhz < 0.85 * g.sm_clock_max_mhz)
+    lines.append(Content.assemble(("SM ", "$text-muted"), (sm, "$warning" if clock_low else ""),
+                                  (f"{smax} MHz", "$text-muted"),
+                                  ("  P", "$text-muted"), NA if g.pstate is None else str(g.pstate)))
+    lines.append(Content.assemble(pcie_link(g), "  ", ("↓", "$text-muted"), fmt_rate(g.pcie.rx_bytes_per_s),
+                                  (" ↑", "$text-muted"), fmt_rate(g.pcie.tx_bytes_per_s)))
+    if g.nvlink is not None:
+        nv = g.nvlink
+        lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
+                                      fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
+                                      fmt_rate(nv.tx_bytes_per_s)))
+    procs = len(g.processes)
+    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
+    lines.append(tail)
+    return lines
+
+
+def gpu_row_lines(g: GPU, width: int) -> list[Content]:
+    """Two lines per GPU for small terminals (80x24)."""
+    name = short_gpu_name(g.name)[:16]
+    head = Content.assemble((f"{g.index:>2} ", "bold"), (f"{name:<16} ", "$text-muted"))
+    if g.lost:
+        return [Content.assemble(head, ("LOST: fell off the bus — check dmesg for Xid", "$error bold")),
+                Content("")]
+    barw = max(4, (width - 40) // 2)
+    util = g.utilization_gpu_pct
+    mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
+    line1 = Content.assemble(
+        head, bar(None if util is None else util / 100, barw), f" {fmt_pct(util):>4}  ",
+        bar(mem_frac, barw, usage_style(mem_frac)),
+        f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}")
+    temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f}°C"
+    pw = NA if g.power_w is None else f"{g.power_w:.0f}"
+    pl = NA if g.power_limit_w is None else f"{g.power_limit_w:.0f}W"
+    line2 = Content.assemble(
+        "   ", (temp, temp_style(g)), " ", f"{pw}/{pl} ",
+        NA if g.sm_clock_mhz is None else f"{g.sm_clock_mhz}MHz ",
+        pcie_link(g), " ", ("↓", "$text-muted"), fmt_rate(g.pcie.rx_bytes_per_s), " ", badges(g))
+    return [line1, line2]
+
+
+def gpu_line(g: GPU, width: int) -> Content:
+    """One line per GPU for the smallest terminals (80x24 with 8 GPUs)."""
+    head = Content.styled(f"{g.index:>2} ", "bold")
+    if g.lost:
+        return Content.assemble(head, ("LOST: fell off the bus — check dmesg for Xid", "$error bold"))
+    util = g.utilization_gpu_pct
+    mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
+    barw = 8 if width < 100 else 14
+    temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f}°C"
+    pw = NA if g.power_w is None else f"{g.power_w:.0f}W"
+    mem = f"{fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"
+    p = g.pcie
+    link = f"G{NA if p.gen is None else p.gen}x{NA if p.width is None else p.width}"
+    link_style = "$error bold" if link_degraded(g) else "$text-muted"
+    return Content.assemble(
+        head, bar(None if util is None else util / 100, barw), f" {fmt_pct(util):>4} ",
+        bar(mem_frac, barw, usage_style(mem_frac)), f" {mem:>15} ", (f"{temp:>5}", temp_style(g)),
+        f" {pw:>5} ", (f"{link:<6}", link_style), " ", badges(g))
+
+
+def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
+    lines: list[Content] = []
+    if inst.status != "up":
+        lines.append(Content.assemble((f" {inst.status.upper()} ", "$error bold reverse"), " ",
+                                      (inst.error or "no answer", "$error")))
+        if inst.error_since:
+            lines.append(Content.styled(f"since {inst.error_since}", "$text-muted"))
+    for m in inst.models[:3]:
+        parts: list = [(m.name, "bold")]
+        if m.cpu_offload_pct:
+            parts += ["  ", (f" {m.cpu_offload_pct:.0f}% ON CPU ", "$error bold reverse")]
+        lines.append(Content.assemble(*parts))
+        if m.size_bytes:
+            vram = fmt_bytes(m.size_vram_bytes)
+            lines.append(Content.assemble(("  size ", "$text-muted"), fmt_bytes(m.size_bytes),
+                                          ("  vram ", "$text-muted"), vram))
+    gpus = ",".join(str(i) for i in inst.gpus) if inst.gpus else "?"
+    mode = inst.parallelism
+    if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
+        mode += f" ×{inst.parallel_size}"
+    lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
+    if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
+        tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
+        prompt = NA if inst.prompt_tokens_per_s is None else f"{inst.prompt_tokens_per_s:.0f}"
+        spark_w = max(0, width - 34)
+        lines.append(Content.assemble(("gen ", "$text-muted"), (tok, "bold"), (" tok/s ", "$text-muted"),
+                                      sparkline(tok_hist or [], spark_w) if spark_w else "",
+                                      ("  prompt ", "$text-muted"), prompt))
+    if inst.requests_running is not None or inst.requests_waiting is not None:
+        run = NA if inst.requests_running is None else f"{inst.requests_running:.0f}"
+        wait = NA if inst.requests_waiting is None else f"{inst.requests_waiting:.0f}"
+        parts = [("run ", "$text-muted"), run, ("  wait ", "$text-muted"),
+                 (wait, "$warning" if inst.requests_waiting else "")]
+        if inst.kv_cache_usage_pct is not None:
+            kv = inst.kv_cache_usage_pct / 100
+            parts += [("  KV ", "$text-muted"), bar(kv, 8, usage_style(kv)), f" {inst.kv_cache_usage_pct:.0f}%"]
+        if inst.slots_total:
+            parts += [("  slots ", "$text-muted"), f"{inst.slots_busy or 0}/{inst.slots_total}"]
+        lines.append(Content.assemble(*parts))
+    if inst.ttft_p50_s is not None or inst.itl_p50_s is not None:
+        ttft = NA if inst.ttft_p50_s is None else f"{inst.ttft_p50_s * 1000:.0f}ms"
+        itl = NA if inst.itl_p50_s is None else f"{inst.itl_p50_s * 1000:.0f}ms"
+        ttft95 = "" if inst.ttft_p95_s is None else f"/{inst.ttft_p95_s * 1000:.0f}"
+        itl95 = "" if inst.itl_p95_s is None else f"/{inst.itl_p95_s * 1000:.0f}"
+        lines.append(Content.assemble(("TTFT p50/95 ", "$text-muted"), ttft + ttft95,
+                                      ("  ITL ", "$text-muted"), itl + itl95))
+    if inst.bench is not None:
+        b = inst.bench
+        if b.error:
+            lines.append(Content.assemble(("bench ", "$text-muted"), (b.error, "$error")))
+        else:
+            val = NA if b.generation_tokens_per_s is None else f"{b.generation_tokens_per_s:.1f} tok/s"
+            lines.append(Content.assemble(("bench ", "$text-muted"), (val, "bold"), (f"  at {b.time[11:19]}", "$text-muted")))
+    return lines
+
+
+def alert_line(a: Alert) -> Content:
+    return Content.assemble((f" {SEVERITY_MARK.get(a.severity, a.severity)} ", f"{SEVERITY_STYLE.get(a.severity, '')} reverse"),
+                            " ", (a.subject, "bold"), "  ", a.message)

@@ -1,0 +1,96 @@
+"""Themes as files: TOML in the project's ``themes/`` (shipped as ``gpuwatch.themes``) and in
+the user's ``~/.config/gpuwatch/themes``, loaded into Textual themes. A broken file is
+reported (file and reason) and skipped; it never stops the dashboard."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual.theme import Theme
+
+from ...config import config_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_THEME = "gpuwatch"
+COLOR_KEYS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground", "background",
+              "surface", "panel", "boost")
+KNOWN_KEYS = set(COLOR_KEYS) | {"name", "dark", "variables", "luminosity_spread", "text_alpha"}
+
+
+@dataclass
+class ThemeLoad:
+    themes: list[Theme] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "FILE: reason", one per broken file
+
+
+def builtin_theme_dir() -> Path | None:
+    """themes/ of a source checkout, else the installed ``gpuwatch.themes`` package data."""
+    checkout = Path(__file__).resolve().parents[3] / "themes"
+    if checkout.is_dir():
+        return checkout
+    try:
+        from importlib.resources import files
+        d = files("gpuwatch.themes")
+        return Path(str(d))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+
+
+def user_theme_dir() -> Path:
+    return config_dir() / "themes"
+
+
+def theme_from_dict(data: dict, source: str) -> Theme:
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
+    name = data.get("name") or Path(source).stem
+    if not isinstance(name, str):
+        raise ValueError("name must be a string")
+    if "primary" not in data:
+        raise ValueError("a theme needs at least a 'primary' colour")
+    from textual.color import Color, ColorParseError
+
+    kwargs = {}
+    for key in COLOR_KEYS:
+        if key in data:
+            value = data[key]
+            try:
+                Color.parse(value)
+            except (ColorParseError, TypeError, ValueError):
+                raise ValueError(f"{key}: {value!r} is not a colour") from None
+            kwargs[key] = value
+    variables = data.get("variables", {})
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        raise ValueError("[variables] must map names to strings")
+    dark = data.get("dark", True)
+    if not isinstance(dark, bool):
+        raise ValueError("dark must be true or false")
+    return Theme(name=name, dark=dark, variables=dict(variables), **kwargs)
+
+
+def load_theme_files(*dirs: Path | None) -> ThemeLoad:
+    out = ThemeLoad()
+    for d in dirs:
+        if d is None or not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.toml")):
+            try:
+                with open(path, "rb") as fh:
+                    data = tomllib.load(fh)
+                out.themes.append(theme_from_dict(data, str(path)))
+            except tomllib.TOMLDecodeError as e:
+                out.errors.append(f"{path}: not valid TOML ({e})")
+            except (OSError, ValueError) as e:
+                out.errors.append(f"{path}: {e}")
+    return out
+
+
+def load_all_themes() -> ThemeLoad:
+    return load_theme_files(builtin_theme_dir(), user_theme_dir())

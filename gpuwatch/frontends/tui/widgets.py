@@ -1,0 +1,182 @@
+"""Dashboard widgets. Each one keeps the signature of what it last drew and repaints only
+when that changes: a tick that changes nothing costs nothing."""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+from textual.content import Content
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ...model import GPU, Alert, Instance
+from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
+
+
+class Card(Static, can_focus=True):
+    """A bordered, focusable block whose body is a list of Content lines."""
+
+    class Selected(Message):
+        def __init__(self, card: "Card") -> None:
+            super().__init__()
+            self.card = card
+
+    def __init__(self, *, id: str | None = None, classes: str = "") -> None:
+        super().__init__("", id=id, classes=classes, markup=False)
+        self._sig = None
+
+    def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
+        sig = (tuple(line.plain for line in lines), tuple(str(s) for line in lines for s in line.spans),
+               str(title), str(subtitle))
+        if sig == self._sig:
+            return
+        self._sig = sig
+        self.border_title = title
+        self.border_subtitle = subtitle
+        self.update(Content("\n").join(lines))
+
+    def on_click(self) -> None:
+        self.focus()
+
+    def key_enter(self) -> None:
+        self.post_message(self.Selected(self))
+
+
+class GpuCard(Card):
+    def __init__(self, index: int, **kw) -> None:
+        super().__init__(id=f"gpu-{index}", **kw)
+        self.index = index
+        self.gpu: GPU | None = None
+
+    def refresh_from(self, g: GPU, hist: dict | None, compact: str | None) -> None:
+        """compact: None (full card), "rows" (two lines), "tight" (one line)."""
+        self.gpu = g
+        width = max(20, self.size.width - 4) if self.size.width else 40
+        title = Content.assemble((f"GPU {g.index}", "bold"), " ", short_gpu_name(g.name))
+        sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
+        if len(g.instances) > 1:
+            sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
+        if compact == "tight":
+            self.show([gpu_line(g, width)], "", "")
+        elif compact:
+            self.show(gpu_row_lines(g, width), "", "")
+        else:
+            self.show(gpu_card_lines(g, hist, width), title, sub)
+        self.set_class(g.lost, "-lost")
+        self.set_class(any(r in g.throttle_reasons for r in ("sw_thermal_slowdown", "hw_thermal_slowdown",
+                                                                "hw_slowdown", "hw_power_brake")), "-throttled")
+
+
+class InstanceCard(Card):
+    def __init__(self, name: str, **kw) -> None:
+        super().__init__(id=f"inst-{_css_id(name)}", **kw)
+        self.name_key = name
+        self.instance: Instance | None = None
+
+    def refresh_from(self, inst: Instance, tok_hist) -> None:
+        self.instance = inst
+        width = max(20, self.size.width - 4) if self.size.width else 40
+        kind = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}.get(inst.kind, inst.kind)
+        title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
+        status_style = "$success" if inst.status == "up" else "$error bold"
+        self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
+        self.set_class(inst.status != "up", "-down")
+
+
+class AlertStrip(Static):
+    """The active alerts, worst first; hidden when there are none."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__("", markup=False, **kw)
+        self._sig = None
+        self.max_lines = 4
+
+    def refresh_from(self, alerts: list[Alert]) -> None:
+        order = {"critical": 0, "warning": 1, "info": 2}
+        alerts = sorted(alerts, key=lambda a: (order.get(a.severity, 3), a.subject))
+        sig = tuple((a.severity, a.subject, a.message) for a in alerts) + (self.max_lines,)
+        if sig == self._sig:
+            return
+        self._sig = sig
+        self.display = bool(alerts)
+        lines = [alert_line(a) for a in alerts[: self.max_lines]]
+        if len(alerts) > self.max_lines:
+            lines.append(Content.styled(f"  … {len(alerts) - self.max_lines} more (press a for all alerts)",
+                                        "$text-muted"))
+        self.update(Content("\n").join(lines))
+
+
+class StatusLine(Static):
+    def __init__(self, **kw) -> None:
+        super().__init__("", markup=False, **kw)
+        self._sig = None
+
+    def show(self, content: Content) -> None:
+        if content.plain == self._sig:
+            return
+        self._sig = content.plain
+        self.update(content)
+
+
+_ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
+
+
+class PlotextChart(Widget):
+    """A line chart drawn by plotext 6 (``plotext.figure``), re-rendered only when its data or
+    size changes. textual-plotext does not import with plotext 6, hence this small widget."""
+
+    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 8; }"
+
+    def __init__(self, title: str, **kw) -> None:
+        super().__init__(**kw)
+        self.title = title
+        self.series: list[tuple[str, list[float | None]]] = []
+        self.y_range: tuple[float, float] | None = None
+        self._cache: tuple | None = None
+        self._text: Text | None = None
+
+    def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None) -> None:
+        self.series = series
+        self.y_range = y_range
+        self.refresh()
+
+    def render(self) -> Text:
+        w, h = self.size.width, self.size.height
+        key = (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range)
+        if key == self._cache and self._text is not None:
+            return self._text
+        self._cache = key
+        self._text = self._draw(w, h)
+        return self._text
+
+    def _draw(self, w: int, h: int) -> Text:
+        import plotext as plt
+
+        if w < 10 or h < 5:
+            return Text("")
+        fig = plt.figure
+        fig.clear()
+        fig.theme("clear")
+        drawn = 0
+        for name, values in self.series:
+            pts = [(i, v) for i, v in enumerate(values) if v is not None]
+            if len(pts) < 2:
+                continue
+            xs, ys = zip(*pts)
+            sig = fig.signal(list(xs), list(ys))
+            sig.lines(True)
+            sig.label(name)
+            fig.draw(sig)
+            drawn += 1
+        if not drawn:
+            return Text(f"{self.title}: collecting…", style="dim")
+        fig.plot_size(w, h)
+        fig.title(self.title)
+        out = fig.build().string()
+        return Text.from_ansi(_ANSI_BG.sub("", out), no_wrap=True)
+
+
+def _css_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "x"
