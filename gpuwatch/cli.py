@@ -115,7 +115,7 @@ def _add_record_parser(sub) -> None:
     stop.add_argument("--count", type=_count, metavar="N", help="stop after N snapshots")
     rec.add_argument("--append", action="store_true", help="add to an existing plain file instead of refusing")
     rec.add_argument("--rotate-mb", type=_positive, metavar="MB",
-                     help="when the file reaches MB MiB, rename it FILE-STEM.NNNNNN.EXT and start a new one")
+                     help="when the file reaches MB MiB, rename it (rec.ndjson -> rec.000001.ndjson) and start a new one")
     rec.add_argument("--keep", type=_count, default=10, metavar="N",
                      help="rotated files to keep beside the current one (default 10)")
 

@@ -97,6 +97,18 @@ def test_stop_signals_finish_the_line_and_exit_0(tmp_path, sig, name):
         assert rec.warnings == []
 
 
+def test_under_nohup_a_hangup_does_not_stop_the_recording(tmp_path):
+    out = tmp_path / "rec.ndjson"
+    proc = start("-o", str(out), *FAST, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    wait_lines(out, 2, proc)
+    proc.send_signal(signal.SIGHUP)
+    n = text_of(out).count(b"\n")
+    wait_lines(out, n + 3, proc)  # still recording
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0
+    assert_whole_schema_lines(out.read_bytes())
+
+
 @pytest.mark.parametrize("name", ["rec.ndjson", "rec.ndjson.gz"])
 def test_kill_9_loses_at_most_the_line_in_progress(tmp_path, name):
     out = tmp_path / name

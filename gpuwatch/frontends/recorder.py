@@ -7,7 +7,7 @@ Guarantees (tests/test_record*.py hold them):
   In a ``.gz`` file each line is followed by a zlib sync flush: any prefix of the file
   decompresses to every finished line, and a clean exit ends the gzip stream properly.
 * SIGTERM, SIGINT and SIGHUP finish the line in progress (they are only acted on between
-  lines) and exit 0.
+  lines) and exit 0. One the parent ignores stays ignored (``nohup`` keeps recording).
 * A failed write (disk full, I/O error) truncates the file back to the end of the last whole
   line, prints one line and exits 1; earlier lines are never touched.
 * An existing file is never clobbered: without ``--append`` it is refused. ``--append``
@@ -354,7 +354,8 @@ def cmd_record(args) -> int:
     previous = {}
     for name in STOP_SIGNALS:
         sig = getattr(signal, name, None)
-        if sig is not None:
+        # a signal the parent set to be ignored stays ignored: `nohup gpuwatch record` survives hangups
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, on_signal)
     writer = sampler = None
     try:
