@@ -307,3 +307,74 @@ def test_rotation_of_gzip_files(tmp_path, lines):
     assert b"".join(gzip.decompress(p.read_bytes()) for p in files) == b"".join(lines)
     rec = open_recording(path, rotated=True)
     assert len(rec) == len(lines) and rec.warnings == []
+
+
+class _StubSampler:
+    def __init__(self, snaps):
+        self.snaps = list(snaps)
+        self.waits = []
+
+    def sample(self, wait_instances=False):
+        self.waits.append(wait_instances)
+        return self.snaps.pop(0)
+
+
+def test_recorder_runs_each_snapshot_through_analysis_and_finishes_the_line_on_stop(tmp_path, snaps):
+    from gpuwatch.frontends.recorder import Recorder
+    from gpuwatch.model import Alert
+
+    path = tmp_path / "r.ndjson"
+    w = RecordingWriter(path)
+    seen = []
+
+    def analyze(snap):  # the alert engine's shape: annotate the snapshot in place
+        seen.append(snap.time)
+        snap.alerts = [Alert(kind="thermal_throttle", severity="warning", subject="GPU 3",
+                             message=f"GPU 3 is throttling ({len(seen)})", since=snaps[0].time)]
+        if len(seen) == 3:
+            rec.request_stop("SIGTERM")  # a signal arriving mid-work: this line is still written
+
+    sampler = _StubSampler(copy_snaps(snaps[:10]))
+    rec = Recorder(sampler, w, interval=0.01, analyze=analyze)
+    assert rec.run() == 3
+    w.close()
+    assert sampler.waits == [True, False, False]  # only the first sample waits for the servers
+    docs = assert_whole_schema_lines(path.read_bytes())
+    assert [d["alerts"][0]["message"] for d in docs] == [f"GPU 3 is throttling ({i})" for i in (1, 2, 3)]
+    assert open_recording(path)[2].alerts[0].subject == "GPU 3"
+
+
+def copy_snaps(snaps):
+    import copy
+    return [copy.deepcopy(s) for s in snaps]
+
+
+def test_recorder_keeps_a_steady_cadence_when_sampling_is_slow(tmp_path, snaps):
+    from gpuwatch.frontends.recorder import Recorder
+
+    now = [100.0]
+    slept = []
+
+    class SlowSampler(_StubSampler):
+        def sample(self, wait_instances=False):
+            now[0] += 0.3  # each sample takes 0.3 s of a 1 s interval
+            return super().sample(wait_instances)
+
+    rec = Recorder(SlowSampler(copy_snaps(snaps[:10])), RecordingWriter(tmp_path / "r.ndjson"), interval=1.0,
+                   count=4, clock=lambda: now[0])
+    rec._sleep = lambda s: (slept.append(round(s, 6)), now.__setitem__(0, now[0] + s))
+    assert rec.run() == 4
+    assert slept == [0.7, 0.7, 0.7]  # sleep to the next deadline, not a full interval after the work
+    rec.writer.close()
+
+
+def test_alert_step_is_optional():
+    from gpuwatch.frontends.recorder import alert_step
+
+    step = alert_step(type("Cfg", (), {"alerts": {}})())
+    try:
+        import gpuwatch.analysis.alerts  # noqa: F401
+    except ImportError:
+        assert step is None
+    else:
+        assert callable(step)
