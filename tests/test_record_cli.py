@@ -232,7 +232,8 @@ def test_bad_record_flags_are_one_line_exit_2(tmp_path):
     out = str(tmp_path / "r.ndjson")
     for args in (["record"], ["record", "-o", out, "--count", "0"], ["record", "-o", out, "--count", "2",
                  "--duration", "3"], ["record", "-o", out, "--rotate-mb", "big"], ["record", "-o", out,
-                 "--duration", "-1"], ["record", "-o", out, "--keep", "0"]):
+                 "--duration", "-1"], ["record", "-o", out, "--keep", "0"],
+                 ["record", "-o", out, "--demo", "h100x8:melt"]):  # found after the file is opened: removed
         r = run_cli(*args)
         assert r.returncode == 2, args
         lines = r.stderr.strip().splitlines()
