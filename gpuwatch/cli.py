@@ -81,7 +81,43 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--prometheus", type=_url, metavar="URL", default=argparse.SUPPRESS,
                       help="one document per host of a fleet, read through Prometheus")
     snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")
+    _add_record_parser(sub)
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"count {text} must be at least 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _add_record_parser(sub) -> None:
+    rec = sub.add_parser("record", help="record snapshots into an NDJSON file (.gz: gzip) for replay")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="file to write, one schema v1 snapshot per line; gzip when it ends in .gz")
+    _add_source_options(rec, sub=True)
+    stop = rec.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds")
+    stop.add_argument("--count", type=_count, metavar="N", help="stop after N snapshots")
+    rec.add_argument("--append", action="store_true", help="add to an existing plain file instead of refusing")
+    rec.add_argument("--rotate-mb", type=_positive, metavar="MB",
+                     help="when the file reaches MB MiB, rename it (rec.ndjson -> rec.000001.ndjson) and start a new one")
+    rec.add_argument("--keep", type=_count, default=10, metavar="N",
+                     help="rotated files to keep beside the current one (default 10)")
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -135,7 +171,12 @@ def cmd_dashboard(args) -> int:
     return run_dashboard(args, cfg, interval, backends, discover)
 
 
-COMMANDS = {"snapshot": cmd_snapshot}
+def cmd_record(args) -> int:
+    from .frontends.recorder import cmd_record as run
+    return run(args)
+
+
+COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,412 @@
+"""``gpuwatch record``: snapshots on a steady cadence into an NDJSON file, losing nothing.
+
+Guarantees (tests/test_record*.py hold them):
+
+* Each snapshot is one line handed to the kernel by a single ``write`` of its complete bytes,
+  with no user-space buffer, so a ``kill -9`` or a crash loses at most the line in progress.
+  In a ``.gz`` file each line is followed by a zlib sync flush: any prefix of the file
+  decompresses to every finished line, and a clean exit ends the gzip stream properly.
+* SIGTERM, SIGINT and SIGHUP finish the line in progress (they are only acted on between
+  lines) and exit 0. One the parent ignores stays ignored (``nohup`` keeps recording).
+* A failed write (disk full, I/O error) truncates the file back to the end of the last whole
+  line, prints one line and exits 1; earlier lines are never touched.
+* An existing file is never clobbered: without ``--append`` it is refused. ``--append``
+  adds to a plain file (after a cut last line it first ends that line, so the reader skips
+  just it); appending to a gzip file is refused (record into a new file, or use rotation).
+* ``--rotate-mb MB``: once the file reaches MB MiB it is renamed ``STEM.NNNNNN.EXT`` (the next
+  sequence number, e.g. ``rec.000003.ndjson.gz``) and a new file is started; the newest
+  ``--keep`` rotated files are kept beside the current one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+from ..model import Snapshot
+from .recording import encode_snapshot, is_gzip_name, rotated_name, rotated_siblings
+
+
+class RecordError(Exception):
+    """A recording that cannot go on (bad path, disk full), worded for a one-line message."""
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class LineFile:
+    """One open recording file that takes whole lines: plain, or gzip with a sync flush per line."""
+
+    def __init__(self, path: Path, append: bool = False, level: int = 6) -> None:
+        self.path = Path(path)
+        self.gzip = is_gzip_name(self.path)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if not append:
+            flags |= os.O_EXCL
+        if self.path.is_dir():
+            raise RecordError(f"cannot create {self.path}: Is a directory")
+        try:
+            self.fd: int | None = os.open(self.path, flags, 0o644)
+        except FileExistsError:
+            raise RecordError(f"{self.path} already exists: pass --append to add to it, or choose another "
+                              f"name") from None
+        except OSError as e:
+            raise RecordError(f"cannot create {self.path}: {_why(e)}") from None
+        try:
+            st = os.fstat(self.fd)
+            self.regular = stat.S_ISREG(st.st_mode)
+            self.size = st.st_size if self.regular else 0
+            self.created = not append or self.size == 0
+            self._z = None
+            if self.gzip and self.size:
+                raise RecordError(f"{self.path} already holds data and appending to a gzip recording is not "
+                                  f"supported: record into a new file")
+            if self.gzip:
+                self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
+            if self.size and os.pread(self.fd, 1, self.size - 1) != b"\n":
+                self._raw_write(b"\n")  # end a cut last line, so the new lines stay whole
+        except OSError as e:
+            self._close_fd()
+            raise RecordError(f"cannot write to {self.path}: {_why(e)}") from None
+        except RecordError:
+            self._close_fd()
+            raise
+
+    def _raw_write(self, data: bytes) -> None:
+        good = self.size
+        try:
+            _write_all(self.fd, data)
+        except OSError:
+            self._truncate(good)
+            raise
+        self.size += len(data)
+
+    def _truncate(self, size: int) -> None:
+        if self.regular:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                pass
+        self.size = size
+
+    def write(self, line: bytes) -> None:
+        """Append one whole line (ending in a newline) or raise RecordError, leaving the file
+        as it was before the call."""
+        if self._z is not None:
+            saved = self._z.copy()  # the compressor as it was, to end the stream after a failure
+            data = self._z.compress(line) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            saved, data = None, line
+        try:
+            self._raw_write(data)
+        except OSError as e:
+            if saved is not None:
+                self._z = saved
+            raise RecordError(f"cannot write to {self.path}: {_why(e)}; it holds every snapshot before "
+                              f"this one") from None
+
+    def close(self) -> None:
+        """End the gzip stream and close; raises RecordError if the end could not be written
+        (the file still holds every line: readers handle a stream without an end)."""
+        if self.fd is None:
+            return
+        try:
+            if self._z is not None:
+                z, self._z = self._z, None
+                try:
+                    self._raw_write(z.flush(zlib.Z_FINISH))
+                except OSError as e:
+                    raise RecordError(f"cannot finish {self.path}: {_why(e)}; it holds every snapshot") from None
+            if self.regular:
+                try:
+                    os.fsync(self.fd)
+                except OSError:
+                    pass
+        finally:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+class RecordingWriter:
+    """Whole lines into ``path``, rotating by size when asked."""
+
+    def __init__(self, path: str | os.PathLike, append: bool = False, rotate_bytes: int | None = None,
+                 keep: int = 10) -> None:
+        self.path = Path(path)
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self.bytes_written = 0
+        self.lines = 0
+        self.rotations = 0
+        self.warnings: list[str] = []
+        self.file: LineFile | None = LineFile(self.path, append=append)
+
+    def write(self, line: bytes) -> None:
+        if self.rotate_bytes and self.file.size >= self.rotate_bytes:
+            self.rotate()  # only when a line comes: no empty file is left at the end
+        f = self.file
+        before = f.size
+        f.write(line)
+        self.bytes_written += f.size - before
+        self.lines += 1
+
+    def rotate(self) -> None:
+        f, self.file = self.file, None
+        f.close()
+        seq = max((s for s, _ in rotated_siblings(self.path)), default=0) + 1
+        target = rotated_name(self.path, seq)
+        try:
+            os.rename(self.path, target)
+        except OSError as e:
+            raise RecordError(f"cannot rotate {self.path} to {target.name}: {_why(e)}") from None
+        self.rotations += 1
+        self.prune()
+        self.file = LineFile(self.path, append=False)
+
+    def prune(self) -> None:
+        old = rotated_siblings(self.path)
+        for _, p in old[: max(0, len(old) - self.keep)]:
+            try:
+                p.unlink()
+            except OSError as e:
+                self.warnings.append(f"cannot remove old recording {p}: {_why(e)}")
+
+    def close(self, discard_if_empty: bool = False) -> None:
+        """Finish the file; with ``discard_if_empty``, a file this run created and never wrote
+        a line to is removed instead (no empty file blocks the next run)."""
+        f, self.file = self.file, None
+        if f is None:
+            return
+        if discard_if_empty and f.created and f.regular and self.lines == 0 and self.rotations == 0:
+            f._close_fd()
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            return
+        f.close()
+
+
+class _Wake(Exception):
+    """Raised by the signal handler, only while the recorder sleeps."""
+
+
+class Recorder:
+    """Sample, annotate, write; on a steady cadence: the k-th sample is due at ``t0 + k *
+    interval`` (a late sample does not shift the rest; missed ticks are skipped)."""
+
+    def __init__(self, sampler, writer: RecordingWriter, interval: float, count: int | None = None,
+                 duration: float | None = None, analyze: Callable[[Snapshot], object] | None = None,
+                 progress: Callable[[Recorder], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.sampler = sampler
+        self.writer = writer
+        self.interval = interval
+        self.count = count
+        self.duration = duration
+        self.analyze = analyze
+        self.progress = progress
+        self.clock = clock
+        self.stop_reason: str | None = None
+        self.lines = 0
+        self.started: float | None = None
+        self._sleeping = False
+
+    def request_stop(self, reason: str) -> None:
+        """Safe from a signal handler: the line in progress is finished, no new one begun."""
+        self.stop_reason = reason
+        if self._sleeping:
+            raise _Wake()
+
+    def _sleep(self, seconds: float) -> None:
+        try:
+            self._sleeping = True
+            if self.stop_reason is None:
+                time.sleep(seconds)
+        finally:
+            self._sleeping = False
+
+    def run(self) -> int:
+        t0 = self.started = self.clock()
+        k = 0
+        try:
+            while self.stop_reason is None:
+                if self.count is not None and self.lines >= self.count:
+                    break
+                due = t0 + k * self.interval
+                if self.duration is not None and due - t0 >= self.duration - 1e-9:
+                    break
+                delay = due - self.clock()
+                if delay > 0:
+                    self._sleep(delay)
+                if self.stop_reason is not None:
+                    break
+                # the first snapshot waits for the inference servers' first answer
+                snap = self.sampler.sample(wait_instances=self.lines == 0)
+                if self.analyze is not None:
+                    self.analyze(snap)
+                self.writer.write(encode_snapshot(snap))
+                self.lines += 1
+                if self.progress is not None:
+                    self.progress(self)
+                k += 1
+                late = self.clock() - (t0 + k * self.interval)
+                if late > 0:  # sampling overran: skip to the next tick still ahead
+                    k += int(late // self.interval) + 1
+        except _Wake:
+            pass
+        return self.lines
+
+
+# ---- the command -----------------------------------------------------------------------------
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def alert_step(cfg) -> Callable[[Snapshot], object] | None:
+    """The alert engine as a per-snapshot step (it sets ``snapshot.alerts``), once it exists."""
+    try:
+        from ..analysis.alerts import AlertEngine
+    except ImportError:
+        return None
+    try:
+        from ..analysis.alert_config import AlertConfig
+        config = AlertConfig.from_toml_dict(getattr(cfg, "alerts", None) or {})
+    except ImportError:
+        config = None
+    return AlertEngine(config).update
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _fmt_elapsed(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _TerminalProgress:
+    def __init__(self, stream, path: Path) -> None:
+        self.stream = stream
+        self.path = path
+        self.shown = False
+
+    def __call__(self, rec: Recorder) -> None:
+        if self.stream is None:
+            return
+        text = (f"\rrecording {self.path.name}: {rec.lines} snapshots, "
+                f"{_fmt_elapsed(rec.clock() - rec.started)}, {_fmt_bytes(rec.writer.bytes_written)}\x1b[K")
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+            self.shown = True
+        except (OSError, ValueError):  # the terminal went away (SSH hangup)
+            self.stream = None
+
+    def done(self) -> None:
+        if self.stream is not None and self.shown:
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def cmd_record(args) -> int:
+    from ..cli import _fail, _make_sampler, _settings
+
+    cfg, interval, backends, discover = _settings(args)
+    analyze = alert_step(cfg)
+    stopper: dict = {"reason": None, "recorder": None}
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        stopper["reason"] = name
+        rec = stopper["recorder"]
+        if rec is not None:
+            rec.request_stop(name)
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        # a signal the parent set to be ignored stays ignored: `nohup gpuwatch record` survives hangups
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, on_signal)
+    writer = sampler = None
+    try:
+        rotate = int(args.rotate_mb * 1024 * 1024) if args.rotate_mb else None
+        try:
+            writer = RecordingWriter(args.output, append=args.append, rotate_bytes=rotate, keep=args.keep)
+        except RecordError as e:
+            return _fail(str(e), 1)
+        demo = getattr(args, "demo", None)
+        sampler = _make_sampler(args, backends, discover, start_offset_s=60.0 if demo else 0.0)
+        progress = _TerminalProgress(sys.stderr if _isatty(sys.stderr) else None, writer.path)
+        recorder = Recorder(sampler, writer, interval, count=args.count, duration=args.duration,
+                            analyze=analyze, progress=progress)
+        recorder.stop_reason = stopper["reason"]  # a signal during start-up
+        stopper["recorder"] = recorder
+        try:
+            recorder.run()
+        except RecordError as e:
+            progress.done()
+            _quietly(writer)
+            return _fail(str(e), 1)
+        progress.done()
+        stopper["recorder"] = None
+        try:
+            writer.close(discard_if_empty=True)
+        except RecordError as e:
+            return _fail(str(e), 1)
+        for w in writer.warnings:
+            print(f"gpuwatch: warning: {w}", file=sys.stderr)
+        return 0
+    finally:
+        stopper["recorder"] = None
+        if sampler is not None:
+            sampler.close()
+        if writer is not None and writer.file is not None:
+            _quietly(writer)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _quietly(writer: RecordingWriter) -> bool:
+    """Close after a failure, ignoring a second failure; False (nothing more to do)."""
+    try:
+        writer.close(discard_if_empty=True)
+    except RecordError:
+        pass
+    return False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
