@@ -16,25 +16,37 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
+_FIELDS: dict[type, list[tuple[str, type | None, bool]]] = {}
+
+
+def _fields(cls) -> list[tuple[str, type | None, bool]]:
+    """(name, nested dataclass, is float) per field; computed once per class."""
+    got = _FIELDS.get(cls)
+    if got is None:
+        hints = typing.get_type_hints(cls)
+        got = [(f.name, _NESTED.get((cls.__name__, f.name)), hints.get(f.name) in (float, float | None))
+               for f in dataclasses.fields(cls)]
+        _FIELDS[cls] = got
+    return got
+
+
 def _from_dict(cls, data):
     """Build dataclass ``cls`` from a dict, tolerating unknown and missing keys."""
     if data is None:
         return None
-    hints = typing.get_type_hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name, nested, is_float in _fields(cls):
+        if name not in data:
             continue
-        value = data[f.name]
-        nested = _NESTED.get((cls.__name__, f.name))
+        value = data[name]
         if nested is not None and value is not None:
             if isinstance(value, list):
                 value = [_from_dict(nested, v) for v in value]
             else:
                 value = _from_dict(nested, value)
-        elif hints.get(f.name) in (float, float | None) and isinstance(value, int):
+        elif is_float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 

@@ -154,12 +154,16 @@ class PcieSampler:
         self._values: dict[int, tuple[float, float, float]] = {}  # index -> (tx B/s, rx B/s, t)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a GPU was added: sample it now, not a period later
         self._threads: list[threading.Thread] = []
         self._workers = workers
 
     def watch(self, index: int, handle) -> None:
         with self._lock:
+            new = index not in self._handles
             self._handles[index] = handle
+        if new:
+            self._wake.set()
         if not self._threads:
             for w in range(self._workers):
                 th = threading.Thread(target=self._run, args=(w,), name=f"gpuwatch-pcie-{w}", daemon=True)
@@ -195,10 +199,12 @@ class PcieSampler:
                 with self._lock:
                     if index in self._handles:
                         self._values[index] = (tx, rx, time.monotonic())
-            self._stop.wait(max(0.05, self.period_s - (time.monotonic() - start)))
+            self._wake.wait(max(0.05, self.period_s - (time.monotonic() - start)))
+            self._wake.clear()
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
 
 
 class NvmlCollector:

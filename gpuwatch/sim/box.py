@@ -129,10 +129,11 @@ class SimBox:
         self.count = scenario.count
         self._waves = {inst.name: Wave(inst.load_base, inst.load_amplitude, inst.load_period_s, inst.load_phase)
                        for inst in scenario.instances}
-        self._gpu_owner: dict[int, tuple[InstanceSpec, int]] = {}
+        # every instance (with its rank) holding memory on each GPU: a GPU may be shared
+        self._gpu_owners: dict[int, list[tuple[InstanceSpec, int]]] = {}
         for inst in scenario.instances:
             for rank, g in enumerate(inst.gpus):
-                self._gpu_owner[g] = (inst, rank)
+                self._gpu_owners.setdefault(g, []).append((inst, rank))
         # per-GPU counters offsets, so tests can simulate a counter reset (driver reload)
         self._counter_base: dict[int, float] = {}
         self.ports: dict[str, int] = {}  # instance name -> real loopback port of its simulated server
@@ -159,28 +160,24 @@ class SimBox:
         self._counter_base[gpu] = self.t()
 
     # ---- GPU load ---------------------------------------------------------------
-    def _share(self, gpu: int) -> float:
-        owner = self._gpu_owner.get(gpu)
-        if owner is None:
-            return 0.0
-        inst, rank = owner
+    def _share(self, inst: InstanceSpec, rank: int, gpu: int) -> float:
         share = inst.gpu_work_share[rank] if inst.gpu_work_share else 1.0
         if self.has_fault("idle", gpu):
             share = 0.02
         return share
 
     def _load_integral(self, gpu: int, t: float) -> float:
-        owner = self._gpu_owner.get(gpu)
-        if owner is None:
-            return 0.01 * t
-        wave = self._waves[owner[0].name]
-        return self._share(gpu) * wave.integral(t) + 0.01 * t
+        total = 0.01 * t
+        for inst, rank in self._gpu_owners.get(gpu, ()):
+            total += self._share(inst, rank, gpu) * self._waves[inst.name].integral(t)
+        return total
 
     def gpu_load(self, gpu: int, t: float) -> float:
-        owner = self._gpu_owner.get(gpu)
-        if owner is None or self.is_lost(gpu, t):
+        owners = self._gpu_owners.get(gpu)
+        if not owners or self.is_lost(gpu, t):
             return 0.0
-        return max(0.0, min(1.0, self._share(gpu) * self._waves[owner[0].name].value(t)))
+        load = sum(self._share(inst, rank, gpu) * self._waves[inst.name].value(t) for inst, rank in owners)
+        return max(0.0, min(1.0, load))
 
     def hot_progress(self, gpu: int, t: float) -> float:
         """0 before the hot fault starts, rising to 1 when the GPU reaches its slowdown temperature."""
@@ -201,16 +198,14 @@ class SimBox:
         spec = self.spec
         lost = self.is_lost(gpu, t)
         load = self.gpu_load(gpu, t)
-        owner = self._gpu_owner.get(gpu)
+        owners = self._gpu_owners.get(gpu, [])
         busy = load > 0.05
-        util = round(100 * load) if busy else (0 if owner is None else round(100 * load))
+        util = round(100 * load)
         wobble = math.sin(0.37 * t + gpu)
         # memory: weights (and vLLM's preallocated KV cache) stay put; a little activation churn
-        if owner is not None:
-            inst, rank = owner
-            mem_used = inst.weights_bytes_per_gpu[rank] + int(0.15 * GiB * load)
-        else:
-            mem_used = 0
+        mem_used = sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        if owners:
+            mem_used += int(0.15 * GiB * load)
         mem_used = min(mem_used, spec.memory_total_bytes - spec.memory_reserved_bytes)
         mem_util = round(util * 0.62)
 
@@ -239,8 +234,8 @@ class SimBox:
             mem_clock = spec.mem_clock_max_mhz
         else:
             sm_clock = spec.sm_clock_idle_mhz
-            pstate = 8 if owner is None else 2
-            mem_clock = spec.mem_clock_max_mhz if owner is not None else 405
+            pstate = 2 if owners else 8
+            mem_clock = spec.mem_clock_max_mhz if owners else 405
             reasons |= REASON_GPU_IDLE
         fan = 30 + 60 * max(0.0, (temp - spec.temp_idle_c) / (spec.temp_slowdown_c - spec.temp_idle_c))
 
@@ -257,7 +252,7 @@ class SimBox:
         # NVLink: tensor-parallel groups all-reduce over NVLink, proportional to load
         links = spec.nvlinks
         nv_tx, nv_rx = [0] * links, [0] * links
-        if links and owner is not None and owner[0].parallelism == "tensor" and len(owner[0].gpus) > 1:
+        if links and any(inst.parallelism == "tensor" and len(inst.gpus) > 1 for inst, _ in owners):
             per_link_kib = 6.5e9 / 1024 / links * 18 / max(1, links)
             for link in range(links):
                 nv_tx[link] = int(per_link_kib * li * (1 + 0.01 * link))
@@ -286,12 +281,16 @@ class SimBox:
         return self.server_pid(inst)
 
     def gpu_processes(self, gpu: int) -> list[tuple[int, int]]:
-        owner = self._gpu_owner.get(gpu)
-        if owner is None:
+        """(pid, GPU memory) of every process on the GPU: the activation churn goes to the
+        process of the GPU's first owner, the weights to each owner."""
+        owners = self._gpu_owners.get(gpu, [])
+        if not owners:
             return []
-        inst, rank = owner
-        st = self.gpu_state(gpu)
-        return [(self.gpu_pid(inst, rank), st.mem_used)]
+        extra = self.gpu_state(gpu).mem_used - sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        out = []
+        for k, (inst, rank) in enumerate(owners):
+            out.append((self.gpu_pid(inst, rank), inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
+        return out
 
     # ---- inference servers ---------------------------------------------------------
     def instance(self, name: str) -> InstanceSpec:
