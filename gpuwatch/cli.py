@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one document per host of a fleet, read through Prometheus")
     snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")
     _add_record_parser(sub)
+    from .fleet.cli import add_fleet_parsers  # issue 8: `serve`
+    add_fleet_parsers(sub, _add_source_options)
     return parser
 
 
@@ -144,6 +146,9 @@ def _make_sampler(args, backends, discover, start_offset_s: float = 0.0):
 
 def cmd_snapshot(args) -> int:
     cfg, interval, backends, discover = _settings(args)
+    if getattr(args, "prometheus", None):  # issue 8: the fleet, through Prometheus
+        from .fleet.cli import cmd_fleet_snapshot
+        return cmd_fleet_snapshot(args, cfg, args.prometheus)
     # a one-shot look at the simulated box finds it running for a minute, faults established
     sampler = _make_sampler(args, backends, discover, start_offset_s=60.0)
     try:
@@ -163,6 +168,10 @@ def cmd_snapshot(args) -> int:
 
 def cmd_dashboard(args) -> int:
     cfg, interval, backends, discover = _settings(args)
+    from .fleet.cli import cmd_fleet_dashboard, prometheus_url  # issue 8: the fleet screen
+    url = prometheus_url(args, cfg) if getattr(args, "demo", None) is None else args.prometheus
+    if url:
+        return cmd_fleet_dashboard(args, cfg, interval, url)
     try:
         from .frontends.tui.app import run_dashboard
     except ImportError:  # until the dashboard lands: print a snapshot
@@ -176,7 +185,12 @@ def cmd_record(args) -> int:
     return run(args)
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record}
+def cmd_serve(args) -> int:
+    from .fleet.cli import cmd_serve as run
+    return run(args)
+
+
+COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
