@@ -31,6 +31,7 @@ from . import names as N
 from .promql import QueryResult
 
 MIB = 1024 * 1024
+NAME_LABEL = "gw_metric"  # carries the metric name through rate() in the rates query
 RATE_WINDOW = "1m"
 
 
@@ -165,8 +166,10 @@ def build_queries(window: str = RATE_WINDOW) -> dict[str, str]:
     rates = [f.metric for f in (*GPUWATCH_GPU, *GPUWATCH_INSTANCE) if f.mode == "rate"]
     rates += [m for m, (_, f) in ENGINE_FIELDS.items() if f.mode == "rate"]
     names = "|".join(sorted(set(gauges)))
-    # rate() drops the metric name; label_replace puts it back so that one query carries them all
-    rate_q = " or ".join(f'label_replace(rate({m}[{window}]), "__name__", "{m}", "", "")' for m in sorted(set(rates)))
+    # rate() drops the metric name and `or` matches series on their other labels: label_replace puts
+    # the name into a label of its own, so that one query carries every rate of every host
+    rate_q = " or ".join(f'label_replace(rate({m}[{window}]), "{NAME_LABEL}", "{m}", "", "")'
+                         for m in sorted(set(rates)))
     return {"gauges": f'{{__name__=~"{names}"}}', "rates": rate_q}
 
 
@@ -261,7 +264,7 @@ class FleetBuilder:
             self.eval_time = result.eval_time
         for s in result.samples:
             labels = s.labels
-            metric = labels.get("__name__", "")
+            metric = labels.get(NAME_LABEL) or labels.get("__name__", "")
             if metric.startswith(N.PREFIX):
                 self._gpuwatch(metric, labels, s.value)
             elif metric.startswith("DCGM_"):
