@@ -252,29 +252,41 @@ class FleetBuilder:
         self.hosts: dict[str, _Host] = {}
         self.eval_time: float | None = None
         self.unmatched = 0  # samples of a known metric without a host label
+        self._create = True
+
+    class _Skip(Exception):
+        pass
 
     def _host(self, name: str) -> _Host:
         h = self.hosts.get(name)
         if h is None:
+            if not self._create:
+                raise self._Skip
             h = self.hosts[name] = _Host(name)
         return h
 
-    def add(self, result: QueryResult) -> None:
+    def add(self, result: QueryResult, create: bool = True) -> None:
+        """``create=False`` (rates): samples only fill hosts, GPUs and instances the gauges
+        showed; a rate over a window outlives the series of a box that stopped."""
+        self._create = create
         if result.eval_time is not None:
             self.eval_time = result.eval_time
         for s in result.samples:
             labels = s.labels
             metric = labels.get(NAME_LABEL) or labels.get("__name__", "")
-            if metric.startswith(N.PREFIX):
-                self._gpuwatch(metric, labels, s.value)
-            elif metric.startswith("DCGM_"):
-                f = DCGM.get(metric)
-                if f is not None:
-                    self._dcgm(f, labels, s.value)
-            else:
-                spec = ENGINE_FIELDS.get(metric)
-                if spec is not None:
-                    self._engine(spec[0], spec[1], labels, s.value)
+            try:
+                if metric.startswith(N.PREFIX):
+                    self._gpuwatch(metric, labels, s.value)
+                elif metric.startswith("DCGM_"):
+                    f = DCGM.get(metric)
+                    if f is not None:
+                        self._dcgm(f, labels, s.value)
+                else:
+                    spec = ENGINE_FIELDS.get(metric)
+                    if spec is not None:
+                        self._engine(spec[0], spec[1], labels, s.value)
+            except self._Skip:
+                continue
 
     # -- gpuwatch --
     def _gpuwatch(self, metric: str, labels: dict, v: float) -> None:
@@ -353,6 +365,8 @@ class FleetBuilder:
         index = int(raw) if raw.isdigit() else len(gpus)
         g = gpus.get(index)
         if g is None:
+            if not self._create:
+                raise self._Skip
             g = gpus[index] = GPU(index=index)
             for attr, label in ident.items():
                 if labels.get(label):
@@ -363,6 +377,8 @@ class FleetBuilder:
         name = labels.get("instance_name") or "?"
         inst = h.gw_inst.get(name)
         if inst is None:
+            if not self._create:
+                raise self._Skip
             inst = h.gw_inst[name] = Instance(name=name, kind=labels.get("kind") or "unknown", url="",
                                               status="up", source="prometheus")
         return inst
@@ -405,6 +421,8 @@ class FleetBuilder:
         key = f"{kind}:{_port_of(target)}"
         inst = h.en_inst.get(key)
         if inst is None:
+            if not self._create:
+                raise self._Skip
             inst = h.en_inst[key] = Instance(name=key, kind=kind, url=f"http://{target}", status="up",
                                              source="prometheus")
         model = labels.get(engine_names.MODEL_LABEL.get(kind, "model_name"))
@@ -479,5 +497,5 @@ DERIVATIONS = (_total_memory, _nvlink_total)
 def build_snapshots(results: list[QueryResult], time_iso: str, collect_ms: float | None = None) -> list[Snapshot]:
     b = FleetBuilder()
     for r in results:
-        b.add(r)
+        b.add(r, create=not r.samples or NAME_LABEL not in r.samples[0].labels)
     return b.snapshots(time_iso, collect_ms)

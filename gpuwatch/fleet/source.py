@@ -79,7 +79,7 @@ class FleetSource:
         builder = FleetBuilder()
         for name in self.queries:
             if name in results:
-                builder.add(results[name])
+                builder.add(results[name], create=name != "rates")
         when = iso(builder.eval_time or now)
         hosts = builder.snapshots(when)
         parse_ms = (time.perf_counter() - t_parse) * 1000
