@@ -98,7 +98,10 @@ class GpuWatchApp(App):
 
     def __init__(self, source, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False) -> None:
-        super().__init__()
+        # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
+        # colours makes it apply its NoColor filter instead, so no colour codes are sent at all
+        # (bold and reverse still mark what matters).
+        super().__init__(ansi_color="NO_COLOR" in os.environ)
         self.source = source
         self.interval = interval
         self.paused = paused
@@ -283,7 +286,7 @@ class GpuWatchApp(App):
 
     def _paint_top(self, snap: Snapshot) -> None:
         narrow = self.size.width < 110
-        parts: list = [(" gpuwatch ", "$primary reverse bold"), " ", (snap.host, "bold")]
+        parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
             parts += [("  ", ""), f"{len(snap.gpus)}× {short_gpu_name(names.pop())}"]
@@ -296,7 +299,6 @@ class GpuWatchApp(App):
         parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
         if self.paused:
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
-        parts += self.top_extra(snap)
         cost = (f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms {self.interval:g}s" if narrow else
                 f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s")
         parts.append((cost, "$text-muted"))
@@ -422,7 +424,7 @@ class GpuWatchApp(App):
 
     def _bench(self, inst) -> None:
         try:
-            from ...collect.instances import run_bench
+            from ...collect.bench import run_bench
             result = run_bench(inst.url, inst.kind, model=inst.models[0].name if inst.models else None, runs=1)
             collector = getattr(self.source.monitor.sampler, "instances", None)
             if collector is not None:
