@@ -79,6 +79,7 @@ class LiveSource:
 
 class GpuWatchApp(App):
     CSS_PATH = "gpuwatch.tcss"
+    show_self_cost = True  # the monitor's own CPU and ms per collection, top right
     TITLE = "gpuwatch"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -299,6 +300,9 @@ class GpuWatchApp(App):
         parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
         if self.paused:
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
+        if not self.show_self_cost:
+            self.query_one("#top", StatusLine).show(Content.assemble(*parts))
+            return
         cost = (f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms {self.interval:g}s" if narrow else
                 f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s")
         parts.append((cost, "$text-muted"))

@@ -231,7 +231,7 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     for m in inst.models[:3]:
         parts: list = [(m.name, "bold")]
         if m.cpu_offload_pct:
-            parts += ["  ", (f" {m.cpu_offload_pct:.0f}% ON CPU ", "$error bold reverse")]
+            parts += [" ", (f" {m.cpu_offload_pct:.0f}% CPU ", "$error bold reverse")]
         lines.append(Content.assemble(*parts))
         if m.size_bytes:
             vram = fmt_bytes(m.size_vram_bytes)
@@ -247,7 +247,7 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
         prompt = NA if inst.prompt_tokens_per_s is None else f"{inst.prompt_tokens_per_s:.0f}"
-        spark_w = max(0, width - 34)
+        spark_w = max(0, min(20, width - 34))
         lines.append(Content.assemble(("gen ", "$text-muted"), (tok, "bold"), (" tok/s ", "$text-muted"),
                                       sparkline(tok_hist or [], spark_w) if spark_w else "",
                                       ("  prompt ", "$text-muted"), prompt))

@@ -42,6 +42,8 @@ class ListSource:
 class ScreenshotApp(GpuWatchApp):
     """Paints one snapshot, saves the screen as SVG, and exits."""
 
+    show_self_cost = False  # what it cost to draw a picture says nothing about the box
+
     def __init__(self, source, path: Path, theme: str | None = None) -> None:
         super().__init__(source, interval=1.0, theme=theme)
         self.path = Path(path)
