@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
