@@ -136,9 +136,10 @@ class GpuWatchApp(App):
         yield AlertStrip(id="alerts")
         yield StatusLine(id="notice")
         with Horizontal(id="main"):
-            with VerticalScroll(id="gpu-scroll"):
+            # tab moves between cards, not into the scroll containers
+            with VerticalScroll(id="gpu-scroll", can_focus=False):
                 yield Grid(id="gpus")
-            with VerticalScroll(id="instances"):
+            with VerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
         yield Footer()
 
