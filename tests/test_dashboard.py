@@ -46,19 +46,8 @@ class FakeSource:
         return snap
 
 
-def screen_text(app) -> str:
-    """Everything on screen as plain text, as a user reads it."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_update(full=True).strips) \
-        if hasattr(app.screen._compositor.render_update(full=True), "strips") else app.export_screenshot()
-
-
 def visible_text(app) -> str:
-    from rich.console import Console
-    console = Console(width=app.size.width, record=True, file=open("/dev/null", "w"))
-    lines = []
-    for y in range(app.size.height):
-        strips = app.screen._compositor.render_strips()
-        break
+    """Everything on screen as plain text, line by line, as a user reads it."""
     return "\n".join(s.text for s in app.screen._compositor.render_strips())
 
 

@@ -76,12 +76,16 @@ def prometheus_url(args, cfg) -> str | None:
     return getattr(args, "prometheus", None) or getattr(cfg, "prometheus_url", None)
 
 
-def cmd_fleet_snapshot(args, cfg, url: str) -> int:
+def cmd_fleet_snapshot(args, cfg=None, url: str | None = None) -> int:
     """``gpuwatch snapshot --prometheus URL``: one refresh of every host. ``--json`` prints
     ``{"schema_version": 1, "hosts": [...], "prometheus": URL, "error": ...}``; an unreachable
     Prometheus is the ``error`` (exit 1), never a traceback."""
     from .source import FleetSource, fleet_document
 
+    if cfg is None:
+        from ..config import load_config
+        cfg = load_config(getattr(args, "config", None))
+    url = url or args.prometheus
     source = FleetSource(url, timeout_s=cfg.prometheus_timeout_s, alert_config=cfg.alerts, one_shot=True)
     try:
         reading = source.refresh()
