@@ -182,7 +182,8 @@ class FleetApp(GpuWatchApp):
     async def _show_host(self, changed: bool) -> None:
         base = self.screen_stack[0]
         if changed:  # another host's cards: drop the old ones before the same ids are mounted again
-            await base.query_one("#gpus").remove_children()
+            grid = getattr(self, "_grid", None) or base.query_one("#gpus")
+            await grid.remove_children()
             await base.query(InstanceCard).remove()
         if self.snapshot is not None:
             self._paint(self.snapshot)
@@ -191,8 +192,13 @@ class FleetApp(GpuWatchApp):
         if not isinstance(self.screen, FleetScreen):
             self.push_screen(FleetScreen(self.url))
 
+    def _schedule_next(self, elapsed: float) -> None:
+        # a refresh slower than the interval would ask for a 0 s timer, which Textual's Timer
+        # divides by: keep a small floor
+        self._timer = self.set_timer(max(0.05, self.interval - elapsed), self.poll)
+
     def top_extra(self, snap: Snapshot) -> list:
-        return ["  ", (" FLEET ", "$accent reverse"), (" esc: all hosts", "$text-muted")]
+        return [" ", (" FLEET ", "$accent reverse"), (" esc: all hosts ", "$text-muted")]
 
 
 def run_fleet_dashboard(args, cfg, interval: float, url: str) -> int:
