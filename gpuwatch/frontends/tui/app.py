@@ -270,7 +270,9 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        delay = max(0.0, self.interval - elapsed)
+        # a poll that took longer than the interval stretches the period (never a zero timer:
+        # Textual's timer divides by its delay)
+        delay = max(0.01, self.interval - elapsed)
         self._timer = self.set_timer(delay, self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
