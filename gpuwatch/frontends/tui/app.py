@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 import time
 from typing import Iterable
 
@@ -78,7 +79,7 @@ class LiveSource:
 
 
 class GpuWatchApp(App):
-    CSS_PATH = "gpuwatch.tcss"
+    CSS_PATH = Path(__file__).with_name("gpuwatch.tcss")  # absolute: subclasses live elsewhere
     show_self_cost = True  # the monitor's own CPU and ms per collection, top right
     TITLE = "gpuwatch"
     BINDINGS = [
