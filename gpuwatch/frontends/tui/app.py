@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 import time
 from typing import Iterable
 
@@ -78,7 +79,7 @@ class LiveSource:
 
 
 class GpuWatchApp(App):
-    CSS_PATH = "gpuwatch.tcss"
+    CSS_PATH = Path(__file__).with_name("gpuwatch.tcss")  # absolute: subclasses live elsewhere
     show_self_cost = True  # the monitor's own CPU and ms per collection, top right
     TITLE = "gpuwatch"
     BINDINGS = [
@@ -270,7 +271,9 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        delay = max(0.0, self.interval - elapsed)
+        # a poll that took longer than the interval stretches the period (never a zero timer:
+        # Textual's timer divides by its delay)
+        delay = max(0.01, self.interval - elapsed)
         self._timer = self.set_timer(delay, self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
