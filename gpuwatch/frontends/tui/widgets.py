@@ -46,7 +46,9 @@ class Card(Static, can_focus=True):
 
 class GpuCard(Card):
     def __init__(self, index: int, **kw) -> None:
-        super().__init__(id=f"gpu-{index}", **kw)
+        # no id: when the set of GPUs changes, new cards are mounted while the old ones are
+        # still being removed, and equal ids would clash
+        super().__init__(**kw)
         self.index = index
         self.gpu: GPU | None = None
 
