@@ -76,7 +76,9 @@ class FakeNvmlLibrary:
         self.bus_ids = []
         for i in range(scen.count):
             bus = H100_BUS[i % len(H100_BUS)] if scen.gpu.nvlinks else (0x01 + 4 * i)
-            self.bus_ids.append(N.NVML_DEVICE_PCI_BUS_ID_FMT % (0, bus, 0))
+            # beyond 8 GPUs (sized benchmark boxes) each block of 8 sits in its own PCI domain
+            domain = i // len(H100_BUS) if scen.gpu.nvlinks else 0
+            self.bus_ids.append(N.NVML_DEVICE_PCI_BUS_ID_FMT % (domain, bus, 0))
         self.uuids = [
             "GPU-" + str(uuidlib.UUID(bytes=hashlib.md5(f"{scen.name}-{i}".encode()).digest()))
             for i in range(scen.count)
@@ -207,7 +209,7 @@ class FakeNvmlLibrary:
             bus_id = self.bus_ids[i].encode()
             info.busId = bus_id
             info.busIdLegacy = bus_id[-12:]
-            info.domain = 0
+            info.domain = int(self.bus_ids[i].split(":")[0], 16)
             info.bus = int(self.bus_ids[i].split(":")[1], 16)
             info.device = 0
             info.pciDeviceId = self.box.spec.pci_device_id
