@@ -222,6 +222,43 @@ class FakeNvmlLibrary:
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
+    def c_nvmlDeviceGetComputeMode(self, handle, out):
+        def f(i):
+            _out(out).value = N.NVML_COMPUTEMODE_DEFAULT
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetDisplayActive(self, handle, out):
+        def f(i):
+            _out(out).value = N.NVML_FEATURE_DISABLED  # headless servers
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetDriverModel(self, handle, current, pending):
+        """Windows only (WDDM/TCC): NOT_SUPPORTED on Linux, as nvml.h says."""
+        return self._device_call(handle, lambda i: N.NVML_ERROR_NOT_SUPPORTED)
+
+    def c_nvmlDeviceGetDriverModel_v2(self, handle, current, pending):
+        return self.c_nvmlDeviceGetDriverModel(handle, current, pending)
+
+    def c_nvmlDeviceGetMigMode(self, handle, current, pending):
+        """Datacenter parts support MIG (here: off); GeForce does not."""
+        def f(i):
+            _out(current).value = N.NVML_DEVICE_MIG_DISABLE
+            _out(pending).value = N.NVML_DEVICE_MIG_DISABLE
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f, supported=self.box.spec.ecc)
+
+    def c_nvmlDeviceIsMigDeviceHandle(self, handle, out):
+        def f(i):
+            _out(out).value = 0  # every handle here is a physical GPU
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetConfComputeMemSizeInfo(self, handle, out):
+        """Confidential computing is off on the simulated boxes."""
+        return self._device_call(handle, lambda i: N.NVML_ERROR_NOT_SUPPORTED)
+
     # ---- utilization, memory --------------------------------------------------------------
     def c_nvmlDeviceGetUtilizationRates(self, handle, out):
         def f(i):
@@ -253,6 +290,46 @@ class FakeNvmlLibrary:
             o.reserved = spec.memory_reserved_bytes
             o.used = st.mem_used
             o.free = spec.memory_total_bytes - spec.memory_reserved_bytes - st.mem_used
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def _codec_util(self, util, period):
+        _out(util).value = 0  # LLM serving does not use NVENC/NVDEC
+        _out(period).value = 167000  # µs, the driver's sampling period
+        return N.NVML_SUCCESS
+
+    def c_nvmlDeviceGetEncoderUtilization(self, handle, util, period):
+        return self._device_call(handle, lambda i: self._codec_util(util, period))
+
+    def c_nvmlDeviceGetDecoderUtilization(self, handle, util, period):
+        return self._device_call(handle, lambda i: self._codec_util(util, period))
+
+    def c_nvmlDeviceGetProcessUtilization(self, handle, samples, count, last_seen):
+        """Per-process samples newer than ``last_seen`` (µs); two calls: NULL buffer -> the
+        count with INSUFFICIENT_SIZE; NOT_FOUND when there is no sample."""
+        def f(i):
+            procs = self.box.gpu_processes(i)
+            c = _out(count)
+            if not procs:
+                c.value = 0
+                return N.NVML_ERROR_NOT_FOUND
+            if samples is None:
+                c.value = len(procs)
+                return N.NVML_ERROR_INSUFFICIENT_SIZE
+            if c.value < len(procs):
+                c.value = len(procs)
+                return N.NVML_ERROR_INSUFFICIENT_SIZE
+            st = self.box.gpu_state(i)
+            now_us = int(time.time() * 1e6)
+            share = 1.0 / len(procs)
+            for k, (pid, _mem) in enumerate(procs):
+                samples[k].pid = pid
+                samples[k].timeStamp = now_us
+                samples[k].smUtil = int(st.util * share)
+                samples[k].memUtil = int(st.mem_util * share)
+                samples[k].encUtil = 0
+                samples[k].decUtil = 0
+            c.value = len(procs)
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -297,6 +374,13 @@ class FakeNvmlLibrary:
         return self._device_call(handle, f)
 
     def c_nvmlDeviceGetEnforcedPowerLimit(self, handle, out):
+        def f(i):
+            _out(out).value = int(self.box.power_capped_limit(i) * 1000)
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetPowerManagementLimit(self, handle, out):
+        """The limit set by the administrator (mW); the power fault sets it low."""
         def f(i):
             _out(out).value = int(self.box.power_capped_limit(i) * 1000)
             return N.NVML_SUCCESS
