@@ -158,6 +158,8 @@ def side_by_side(latency_us: float, seconds: float, warmup: float = 5.0) -> dict
     for k, text in shown.items():
         if "H100" not in text:
             print(f"warning: {k} showed no GPU:\n{text}", file=sys.stderr)
+    own = re.search(r"self ([0-9.]+)% CPU", shown["gpuwatch"])
+    print(f"  gpuwatch's own top line says {own.group(1) if own else '?'}% CPU (its last interval)", flush=True)
     return {k: (w.cpu_pct, w.peak_rss) for k, w in watches.items()}
 
 
