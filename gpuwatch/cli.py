@@ -82,6 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one document per host of a fleet, read through Prometheus")
     snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")
     _add_record_parser(sub)
+
+    rep = sub.add_parser("replay", help="the dashboard driven from a recording")
+    rep.add_argument("file", metavar="FILE", help="a recording from `gpuwatch record` (.ndjson or .gz)")
+    rep.add_argument("--speed", type=_positive, default=1.0, metavar="X", help="playback speed: 1, 10, 60 ... (default 1)")
+    rep.add_argument("--start", metavar="TIME", help="start at this time (ISO 8601, e.g. 2026-11-23T03:00:00Z)")
+    rep.add_argument("--rotated", action="store_true", help="also read the rotated files beside FILE, oldest first")
+    rep.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="colour theme")
+
+    doc = sub.add_parser("doctor", help="check the box once: topology, links, persistence, drivers, NUMA, servers, "
+                                        "alerts (exit 1 when something fails)")
+    _add_source_options(doc, sub=True)
+    doc.add_argument("--json", action="store_true", help="the report as JSON")
+
+    bench = sub.add_parser("bench", help="time a short generation on an inference server (tok/s)")
+    bench.add_argument("url", type=_url, metavar="URL", help="server base URL, e.g. http://127.0.0.1:11434")
+    bench.add_argument("--model", metavar="M", help="model to use (default: the first loaded one)")
+    bench.add_argument("--runs", type=_count, default=1, metavar="N", help="generations to average (default 1)")
+    bench.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    from .fleet.cli import add_fleet_parsers  # issue 8: `serve`
+    add_fleet_parsers(sub, _add_source_options)
     return parser
 
 
@@ -127,9 +147,13 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _settings(args):
     """Merge the config file with the command line (the command line wins)."""
-    from .config import Backend, load_config
+    from .config import Backend, ConfigError, load_config
 
     cfg = load_config(getattr(args, "config", None))
+    try:  # thresholds are checked now, so a typo is a one-line message at start, not later
+        alert_config(cfg)
+    except ValueError as e:
+        raise ConfigError(f"config file {cfg.path}: {e}") from None
     interval = getattr(args, "interval", None) or cfg.interval
     backends = list(cfg.backends) + [Backend(url=u) for u in (getattr(args, "backend", None) or [])]
     discover = cfg.discover and not getattr(args, "no_discover", False)
@@ -142,16 +166,39 @@ def _make_sampler(args, backends, discover, start_offset_s: float = 0.0):
                         start_offset_s=start_offset_s)
 
 
-def cmd_snapshot(args) -> int:
-    cfg, interval, backends, discover = _settings(args)
+def alert_config(cfg):
+    from .analysis.alerts import AlertConfig
+    return AlertConfig.from_toml_dict(cfg.alerts or {})
+
+
+def _sample_window(args, cfg, interval, backends, discover, count: int = 2):
+    """``count`` snapshots one interval apart (rates are real from the second on), with the
+    alert conditions seen over the window on the last one."""
+    from .analysis.alerts import evaluate_once
+
     # a one-shot look at the simulated box finds it running for a minute, faults established
     sampler = _make_sampler(args, backends, discover, start_offset_s=60.0)
+    snaps = []
     try:
-        sampler.sample(wait_instances=True)  # prime counters
-        time.sleep(interval)
-        snap = sampler.sample(wait_instances=True)
+        for i in range(count):
+            if i:
+                time.sleep(interval)
+            snaps.append(sampler.sample(wait_instances=True))
     finally:
         sampler.close()
+    snaps[-1].alerts = evaluate_once(snaps[1:] or snaps, alert_config(cfg))
+    return snaps
+
+
+def cmd_snapshot(args) -> int:
+    if getattr(args, "prometheus", None):
+        from .fleet.cli import cmd_fleet_snapshot  # the fleet issue (8)
+        return cmd_fleet_snapshot(args)
+    cfg, interval, backends, discover = _settings(args)
+    if args.svg:
+        from .frontends.tui.shots import snapshot_svg
+        return snapshot_svg(args, cfg, interval, backends, discover)
+    snap = _sample_window(args, cfg, interval, backends, discover)[-1]
     if args.json:
         from .frontends.jsonout import dumps_snapshot
         sys.stdout.write(dumps_snapshot(snap) + "\n")
@@ -163,6 +210,10 @@ def cmd_snapshot(args) -> int:
 
 def cmd_dashboard(args) -> int:
     cfg, interval, backends, discover = _settings(args)
+    from .fleet.cli import cmd_fleet_dashboard, prometheus_url  # issue 8: the fleet screen
+    url = prometheus_url(args, cfg) if getattr(args, "demo", None) is None else args.prometheus
+    if url:
+        return cmd_fleet_dashboard(args, cfg, interval, url)
     try:
         from .frontends.tui.app import run_dashboard
     except ImportError:  # until the dashboard lands: print a snapshot
@@ -171,12 +222,45 @@ def cmd_dashboard(args) -> int:
     return run_dashboard(args, cfg, interval, backends, discover)
 
 
+def cmd_doctor(args) -> int:
+    from .analysis.doctor import run_doctor
+
+    cfg, interval, backends, discover = _settings(args)
+    snaps = _sample_window(args, cfg, min(interval, 1.0), backends, discover, count=3)
+    report = run_doctor(snaps[1:], config=alert_config(cfg))
+    if args.json:
+        from .frontends.jsonout import dumps
+        sys.stdout.write(dumps(report.to_dict()) + "\n")
+    else:
+        sys.stdout.write(report.to_text().rstrip("\n") + "\n")
+    return report.exit_code
+
+
+def cmd_bench(args) -> int:
+    from .collect.bench import format_bench, run_bench
+
+    result = run_bench(args.url, None, model=args.model, runs=args.runs, api_key_env=args.api_key_env)
+    print(format_bench(result))
+    return 0 if result.error is None else 1
+
+
+def cmd_replay(args) -> int:
+    from .frontends.tui.replay import run_replay
+    return run_replay(args)
+
+
 def cmd_record(args) -> int:
     from .frontends.recorder import cmd_record as run
     return run(args)
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record}
+def cmd_serve(args) -> int:  # issue 8
+    from .fleet.cli import cmd_serve as run
+    return run(args)
+
+
+COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
+            "replay": cmd_replay, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,23 @@ def clock():
 
 
 @pytest.fixture
+def servers():
+    """A factory of loopback HTTP servers speaking an engine's format (closed after the test)."""
+    from _instances_servers import FakeServer
+
+    made = []
+
+    def make(*args, **kw):
+        s = FakeServer(*args, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
 def sim(clock):
     """A factory: sim("h100x8:hot") -> (box, lib, collector) on the manual clock."""
     from gpuwatch.collect.nvml import NvmlCollector
@@ -34,7 +51,6 @@ def sim(clock):
         scenario, faults = parse_scenario(spec)
         box = SimBox(scenario, faults, clock)
         lib = install(FakeNvmlLibrary(box, pcie_sample_s=pcie_sample_s, **lib_kw))
-        from gpuwatch.collect.procs import ProcessTable
         collector = NvmlCollector(process_table=_NoProcs(), clock=clock.now)
         made.append(collector)
         return box, lib, collector

@@ -2,7 +2,7 @@
 
 import sys
 
-from alerts_support import T0, Feed, box, gpu, iso, snap
+from alerts_support import T0, Feed, box, iso, snap
 
 from gpuwatch.analysis.alert_config import AlertConfig
 from gpuwatch.analysis.alerts import AlertEngine, evaluate_once

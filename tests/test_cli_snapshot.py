@@ -82,3 +82,41 @@ def test_version_and_help():
     assert r.returncode == 0 and r.stdout.startswith("gpuwatch ")
     r = run_cli("snapshot", "--help")
     assert r.returncode == 0 and "--json" in r.stdout and "--backend" in r.stdout and "--no-discover" in r.stdout
+
+
+def test_snapshot_with_backends_reports_the_rates_the_servers_set():
+    """`gpuwatch snapshot --json --backend URL` against loopback servers whose counters grow at
+    known rates (real time): the reported tok/s match within a few percent."""
+    import time as _time
+
+    from _instances_servers import Counters, FakeServer
+
+    class Wall:
+        def now(self):
+            return _time.monotonic()
+
+    c = Counters(Wall(), gen=420.0, prompt=1300.0)
+    vllm = FakeServer({
+        "/version": lambda h: '{"version": "0.11.0"}',
+        "/metrics": lambda h: (f'vllm:generation_tokens_total{{model_name="m"}} {c.value("gen")}\n'
+                               f'vllm:prompt_tokens_total{{model_name="m"}} {c.value("prompt")}\n'
+                               'vllm:num_requests_running{model_name="m"} 7\n'
+                               'vllm:num_requests_waiting{model_name="m"} 2\n'
+                               'vllm:kv_cache_usage_perc{model_name="m"} 0.42\n'),
+    })
+    nothing = FakeServer({})  # answers 404 to everything
+    down_port = nothing.url
+    try:
+        r = run_cli("snapshot", "--json", "--no-discover", "--backend", vllm.url, "--backend", down_port,
+                    "--interval", "1.0", timeout=60)
+        assert r.returncode == 0, r.stderr
+        insts = {i["url"]: i for i in json.loads(r.stdout)["instances"]}
+        v = insts[vllm.url]
+        assert v["kind"] == "vllm" and v["status"] == "up"
+        assert abs(v["generation_tokens_per_s"] - 420.0) / 420.0 < 0.03
+        assert abs(v["prompt_tokens_per_s"] - 1300.0) / 1300.0 < 0.03
+        assert v["requests_running"] == 7 and v["requests_waiting"] == 2 and v["kv_cache_usage_pct"] == 42.0
+        assert insts[down_port]["status"] in ("down", "error") and insts[down_port]["error"]
+    finally:
+        vllm.close()
+        nothing.close()

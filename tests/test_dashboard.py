@@ -46,19 +46,8 @@ class FakeSource:
         return snap
 
 
-def screen_text(app) -> str:
-    """Everything on screen as plain text, as a user reads it."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_update(full=True).strips) \
-        if hasattr(app.screen._compositor.render_update(full=True), "strips") else app.export_screenshot()
-
-
 def visible_text(app) -> str:
-    from rich.console import Console
-    console = Console(width=app.size.width, record=True, file=open("/dev/null", "w"))
-    lines = []
-    for y in range(app.size.height):
-        strips = app.screen._compositor.render_strips()
-        break
+    """Everything on screen as plain text, line by line, as a user reads it."""
     return "\n".join(s.text for s in app.screen._compositor.render_strips())
 
 
@@ -212,3 +201,52 @@ async def test_broken_theme_file_is_reported_not_fatal(tmp_path, monkeypatch, sn
         assert any("broken.toml" in e for e in app.theme_errors)
         assert any("badcolour.toml" in e and "not a colour" in e for e in app.theme_errors)
         assert app.is_running
+
+
+class SimSource:
+    """The real pipeline over the simulated box, one simulated second per poll."""
+
+    live = True
+
+    def __init__(self, spec):
+        from gpuwatch.pipeline import Monitor, make_sampler
+        from gpuwatch.sim.box import ManualClock
+
+        self.clock = ManualClock()
+        self.monitor = Monitor(make_sampler(demo=spec, clock=self.clock))
+        self.history = self.monitor.history
+        self.alert_engine = self.monitor.alerts
+
+    def next(self):
+        self.clock.advance(1.0)
+        snap = self.monitor.sampler.sample(wait_instances=True)
+        self.monitor.observe(snap)
+        return snap
+
+    def close(self):
+        self.monitor.close()
+
+
+async def test_a_gpu_lost_turns_critical_once_with_a_notification_and_a_chart_opens():
+    src = SimSource("h100x8:lost=7")
+    app = GpuWatchApp(src, interval=0.01)
+    try:
+        async with app.run_test(size=(200, 60), notifications=True) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.02)
+                if app.snapshot is not None and any(a.kind == "gpu_lost" for a in app.snapshot.alerts):
+                    break
+            lost = [n for n in app._notifications if "GPU 7" in n.message]
+            assert len(lost) == 1 and lost[0].severity == "error"
+            assert "fell off the bus" in visible_text(app)
+            await pilot.pause(0.5)
+            assert len([n for n in app._notifications if "GPU 7" in n.message]) == 1  # notified once
+            await pilot.press("c")
+            await pilot.pause(0.3)
+            assert type(app.screen).__name__ == "ChartScreen"
+            assert "utilization %" in visible_text(app)
+            await pilot.press("escape", "a")
+            await pilot.pause(0.2)
+            assert "gpu_lost" in visible_text(app)
+    finally:
+        src.close()

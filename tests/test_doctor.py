@@ -2,7 +2,7 @@
 
 import json
 
-from alerts_support import T0, GiB, Pcie, Process, gpu, inst, snap
+from alerts_support import T0, Pcie, Process, gpu, inst, snap
 
 from gpuwatch.analysis.doctor import run_doctor
 from gpuwatch.model import Alert

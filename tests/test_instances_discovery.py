@@ -4,14 +4,13 @@ command lines, and the join of instances with the GPUs' processes."""
 from __future__ import annotations
 
 import pytest
-from _instances_servers import Counters, FakeServer, fixture, free_port
+from _instances_servers import Counters, fixture, free_port
 
 from gpuwatch.analysis.groups import assign_gpus
 from gpuwatch.collect.engines import ENGINES
 from gpuwatch.collect.instances import BackendConfig, InstanceCollector, match_server_process
 from gpuwatch.collect.procs import Listener, ProcInfo
 from gpuwatch.model import GPU, Instance, Process, Snapshot
-from gpuwatch.sim.box import ManualClock
 
 
 class FakeTable:
@@ -44,25 +43,6 @@ class FakeTable:
 
     def environ(self, pid):
         return self.env.get(pid)
-
-
-@pytest.fixture
-def clock():
-    return ManualClock()
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def make(*args, **kw):
-        s = FakeServer(*args, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def vllm_routes(clock):

@@ -7,32 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from _instances_servers import FIXTURES, Counters, FakeServer, fixture, histogram_lines
+from _instances_servers import FIXTURES, Counters, fixture, histogram_lines
 
 from gpuwatch.collect.engines import names
 from gpuwatch.collect.instances import BackendConfig, InstanceCollector
-from gpuwatch.sim.box import ManualClock
 
 INF = float("inf")
-
-
-@pytest.fixture
-def clock():
-    return ManualClock()
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def make(*args, **kw):
-        s = FakeServer(*args, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def collector(urls_kinds, clock, **kw):

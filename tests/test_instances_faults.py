@@ -9,31 +9,11 @@ import threading
 import time
 
 import pytest
-from _instances_servers import ENDLESS, HANG, JUNK, Counters, FakeServer, free_port
+from _instances_servers import ENDLESS, HANG, JUNK, Counters, free_port
 
 from gpuwatch.collect.instances import BackendConfig, InstanceCollector
-from gpuwatch.sim.box import ManualClock
 
 SECRET = "sk-test-7f3a9c1e55d04b2f"
-
-
-@pytest.fixture
-def clock():
-    return ManualClock()
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def make(*args, **kw):
-        s = FakeServer(*args, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def healthy_vllm(clock):

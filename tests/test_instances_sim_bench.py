@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from _instances_servers import FakeServer, fixture
+from _instances_servers import fixture
 
 from gpuwatch.analysis.groups import assign_gpus
 from gpuwatch.collect.bench import format_bench, run_bench
@@ -16,20 +16,6 @@ from gpuwatch.sim.box import ManualClock, SimBox
 from gpuwatch.sim.procs import SimProcessTable
 from gpuwatch.sim.scenarios import parse_scenario
 from gpuwatch.sim.servers import start_sim_servers
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def make(*args, **kw):
-        s = FakeServer(*args, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def sim(spec: str):

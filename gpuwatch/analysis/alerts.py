@@ -16,7 +16,7 @@ import copy
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
@@ -167,7 +167,8 @@ class AlertEngine:
             except Exception as exc:  # one broken rule must not blind the others
                 msg = f"{type(exc).__name__}: {exc}"
                 if self.rule_errors.get(kind) != msg:
-                    log.exception("alert rule %s failed", kind)
+                    # kept in rule_errors (and logged quietly): a rule bug never prints a traceback
+                    log.debug("alert rule %s failed", kind, exc_info=True)
                 self.rule_errors[kind] = msg
                 continue
             self.rule_errors.pop(kind, None)

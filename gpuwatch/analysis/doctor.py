@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..model import GPU, Alert, Snapshot
+from ..model import Alert, Snapshot
 from .alert_config import AlertConfig
 from .rules import cpu_ranges, link_degraded, link_text, numa_mismatches
 

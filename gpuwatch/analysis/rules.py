@@ -600,7 +600,8 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
         recent_tps = statistics.median(v for _, v in recent)
         raw_drop = 100 * (1 - recent_tps / base_tps)
         # compare tok/s per running request (sample by sample), so that load going down is not a "drop"
-        get_per = lambda i: i.generation_tokens_per_s / i.requests_running if i.requests_running else None  # noqa: E731
+        get_per = lambda i: (i.generation_tokens_per_s / i.requests_running  # noqa: E731
+                             if i.requests_running and i.generation_tokens_per_s is not None else None)
         base_per = [v for _, v in ctx.instance_values(inst.name, get_per, baseline_s, end_ago=recent_s)]
         recent_per = [v for _, v in ctx.instance_values(inst.name, get_per, recent_s)]
         base_run = [v for _, v in ctx.instance_values(inst.name, get_run, baseline_s, end_ago=recent_s)]

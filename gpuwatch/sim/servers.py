@@ -297,7 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/api/generate":
             st = srv.state()
             n = int((self.body.get("options") or {}).get("num_predict") or 128)
-            rate = max(st.generation_tokens_per_s / max(1, st.requests_running), 0.5) if st.up else 0.5
+            # one more stream: the model's single-stream speed (throttling and offload included),
+            # shared a little with the requests already running
+            factor = srv.box._throughput_factor_at(spec, srv.box.t())
+            rate = max(spec.peak_tokens_per_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
             self._json({"model": self.body.get("model") or spec.model, "created_at": _iso_in(0), "response": "simulated",
                         "done": True, "total_duration": int((n / rate + 0.2) * 1e9), "load_duration": 2_000_000,
                         "prompt_eval_count": 26, "prompt_eval_duration": int(26 / (rate * 12) * 1e9),

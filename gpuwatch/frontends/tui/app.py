@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 import time
 from typing import Iterable
 
@@ -78,7 +79,8 @@ class LiveSource:
 
 
 class GpuWatchApp(App):
-    CSS_PATH = "gpuwatch.tcss"
+    CSS_PATH = Path(__file__).with_name("gpuwatch.tcss")  # absolute: subclasses live elsewhere
+    show_self_cost = True  # the monitor's own CPU and ms per collection, top right
     TITLE = "gpuwatch"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -98,7 +100,10 @@ class GpuWatchApp(App):
 
     def __init__(self, source, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False) -> None:
-        super().__init__()
+        # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
+        # colours makes it apply its NoColor filter instead, so no colour codes are sent at all
+        # (bold and reverse still mark what matters).
+        super().__init__(ansi_color="NO_COLOR" in os.environ)
         self.source = source
         self.interval = interval
         self.paused = paused
@@ -132,9 +137,10 @@ class GpuWatchApp(App):
         yield AlertStrip(id="alerts")
         yield StatusLine(id="notice")
         with Horizontal(id="main"):
-            with VerticalScroll(id="gpu-scroll"):
+            # tab moves between cards, not into the scroll containers
+            with VerticalScroll(id="gpu-scroll", can_focus=False):
                 yield Grid(id="gpus")
-            with VerticalScroll(id="instances"):
+            with VerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
         yield Footer()
 
@@ -145,7 +151,15 @@ class GpuWatchApp(App):
         if self.theme_errors:
             self.notify("Broken theme files skipped:\n" + "\n".join(self.theme_errors), severity="warning",
                         timeout=10, markup=False)
-        self.query_one("#notice").display = False
+        # the main screen's widgets, kept: other screens may be on top when a poll lands
+        self._top = self.query_one("#top", StatusLine)
+        self._alerts = self.query_one(AlertStrip)
+        self._notice = self.query_one("#notice", StatusLine)
+        self._grid = self.query_one("#gpus", Grid)
+        self._inst_box = self.query_one("#instances", VerticalScroll)
+        self._no_inst = self.query_one("#no-instances", StatusLine)
+        self._main_screen = self.screen
+        self._notice.display = False
         try:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._hangup)
@@ -182,10 +196,13 @@ class GpuWatchApp(App):
         return len(self.snapshot.gpus) if self.snapshot else 0
 
     def _update_layout(self) -> None:
+        if not hasattr(self, "_main_screen"):  # a resize before the first mount
+            return
         w, h = self.size
         self._layout_for = (w, h, self._gpu_count())
         narrow = w < 110
-        self.screen.set_class(narrow, "-narrow")
+        screen = self._main_screen
+        screen.set_class(narrow, "-narrow")
         n = self._gpu_count()
         gpu_w = w if narrow else w - 44
         cols = max(1, gpu_w // CARD_WIDTH)
@@ -197,14 +214,12 @@ class GpuWatchApp(App):
             compact = "tight" if (n * 2 > avail * 0.6 or w < 90) else "rows"
         if compact != self.compact:
             self.compact = compact
-            for card in self.query(GpuCard):
+            for card in self._grid.query(GpuCard):
                 card._sig = None
-        self.screen.set_class(bool(compact), "-compact")
-        self.screen.set_class(compact == "tight", "-tight")
-        grid = self.query_one("#gpus", Grid)
-        grid.styles.grid_size_columns = 1 if compact else min(cols, max(1, n))
-        alerts = self.query_one(AlertStrip)
-        alerts.max_lines = 2 if h < 30 else 4
+        screen.set_class(bool(compact), "-compact")
+        screen.set_class(compact == "tight", "-tight")
+        self._grid.styles.grid_size_columns = 1 if compact else min(cols, max(1, n))
+        self._alerts.max_lines = 2 if h < 30 else 4
         if self.snapshot is not None:
             self._paint(self.snapshot)
 
@@ -256,11 +271,13 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        delay = max(0.0, self.interval - elapsed)
+        # a poll that took longer than the interval stretches the period (never a zero timer:
+        # Textual's timer divides by its delay)
+        delay = max(0.01, self.interval - elapsed)
         self._timer = self.set_timer(delay, self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
-        notice = self.query_one("#notice", StatusLine)
+        notice = self._notice
         notice.display = content is not None
         if content is not None:
             notice.show(content)
@@ -270,7 +287,7 @@ class GpuWatchApp(App):
         if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus)):
             self._update_layout()
         self._paint_top(snap)
-        self.query_one(AlertStrip).refresh_from(snap.alerts)
+        self._alerts.refresh_from(snap.alerts)
         if snap.nvml_error and not snap.gpus:
             self._show_notice(Content.assemble((" no GPUs ", "$warning reverse"), " ", snap.nvml_error))
         elif self.collector_error is None:
@@ -283,7 +300,7 @@ class GpuWatchApp(App):
 
     def _paint_top(self, snap: Snapshot) -> None:
         narrow = self.size.width < 110
-        parts: list = [(" gpuwatch ", "$primary reverse bold"), " ", (snap.host, "bold")]
+        parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
             parts += [("  ", ""), f"{len(snap.gpus)}× {short_gpu_name(names.pop())}"]
@@ -296,17 +313,19 @@ class GpuWatchApp(App):
         parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
         if self.paused:
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
-        parts += self.top_extra(snap)
+        if not self.show_self_cost:
+            self._top.show(Content.assemble(*parts))
+            return
         cost = (f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms {self.interval:g}s" if narrow else
                 f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s")
         parts.append((cost, "$text-muted"))
-        self.query_one("#top", StatusLine).show(Content.assemble(*parts))
+        self._top.show(Content.assemble(*parts))
 
     def top_extra(self, snap: Snapshot) -> list:
         return []
 
     def _paint_gpus(self, snap: Snapshot) -> None:
-        grid = self.query_one("#gpus", Grid)
+        grid = self._grid
         cards = {c.index: c for c in grid.query(GpuCard)}
         wanted = [g.index for g in snap.gpus]
         if sorted(cards) != sorted(wanted):
@@ -321,8 +340,8 @@ class GpuWatchApp(App):
             cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact)
 
     def _paint_instances(self, snap: Snapshot) -> None:
-        box = self.query_one("#instances", VerticalScroll)
-        empty = self.query_one("#no-instances", StatusLine)
+        box = self._inst_box
+        empty = self._no_inst
         empty.display = not snap.instances
         if not snap.instances:
             empty.show(Content.styled("No inference servers found.\nAdd one with --backend URL or [[backends]] "
@@ -373,14 +392,14 @@ class GpuWatchApp(App):
         self._step_interval(1)
 
     def action_move(self, dx: int, dy: int) -> None:
-        cards = list(self.query(GpuCard))
+        cards = list(self._grid.query(GpuCard))
         if not cards:
             return
         focused = self.focused
         if not isinstance(focused, GpuCard):
             cards[0].focus()
             return
-        cols = 1 if self.compact else max(1, int(self.query_one("#gpus", Grid).styles.grid_size_columns or 1))
+        cols = 1 if self.compact else max(1, int(self._grid.styles.grid_size_columns or 1))
         i = cards.index(focused) + dx + dy * cols
         if 0 <= i < len(cards):
             cards[i].focus()
@@ -422,7 +441,7 @@ class GpuWatchApp(App):
 
     def _bench(self, inst) -> None:
         try:
-            from ...collect.instances import run_bench
+            from ...collect.bench import run_bench
             result = run_bench(inst.url, inst.kind, model=inst.models[0].name if inst.models else None, runs=1)
             collector = getattr(self.source.monitor.sampler, "instances", None)
             if collector is not None:

@@ -66,6 +66,14 @@ def sparkline(values, width: int, top: float | None = None, style: str = "$secon
     return Content.styled("".join(chars).rjust(width), style)
 
 
+def memory_style(fraction: float | None) -> str:
+    """GPU memory: inference servers fill it on purpose (vLLM preallocates ~90 % for KV cache),
+    so only a card that is completely full is worth a colour."""
+    if fraction is None:
+        return "$text-muted"
+    return "$warning" if fraction >= 0.99 else "$accent"
+
+
 def temp_style(g: GPU) -> str:
     if g.temperature_c is None:
         return "$text-muted"
@@ -135,7 +143,7 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     lines = [
         Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
                          sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else ""),
-        Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, usage_style(mem_frac)),
+        Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, memory_style(mem_frac)),
                          f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"),
     ]
     temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f}°C"
@@ -181,7 +189,7 @@ def gpu_row_lines(g: GPU, width: int) -> list[Content]:
     mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
     line1 = Content.assemble(
         head, bar(None if util is None else util / 100, barw), f" {fmt_pct(util):>4}  ",
-        bar(mem_frac, barw, usage_style(mem_frac)),
+        bar(mem_frac, barw, memory_style(mem_frac)),
         f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}")
     temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f}°C"
     pw = NA if g.power_w is None else f"{g.power_w:.0f}"
@@ -209,7 +217,7 @@ def gpu_line(g: GPU, width: int) -> Content:
     link_style = "$error bold" if link_degraded(g) else "$text-muted"
     return Content.assemble(
         head, bar(None if util is None else util / 100, barw), f" {fmt_pct(util):>4} ",
-        bar(mem_frac, barw, usage_style(mem_frac)), f" {mem:>15} ", (f"{temp:>5}", temp_style(g)),
+        bar(mem_frac, barw, memory_style(mem_frac)), f" {mem:>15} ", (f"{temp:>5}", temp_style(g)),
         f" {pw:>5} ", (f"{link:<6}", link_style), " ", badges(g))
 
 
@@ -223,7 +231,7 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     for m in inst.models[:3]:
         parts: list = [(m.name, "bold")]
         if m.cpu_offload_pct:
-            parts += ["  ", (f" {m.cpu_offload_pct:.0f}% ON CPU ", "$error bold reverse")]
+            parts += [" ", (f" {m.cpu_offload_pct:.0f}% CPU ", "$error bold reverse")]
         lines.append(Content.assemble(*parts))
         if m.size_bytes:
             vram = fmt_bytes(m.size_vram_bytes)
@@ -234,10 +242,12 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
         mode += f" ×{inst.parallel_size}"
     lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
+    if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
+        lines.append(Content.styled("no token counters: select and press b to benchmark", "$text-muted"))
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
         prompt = NA if inst.prompt_tokens_per_s is None else f"{inst.prompt_tokens_per_s:.0f}"
-        spark_w = max(0, width - 34)
+        spark_w = max(0, min(20, width - 34))
         lines.append(Content.assemble(("gen ", "$text-muted"), (tok, "bold"), (" tok/s ", "$text-muted"),
                                       sparkline(tok_hist or [], spark_w) if spark_w else "",
                                       ("  prompt ", "$text-muted"), prompt))
@@ -270,5 +280,8 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
 
 
 def alert_line(a: Alert) -> Content:
+    message = a.message
+    if message.startswith(a.subject + " "):  # "GPU 2 thermal slowdown…" under the subject "GPU 2"
+        message = message[len(a.subject) + 1:]
     return Content.assemble((f" {SEVERITY_MARK.get(a.severity, a.severity)} ", f"{SEVERITY_STYLE.get(a.severity, '')} reverse"),
-                            " ", (a.subject, "bold"), "  ", a.message)
+                            " ", (a.subject, "bold"), " ", message)

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
-from .render import alert_line, instance_lines, short_gpu_name
+from .render import alert_line, instance_lines
 from .widgets import PlotextChart
 
 
@@ -250,8 +250,11 @@ class AlertHistoryScreen(Screen):
             Content("\n").join(alert_line(a) for a in active) if active else Content.styled("none", "$text-muted"))
         events = list(getattr(self.engine, "history", None) or [])
         table = self.query_one("#alert-history", DataTable)
-        if table.row_count == len(events):
+        # the history is bounded: compare its newest event, not its length
+        newest = (len(events), repr(events[-1]) if events else None)
+        if getattr(self, "_shown", None) == newest:
             return
+        self._shown = newest
         table.clear()
         for ev in reversed(events):
             get = (lambda k, ev=ev: ev.get(k) if isinstance(ev, dict) else getattr(ev, k, None))

@@ -31,15 +31,11 @@ class ThemeLoad:
 
 def builtin_theme_dir() -> Path | None:
     """themes/ of a source checkout, else the installed ``gpuwatch.themes`` package data."""
-    checkout = Path(__file__).resolve().parents[3] / "themes"
-    if checkout.is_dir():
-        return checkout
-    try:
-        from importlib.resources import files
-        d = files("gpuwatch.themes")
-        return Path(str(d))
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return None
+    package = Path(__file__).resolve().parents[2]  # .../gpuwatch
+    for candidate in (package.parent / "themes", package / "themes"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def user_theme_dir() -> Path:

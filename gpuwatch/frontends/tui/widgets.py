@@ -195,6 +195,8 @@ class PlotextChart(Widget):
             drawn += 1
         if not drawn:
             return Text(f"{self.title}: collecting…", style="dim")
+        if drawn > 3:  # a legend of many GPUs would cover the plot
+            fig.legend(active=False)
         fig.plot_size(w, h)
         fig.title(self.title)
         out = fig.build().string()

@@ -1,0 +1,327 @@
+"""``gpuwatch serve``: the box as Prometheus metrics.
+
+Collection and scrapes never wait on each other: the main thread ticks a
+:class:`~gpuwatch.pipeline.Monitor` on its own cadence (NVML calls, inference-server polls,
+alert rules) and, after each tick, builds the complete list of metric families once; a scrape
+(an HTTP server thread) only hands out the last finished list. A slow NVML call or a hung
+backend therefore stretches the tick, never a scrape.
+
+What is exported is in :mod:`gpuwatch.fleet.names` and docs/PROMETHEUS.md. Never exported:
+process command lines, user names, instance URLs or error texts, alert messages — anything
+that can carry a secret stays on the box.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest, CONTENT_TYPE_LATEST
+
+from .. import __version__
+from ..collect.nvml import THROTTLE_REASONS
+from ..model import GPU, Instance, Snapshot
+from . import names as N
+
+_DERIVED = {
+    "#processes": lambda g: len(g.processes),
+    "#up": lambda i: 1 if i.status == "up" else 0,
+    "#gpus": lambda i: len(i.gpus),
+}
+
+
+def _get(obj, path: str):
+    if path in _DERIVED:
+        return _DERIVED[path](obj)
+    for part in path.split("."):
+        if obj is None:
+            return None
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _value(s: N.Series, v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        v = int(v)
+    return float(v) * s.scale
+
+
+class _Integrator:
+    """Rates -> monotonically increasing totals, per (series, identity)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple, float] = {}
+        self.last_t: float | None = None
+
+    def step(self, t: float) -> float:
+        dt = 0.0 if self.last_t is None else max(0.0, t - self.last_t)
+        self.last_t = t
+        return dt
+
+    def add(self, key: tuple, rate: float | None, dt: float) -> float:
+        total = self.totals.get(key, 0.0)
+        if rate is not None and rate > 0 and dt > 0:
+            total += rate * dt
+        self.totals[key] = total
+        return total
+
+
+def build_families(snap: Snapshot, integ: _Integrator, t: float, host: str | None = None) -> list:
+    """Every metric family for one snapshot (``host`` overrides the snapshot's host label)."""
+    host = host or snap.host
+    dt = integ.step(t)
+    fams: list = []
+
+    info = GaugeMetricFamily(N.HOST_INFO, "facts about the box (value 1)",
+                             labels=["host", "driver_version", "cuda_version", "nvml_version", "source", "scenario",
+                                     "nvml_error", "gpuwatch_version"])
+    info.add_metric([host, snap.driver_version or "", snap.cuda_version or "", snap.nvml_version or "", snap.source,
+                     snap.scenario or "", snap.nvml_error or "", __version__], 1)
+    fams.append(info)
+    ts = GaugeMetricFamily(N.SNAPSHOT_TIME, "wall time of the snapshot these values come from", labels=["host"])
+    ts.add_metric([host], t)
+    fams.append(ts)
+    if snap.collect_ms is not None:
+        cs = GaugeMetricFamily(N.COLLECT_SECONDS, "how long the last collection took", labels=["host"])
+        cs.add_metric([host], snap.collect_ms / 1000.0)
+        fams.append(cs)
+    up = GaugeMetricFamily(N.NVML_UP, "0 when the GPUs cannot be read at all", labels=["host"])
+    up.add_metric([host], 0 if snap.nvml_error and not snap.gpus else 1)
+    fams.append(up)
+
+    fams += _gpu_families(snap.gpus, host, integ, dt)
+    fams += _instance_families(snap.instances, host, integ, dt)
+
+    alert = GaugeMetricFamily(N.ALERT, "active alerts (value 1); docs/ALERTS.md",
+                              labels=["host", "kind", "severity", "subject"])
+    for a in snap.alerts:
+        alert.add_metric([host, a.kind, a.severity, a.subject], 1)
+    fams.append(alert)
+    return fams
+
+
+def _gpu_key(host: str, g: GPU) -> list[str]:
+    return [host, str(g.index), g.uuid or ""]
+
+
+def _gpu_families(gpus: list[GPU], host: str, integ: _Integrator, dt: float) -> list:
+    fams = []
+    info = GaugeMetricFamily(N.GPU_INFO, "GPU identity (value 1)", labels=[*N.GPU_LABELS, "name", "pci_bus_id"])
+    thr = GaugeMetricFamily(N.GPU_THROTTLE, "active clock-event (throttle) reasons, 0/1",
+                            labels=[*N.GPU_LABELS, "reason"])
+    for g in gpus:
+        key = _gpu_key(host, g)
+        info.add_metric([*key, g.name or "", g.pci_bus_id or ""], 1)
+        if not g.lost:
+            active = set(g.throttle_reasons)
+            for _, reason in THROTTLE_REASONS:
+                thr.add_metric([*key, reason], 1 if reason in active else 0)
+    fams += [info, thr]
+    for s in N.GPU_SERIES:
+        if s.kind == "counter":
+            fam = CounterMetricFamily(s.metric, s.help, labels=list(N.GPU_LABELS))
+            for g in gpus:
+                rate = _get(g, s.path)
+                total = integ.add((s.metric, host, g.uuid, g.index), rate, dt)
+                if not g.lost and (rate is not None or total):
+                    fam.add_metric(_gpu_key(host, g), total)
+        else:
+            fam = GaugeMetricFamily(s.metric, s.help, labels=list(N.GPU_LABELS))
+            for g in gpus:
+                v = _value(s, _get(g, s.path))
+                if v is not None:
+                    fam.add_metric(_gpu_key(host, g), v)
+        fams.append(fam)
+    return fams
+
+
+def _inst_key(host: str, i: Instance) -> list[str]:
+    return [host, i.name, i.kind]
+
+
+def _instance_families(instances: list[Instance], host: str, integ: _Integrator, dt: float) -> list:
+    info = GaugeMetricFamily(N.INSTANCE_INFO, "inference server facts (value 1)",
+                             labels=[*N.INSTANCE_LABELS, "status", "parallelism", "parallel_size", "model", "version",
+                                     "gpus"])
+    mem = GaugeMetricFamily(N.INSTANCE_GPU_MEMORY, "GPU memory held by the instance's processes",
+                            labels=[*N.INSTANCE_LABELS, "gpu"])
+    models = GaugeMetricFamily(N.INSTANCE_MODEL, "loaded models; value: share on the CPU, 0..1",
+                               labels=[*N.INSTANCE_LABELS, "model"])
+    for i in instances:
+        key = _inst_key(host, i)
+        info.add_metric([*key, i.status, i.parallelism, "" if i.parallel_size is None else str(i.parallel_size),
+                         i.models[0].name if i.models else "", i.version or "", ",".join(map(str, i.gpus))], 1)
+        for gpu, b in sorted(i.gpu_memory_bytes.items()):
+            mem.add_metric([*key, str(gpu)], float(b))
+        for m in i.models:
+            models.add_metric([*key, m.name], (m.cpu_offload_pct or 0.0) / 100.0)
+    fams = [info, mem, models]
+    for s in N.INSTANCE_SERIES:
+        if s.kind == "counter":
+            fam = CounterMetricFamily(s.metric, s.help, labels=list(N.INSTANCE_LABELS))
+            for i in instances:
+                k = (s.metric, host, i.name, i.kind)
+                rate = _get(i, s.path)
+                total = integ.add(k, rate, dt)
+                if rate is not None or total:
+                    fam.add_metric(_inst_key(host, i), total)
+        else:
+            fam = GaugeMetricFamily(s.metric, s.help, labels=list(N.INSTANCE_LABELS))
+            for i in instances:
+                v = _value(s, _get(i, s.path))
+                if v is not None:
+                    fam.add_metric(_inst_key(host, i), v)
+        fams.append(fam)
+    return fams
+
+
+class _LastSnapshotCollector:
+    """A prometheus_client collector that yields the families built after the last tick."""
+
+    def __init__(self) -> None:
+        self._families: list = []
+        self._lock = threading.Lock()
+
+    def set(self, families: list) -> None:
+        with self._lock:
+            self._families = families
+
+    def collect(self):
+        with self._lock:
+            fams = self._families
+        return iter(fams)
+
+    def describe(self):  # no families at registration: do not call collect() then
+        return []
+
+
+@dataclass
+class ExporterState:
+    registry: CollectorRegistry
+    collector: _LastSnapshotCollector
+    interval: float
+    last_ok: float | None = None  # monotonic time of the last finished tick
+    last_error: str | None = None
+    ticks: int = 0
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.last_ok is None:
+            return False, "no snapshot yet"
+        age = time.monotonic() - self.last_ok
+        if age > 3 * self.interval + 10:
+            return False, f"last snapshot {age:.0f} s ago"
+        return True, "ok"
+
+
+def make_app(state: ExporterState):
+    """The WSGI app: /metrics, /healthz, and a one-line index."""
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            body = generate_latest(state.registry)
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/healthz":
+            ok, why = state.healthy()
+            body = (why + "\n").encode()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/":
+            body = b"gpuwatch exporter: /metrics /healthz\n"
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics\n"]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no access log on stderr
+        pass
+
+
+def start_server(host: str, port: int, state: ExporterState):
+    """Bind and serve on a daemon thread; returns the server (``server_address`` has the port)."""
+    cls = _Server6 if ":" in host else _Server
+    server = make_server(host, port, make_app(state), server_class=cls, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="gpuwatch-exporter-http", daemon=True)
+    thread.start()
+    return server
+
+
+def bind_error(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port}: the port is in use (another gpuwatch serve?); choose one with --listen"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port}: no such address on this machine"
+    if e.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port}: permission denied (ports below 1024 need root)"
+    return f"cannot listen on {host}:{port}: {e.strerror or e}"
+
+
+def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str | None = None,
+              ready=None, stop: threading.Event | None = None) -> int:
+    """Tick ``monitor`` every ``interval`` seconds and serve its metrics until SIGTERM/SIGINT
+    (or ``stop`` is set). Returns the exit code."""
+    registry = CollectorRegistry(auto_describe=False)
+    collector = _LastSnapshotCollector()
+    registry.register(collector)
+    state = ExporterState(registry, collector, interval)
+    host, port = listen
+    try:
+        server = start_server(host, port, state)
+    except OSError as e:
+        print(f"gpuwatch: {bind_error(host, port, e)}", file=sys.stderr)
+        return 1
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    actual = server.server_address[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gpuwatch: serving http://{shown}:{actual}/metrics (every {interval:g} s); Ctrl-C stops", file=sys.stderr,
+          flush=True)
+    if ready is not None:
+        ready(actual)
+    integ = _Integrator()
+    try:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                snap = monitor.tick()
+                collector.set(build_families(snap, integ, time.time(), host_label))
+                state.last_ok = time.monotonic()
+                state.last_error = None
+                state.ticks += 1
+            except Exception as e:  # a collector bug: keep serving the last values, /healthz goes stale
+                state.last_error = f"{type(e).__name__}: {e}"
+            stop.wait(max(0.0, interval - (time.monotonic() - start)))
+    finally:
+        server.shutdown()
+        server.server_close()
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    return 0

@@ -1,0 +1,130 @@
+"""The fleet source: every host known to a Prometheus server, one Snapshot each, per refresh.
+
+A refresh is :func:`~gpuwatch.fleet.mapping.build_queries`'s two instant queries (all hosts at
+once, run in parallel, each bounded by ``timeout_s``) and one pass over their samples. Each host
+then goes through its own :class:`~gpuwatch.analysis.alerts.AlertEngine` (hysteresis across
+refreshes) and :class:`~gpuwatch.analysis.history.History` (charts), like a local box.
+
+A Prometheus server that is down, slow or answering errors is a sentence in
+``FleetReading.error``, never an exception. A host that was seen and has no series any more
+(its exporter stopped, or the target was removed) stays listed with a reason until
+``forget_after_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..analysis.history import History
+from ..model import Snapshot
+from ..pipeline import iso
+from .mapping import RATE_WINDOW, FleetBuilder, build_queries
+from .promql import PromClient
+
+
+@dataclass
+class FleetReading:
+    time: str
+    hosts: list[Snapshot] = field(default_factory=list)
+    error: str | None = None
+    refresh_ms: float = 0.0  # whole refresh: queries (parallel) + parsing + alert rules
+    query_ms: float = 0.0  # slowest query, as the client saw it
+    parse_ms: float = 0.0  # samples -> snapshots
+    queries: int = 0
+    samples: int = 0
+
+    def host(self, name: str) -> Snapshot | None:
+        for s in self.hosts:
+            if s.host == name:
+                return s
+        return None
+
+
+class FleetSource:
+    def __init__(self, url: str, timeout_s: float = 3.0, alert_config: dict | None = None, one_shot: bool = False,
+                 window: str = RATE_WINDOW, history_points: int = 600, forget_after_s: float = 3600.0,
+                 client: PromClient | None = None, wall=time.time) -> None:
+        self.url = url.rstrip("/")
+        self.client = client or PromClient(self.url, timeout_s)
+        self.queries = build_queries(window)
+        self.alert_config = alert_config or {}
+        self.one_shot = one_shot
+        self.history_points = history_points
+        self.forget_after_s = forget_after_s
+        self.wall = wall
+        self.engines: dict[str, object] = {}
+        self.histories: dict[str, History] = {}
+        self.last_seen: dict[str, float] = {}
+        self.last: FleetReading | None = None
+
+    def _engine(self, host: str):
+        e = self.engines.get(host)
+        if e is None:
+            from ..analysis.alerts import AlertConfig, AlertEngine
+            e = self.engines[host] = AlertEngine(AlertConfig.from_toml_dict(self.alert_config), one_shot=self.one_shot)
+        return e
+
+    def history(self, host: str) -> History:
+        h = self.histories.get(host)
+        if h is None:
+            h = self.histories[host] = History(self.history_points)
+        return h
+
+    def refresh(self) -> FleetReading:
+        start = time.perf_counter()
+        now = self.wall()
+        results, errors = self.client.query_many(self.queries, at=now)
+        t_parse = time.perf_counter()
+        builder = FleetBuilder()
+        for name in self.queries:
+            if name in results:
+                builder.add(results[name], create=name != "rates")
+        when = iso(builder.eval_time or now)
+        hosts = builder.snapshots(when)
+        parse_ms = (time.perf_counter() - t_parse) * 1000
+        error = None
+        if errors:
+            first = next(iter(errors.values()))
+            error = first if len(errors) == len(self.queries) else f"partial data: {first}"
+        seen = {s.host for s in hosts}
+        if not errors or results:
+            for h in seen:
+                self.last_seen[h] = now
+        # hosts that went quiet stay visible, with the reason, until forgotten
+        if not error:
+            for h, t in list(self.last_seen.items()):
+                if h in seen:
+                    continue
+                if now - t > self.forget_after_s:
+                    del self.last_seen[h]
+                    self.engines.pop(h, None)
+                    self.histories.pop(h, None)
+                    continue
+                hosts.append(Snapshot(time=when, host=h, source="prometheus",
+                                      nvml_error=f"no series from {h} in Prometheus since {iso(t)[11:19]}Z "
+                                                 f"(exporter stopped or target down)"))
+            hosts.sort(key=lambda s: s.host)
+        for snap in hosts:
+            own = list(snap.alerts)  # raised by gpuwatch on the box itself
+            self._engine(snap.host).update(snap)
+            have = {a.identity() for a in snap.alerts}
+            snap.alerts += [a for a in own if a.identity() not in have]
+            self.history(snap.host).add(snap)
+        total_ms = (time.perf_counter() - start) * 1000
+        for snap in hosts:
+            snap.collect_ms = round(total_ms, 2)
+        reading = FleetReading(time=when, hosts=hosts, error=error, refresh_ms=total_ms,
+                               query_ms=max((r.ms for r in results.values()), default=0.0), parse_ms=parse_ms,
+                               queries=len(self.queries), samples=sum(len(r.samples) for r in results.values()))
+        self.last = reading
+        return reading
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def fleet_document(reading: FleetReading, url: str) -> dict:
+    """``gpuwatch snapshot --json --prometheus URL``: one document for the whole fleet."""
+    return {"schema_version": 1, "hosts": [s.to_dict() for s in reading.hosts], "prometheus": url,
+            "error": reading.error}

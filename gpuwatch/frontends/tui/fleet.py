@@ -1,0 +1,212 @@
+"""The fleet screen: every host a Prometheus server knows, one row each; enter drills into a
+host's usual dashboard (fed from Prometheus), escape comes back.
+
+The app is the normal dashboard (:class:`GpuWatchApp`) whose source returns the *selected*
+host's snapshot; the fleet table is a screen pushed on top of it. One refresh (two PromQL
+queries for all hosts) feeds both, on the dashboard's one polling loop: polls never overlap and
+a slow Prometheus stretches the period. A Prometheus that is down, slow or answering errors is
+the status line's reason; the rows then keep their last values, marked stale.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+
+from ...fleet.source import FleetReading, FleetSource
+from ...fleet.summary import summarize
+from ...model import Snapshot
+from ..units import fmt_bytes
+from .app import GpuWatchApp
+from .widgets import InstanceCard, StatusLine
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+class FleetError(Exception):
+    """Prometheus gave nothing this refresh (the reason is the message)."""
+
+
+class FleetHostSource:
+    """The dashboard's source: refreshes the whole fleet, returns the selected host."""
+
+    live = False
+
+    def __init__(self, fleet: FleetSource) -> None:
+        self.fleet = fleet
+        self.selected: str | None = None
+        self.reading: FleetReading | None = None
+        self.good: FleetReading | None = None  # the last reading that had hosts
+
+    def next(self) -> Snapshot:
+        r = self.fleet.refresh()
+        self.reading = r
+        if r.hosts:
+            self.good = r
+        if r.error and not r.hosts:
+            raise FleetError(r.error)
+        return self.current()
+
+    def current(self) -> Snapshot:
+        r = self.good
+        snap = r.host(self.selected) if (r is not None and self.selected) else None
+        if snap is None:
+            return Snapshot(time=r.time if r else "1970-01-01T00:00:00.000Z", host=self.selected or "fleet",
+                            source="prometheus", nvml_error="no data for this host in Prometheus")
+        return snap
+
+    @property
+    def history(self):
+        return self.fleet.history(self.selected) if self.selected else None
+
+    @property
+    def alert_engine(self):
+        return self.fleet.engines.get(self.selected) if self.selected else None
+
+    def close(self) -> None:
+        self.fleet.close()
+
+
+class FleetScreen(Screen):
+    COLUMNS = (("host", "Host"), ("gpus", "GPUs"), ("util", "Util avg/max"), ("hot", "Hottest / slowdown"),
+               ("mem", "Memory"), ("tok", "tok/s"), ("alerts", "Alerts"), ("state", "State"))
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._rows: dict[str, tuple] = {}
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="fleet-top")
+        yield DataTable(id="hosts", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#hosts", DataTable)
+        for key, label in self.COLUMNS:
+            table.add_column(label, key=key)
+        self.query_one("#fleet-top", StatusLine).show(
+            Content.assemble((" gpuwatch fleet ", "$primary reverse bold"), " ", ("via ", "$text-muted"), self.url,
+                             ("  waiting for the first answer…", "$text-muted")))
+        table.focus()
+        app = self.app
+        if isinstance(getattr(app, "source", None), FleetHostSource) and app.source.reading is not None:
+            self.show_reading(app.source.reading, app.source.good)
+
+    def show_reading(self, reading: FleetReading | None, good: FleetReading | None) -> None:
+        top = self.query_one("#fleet-top", StatusLine)
+        parts: list = [(" gpuwatch fleet ", "$primary reverse bold"), " ", ("via ", "$text-muted"), self.url]
+        shown = reading if reading is not None and reading.hosts else good
+        if shown is not None:
+            gpus = sum(len(s.gpus) for s in shown.hosts)
+            parts += ["  ", (f"{len(shown.hosts)} hosts · {gpus} GPUs", "bold")]
+        if reading is not None:
+            parts += [("  " + reading.time[11:19] + "Z", "$text-muted"),
+                      (f"  {reading.queries} queries · {reading.refresh_ms:.0f} ms", "$text-muted"),
+                      ("  enter: open host", "$text-muted")]
+            if reading.error:
+                stale = "  (showing the last answer)" if shown is not None and shown is not reading else ""
+                parts += ["  ", (" PROMETHEUS ", "$error reverse bold"), " ", reading.error, (stale, "$text-muted")]
+        top.show(Content.assemble(*parts))
+        if shown is not None:
+            self._fill(shown, stale=shown is not reading)
+
+    def _fill(self, reading: FleetReading, stale: bool) -> None:
+        table = self.query_one("#hosts", DataTable)
+        wanted = [s.host for s in reading.hosts]
+        for key in list(self._rows):
+            if key not in wanted:
+                table.remove_row(key)
+                del self._rows[key]
+        for snap in reading.hosts:
+            cells = self._cells(snap, stale)
+            sig = tuple(c.plain + str(c.style) for c in cells)
+            if snap.host not in self._rows:
+                table.add_row(*cells, key=snap.host)
+            elif self._rows[snap.host] != sig:
+                for (col, _), cell in zip(self.COLUMNS, cells):
+                    table.update_cell(snap.host, col, cell)
+            self._rows[snap.host] = sig
+
+    @staticmethod
+    def _cells(snap: Snapshot, stale: bool) -> list[Text]:
+        r = summarize(snap)
+        dim = "dim" if stale else ""
+        used = sum(g.memory_used_bytes or 0 for g in snap.gpus)
+        total = sum(g.memory_total_bytes or 0 for g in snap.gpus)
+        margin = r.hot_margin_c
+        hot_style = "bold red" if margin is not None and margin <= 0 else "yellow" if margin is not None and margin <= 5 \
+            else dim
+        hot = r.hot_text if r.hot_index is None else f"GPU {r.hot_index} {r.hot_text}"
+        gpus = f"{r.gpus}" + (f" ({r.lost} lost)" if r.lost else "")
+        state = r.problem or ("stale" if stale else "ok")
+        return [Text(r.host, style="bold"), Text(gpus, style="bold red" if r.lost else dim),
+                Text(r.util_text, style=dim), Text(hot, style=hot_style),
+                Text(f"{fmt_bytes(used)} / {fmt_bytes(total)}" if total else "—", style=dim),
+                Text(r.tok_text, style=dim), Text(r.alert_text, style=SEVERITY_STYLE.get(r.worst or "", dim)),
+                Text(state, style="red" if r.problem else dim)]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.open_host(event.row_key.value)
+
+
+class FleetApp(GpuWatchApp):
+    BINDINGS = [Binding("escape", "fleet", "All hosts")]
+
+    def __init__(self, source: FleetHostSource, url: str, **kw) -> None:
+        super().__init__(source, **kw)
+        self.url = url
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.push_screen(FleetScreen(self.url))
+
+    def _apply_collected(self, snap, error, elapsed) -> None:
+        super()._apply_collected(snap, error, elapsed)
+        for screen in self.screen_stack:
+            if isinstance(screen, FleetScreen):
+                screen.show_reading(self.source.reading, self.source.good)
+
+    def open_host(self, host: str) -> None:
+        changed = host != self.source.selected
+        self.source.selected = host
+        self.snapshot = self.source.current()
+        while isinstance(self.screen, FleetScreen):
+            self.pop_screen()
+        self.call_later(self._show_host, changed)
+
+    async def _show_host(self, changed: bool) -> None:
+        base = self.screen_stack[0]
+        if changed:  # another host's cards: drop the old ones before the same ids are mounted again
+            grid = getattr(self, "_grid", None) or base.query_one("#gpus")
+            await grid.remove_children()
+            await base.query(InstanceCard).remove()
+        if self.snapshot is not None:
+            self._paint(self.snapshot)
+
+    def action_fleet(self) -> None:
+        if not isinstance(self.screen, FleetScreen):
+            self.push_screen(FleetScreen(self.url))
+
+    def _schedule_next(self, elapsed: float) -> None:
+        # a refresh slower than the interval would ask for a 0 s timer, which Textual's Timer
+        # divides by: keep a small floor
+        self._timer = self.set_timer(max(0.05, self.interval - elapsed), self.poll)
+
+    def top_extra(self, snap: Snapshot) -> list:
+        return [" ", (" FLEET ", "$accent reverse"), (" esc: all hosts ", "$text-muted")]
+
+
+def run_fleet_dashboard(args, cfg, interval: float, url: str) -> int:
+    fleet = FleetSource(url, timeout_s=cfg.prometheus_timeout_s, alert_config=cfg.alerts)
+    source = FleetHostSource(fleet)
+    app = FleetApp(source, url, interval=interval, theme=getattr(args, "theme", None) or cfg.theme)
+    try:
+        app.run()
+    finally:
+        source.close()
+    return app.return_code or 0

@@ -1,0 +1,68 @@
+"""Pilot tests of the fleet screen over recorded Prometheus answers: one row per host, enter
+drills into the host's dashboard, escape comes back, a Prometheus that fails is the status line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from gpuwatch.fleet.promql import PromClient
+from gpuwatch.fleet.source import FleetSource
+from gpuwatch.frontends.tui.fleet import FleetApp, FleetHostSource, FleetScreen
+
+FIX = Path(__file__).parent / "fixtures" / "prometheus"
+
+
+def _merged(kind):
+    a = json.loads((FIX / f"gpuwatch-{kind}.json").read_text())
+    b = json.loads((FIX / f"dcgm-vllm-{kind}.json").read_text())
+    a["data"]["result"] += b["data"]["result"]
+    return a
+
+
+def visible_text(app) -> str:
+    return "\n".join(s.text for s in app.screen._compositor.render_strips())
+
+
+def make_app(state):
+    def handler(request):
+        if state["down"]:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        q = dict(httpx.QueryParams(request.content.decode()))["query"]
+        return httpx.Response(200, json=_merged("rates" if "label_replace" in q else "gauges"))
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)))
+    return FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=0.1)
+
+
+async def test_fleet_rows_drill_in_and_back():
+    state = {"down": False}
+    app = make_app(state)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, FleetScreen)
+        text = visible_text(app)
+        for host in ("boxa", "gpu-node-07", "gpu-node-08"):
+            assert host in text
+        assert "3 hosts · 11 GPUs" in text and "2 queries" in text
+        assert "1 critical" in text  # boxa's thermal alert
+        await pilot.press("enter")  # first row: boxa
+        await pilot.pause(0.4)
+        assert not isinstance(app.screen, FleetScreen)
+        text = visible_text(app)
+        assert "boxa" in text and "FLEET" in text and "GPU 7" in text and "vllm-llama70b" in text
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, FleetScreen)
+        await pilot.press("down", "enter")
+        await pilot.pause(0.4)
+        assert "gpu-node-07" in visible_text(app) and "vllm:8000" in visible_text(app)
+        await pilot.press("escape")
+        state["down"] = True
+        await pilot.pause(0.5)
+        text = visible_text(app)
+        assert "PROMETHEUS" in text and "unreachable" in text and "connection refused" in text
+        assert "boxa" in text and "stale" in text  # the last answer stays, marked
+        await pilot.press("q")
+    assert not app.is_running

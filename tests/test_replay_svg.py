@@ -1,0 +1,94 @@
+"""Replay (pilot: seek, step, speed, pause), `snapshot --svg`, and the record -> replay path."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import run_cli
+from gpuwatch.frontends.recording import open_recording
+from gpuwatch.frontends.tui.replay import ReplayApp, ReplaySource, parse_seek
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rec") / "box.ndjson"
+    r = run_cli("record", "-o", str(path), "--demo", "h100x8:lost=6", "--interval", "0.2", "--count", "40",
+                "--no-discover")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def test_recording_has_whole_lines_with_alerts(recording):
+    lines = recording.read_text().splitlines()
+    assert len(lines) == 40
+    docs = [json.loads(line) for line in lines]
+    assert all(d["schema_version"] == 1 and len(d["gpus"]) == 8 for d in docs)
+
+
+async def test_replay_seek_step_speed_and_pause(recording):
+    rec = open_recording(recording)
+    src = ReplaySource(rec, speed=1.0)
+    app = ReplayApp(src)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause(0.3)
+        assert "REPLAY" in app.query_one("#top")._sig  # the recorded time and position are on the top line
+        # jump to the end, then step back
+        await pilot.press("end")
+        assert src.pos == len(rec) - 1
+        await pilot.press("comma", "comma")
+        assert src.pos == len(rec) - 3 and not src.playing
+        shown = app.snapshot.time
+        assert shown == rec[len(rec) - 3].time
+        # speed changes in steps
+        await pilot.press("right_square_bracket")
+        assert src.speed == 10.0
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert src.speed == 1.0
+        # seek by typing a time
+        target = rec.time(5)
+        await pilot.press("g")
+        await pilot.pause(0.1)
+        for ch in target.strftime("%H:%M:%S"):
+            await pilot.press(ch)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert src.pos == 5 or abs(rec.times[src.pos] - rec.times[5]) < 1.0
+        # space plays, and playback moves forward
+        await pilot.press("space")
+        assert src.playing
+        await pilot.press("q")
+
+
+def test_parse_seek_forms(recording):
+    rec = open_recording(recording)
+    src = ReplaySource(rec)
+    assert parse_seek("start", src) == rec.times[0]
+    assert parse_seek("end", src) == rec.times[-1]
+    assert parse_seek("+2s", src) == pytest.approx(rec.times[src.pos] + 2)
+    iso = datetime.fromtimestamp(rec.times[3], tz=timezone.utc).isoformat()
+    assert parse_seek(iso, src) == pytest.approx(rec.times[3])
+    with pytest.raises(ValueError):
+        parse_seek("yesterday-ish", src)
+
+
+def test_replay_of_a_non_recording_is_one_line(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    r = run_cli("replay", str(bad))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_snapshot_svg_of_the_demo(tmp_path):
+    out = tmp_path / "shot.svg"
+    r = run_cli("snapshot", "--svg", str(out), "--demo", "h100x8:hot", "--size", "160x50", "--no-discover")
+    assert r.returncode == 0, r.stderr
+    svg = out.read_text()
+    assert svg.startswith("<svg") and "</svg>" in svg
+    assert "GPU&#160;7" in svg or "GPU 7" in svg
+    assert "THERMAL" in svg  # the hot GPU, after the simulated warm-up
+    r = run_cli("snapshot", "--svg", str(tmp_path / "nodir" / "x.svg"), "--demo")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1

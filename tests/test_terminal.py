@@ -1,0 +1,128 @@
+"""The dashboard in a real pseudo-terminal: SIGHUP (SSH drop) ends it promptly, NO_COLOR is
+respected, and `q` quits."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import ROOT
+
+
+def _start(args, env_extra=None, cols=100, rows=30):
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), COLUMNS=str(cols), LINES=str(rows))
+    env.pop("NO_COLOR", None)
+    env.update(env_extra or {})
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwatch", *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=ROOT, start_new_session=True)
+    os.close(slave)
+    return proc, master
+
+
+def _read_until(master, needle: bytes, timeout: float) -> bytes:
+    out = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if needle in out:
+                return out
+    return out
+
+
+def _wait_exit(proc, timeout):
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_hangup_or_term_ends_the_dashboard_promptly(sig):
+    proc, master = _start(["--demo", "--no-discover"])
+    try:
+        out = _read_until(master, b"GPU", 20)
+        assert b"GPU" in out, out[-500:]
+        os.close(master)  # the terminal goes away, as when the SSH connection drops
+        start = time.time()
+        proc.send_signal(sig)
+        code = _wait_exit(proc, 5)
+        assert code is not None, "still running 5 s after the hangup"
+        assert time.time() - start < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_no_orphan_spins_after_hangup_even_if_exit_is_slow():
+    """After SIGHUP the process must be gone (not spinning at 100 % CPU on a dead terminal)."""
+    proc, master = _start(["--demo", "--no-discover"])
+    try:
+        _read_until(master, b"GPU", 20)
+        os.close(master)
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_exit(proc, 5) is not None
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_q_quits_and_no_color_is_respected():
+    proc, master = _start(["--demo", "--no-discover"], env_extra={"NO_COLOR": "1"})
+    try:
+        out = _read_until(master, b"H100", 20)
+        assert b"H100" in out
+        out += _read_until(master, b"\x00never", 1.0)
+        # NO_COLOR: no foreground/background colour sequences at all
+        assert b"\x1b[38;" not in out and b"\x1b[48;" not in out
+        os.write(master, b"q")
+        assert _wait_exit(proc, 10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            os.close(master)
+        except OSError:
+            pass
+
+
+def test_256_colour_terminal_gets_colour():
+    proc, master = _start(["--demo", "--no-discover"], env_extra={"TERM": "xterm-256color", "COLORTERM": ""})
+    try:
+        out = _read_until(master, b"H100", 20)
+        out += _read_until(master, b"\x00never", 1.0)
+        assert b"\x1b[38;5;" in out  # 256-colour sequences, not truecolor
+        os.write(master, b"q")
+        _wait_exit(proc, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            os.close(master)
+        except OSError:
+            pass
