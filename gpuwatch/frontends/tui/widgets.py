@@ -130,17 +130,17 @@ class AlertStrip(Static):
 class StatusLine(Static):
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
-        self._sig = None
+        self._sig: str | None = None  # the text shown (tests read it)
+        self._spans: list | None = None
 
     def show(self, content: Content) -> None:
-        sig = _key(content)
         old = self._sig
-        if sig == old:
+        if content.plain == old and content.spans == self._spans:
             return
-        self._sig = sig
+        self._sig, self._spans = content.plain, content.spans
         # a fixed-height line (the top line, changing every tick) needs no layout pass
         self.update(content, layout=old is None or not _fixed_height(self)
-                    or old[0].count("\n") != sig[0].count("\n"))
+                    or old.count("\n") != content.plain.count("\n"))
 
 
 _ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
