@@ -9,6 +9,7 @@ picture (its last result is reused until the next poll finishes).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import socket
 import time
 from dataclasses import dataclass, field
@@ -92,9 +93,15 @@ class Sampler:
 
 
 def _copy_instance(inst: Instance) -> Instance:
-    """Analysis annotates instances per snapshot; never share one object between snapshots."""
-    import copy
-    return copy.deepcopy(inst)
+    """Analysis annotates instances per snapshot; never share one object between snapshots.
+    A shallow copy with fresh containers for what analysis changes: a deep copy (models,
+    histograms, bench) cost more than the rest of the tick on a box with several servers."""
+    c = copy.copy(inst)
+    c.gpus = list(inst.gpus)
+    c.gpu_memory_bytes = dict(inst.gpu_memory_bytes)
+    c.pids = list(inst.pids)
+    c.models = list(inst.models)
+    return c
 
 
 def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,

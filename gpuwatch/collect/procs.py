@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import psutil
@@ -42,9 +43,24 @@ class ProcessTable:
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
         self._lock = threading.Lock()
+        self._last_prune = time.monotonic()
+
+    PRUNE_EVERY_S = 60.0
+
+    def _prune(self) -> None:
+        """Drop processes that exited: a pid NVML no longer lists is never asked for again, so
+        without this the cache would grow with every process the box ever ran."""
+        now = time.monotonic()
+        if now - self._last_prune < self.PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        for pid, p in list(self._procs.items()):
+            if not p.is_running():
+                del self._procs[pid]
 
     def _proc(self, pid: int) -> psutil.Process | None:
         with self._lock:
+            self._prune()
             p = self._procs.get(pid)
             if p is not None and p.is_running():
                 return p

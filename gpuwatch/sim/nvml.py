@@ -76,7 +76,9 @@ class FakeNvmlLibrary:
         self.bus_ids = []
         for i in range(scen.count):
             bus = H100_BUS[i % len(H100_BUS)] if scen.gpu.nvlinks else (0x01 + 4 * i)
-            self.bus_ids.append(N.NVML_DEVICE_PCI_BUS_ID_FMT % (0, bus, 0))
+            # beyond 8 GPUs (sized benchmark boxes) each block of 8 sits in its own PCI domain
+            domain = i // len(H100_BUS) if scen.gpu.nvlinks else 0
+            self.bus_ids.append(N.NVML_DEVICE_PCI_BUS_ID_FMT % (domain, bus, 0))
         self.uuids = [
             "GPU-" + str(uuidlib.UUID(bytes=hashlib.md5(f"{scen.name}-{i}".encode()).digest()))
             for i in range(scen.count)
@@ -207,7 +209,7 @@ class FakeNvmlLibrary:
             bus_id = self.bus_ids[i].encode()
             info.busId = bus_id
             info.busIdLegacy = bus_id[-12:]
-            info.domain = 0
+            info.domain = int(self.bus_ids[i].split(":")[0], 16)
             info.bus = int(self.bus_ids[i].split(":")[1], 16)
             info.device = 0
             info.pciDeviceId = self.box.spec.pci_device_id
@@ -219,6 +221,43 @@ class FakeNvmlLibrary:
             _out(out).value = 1 if self.box.spec.ecc else 0  # datacenter boxes run persistence on
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetComputeMode(self, handle, out):
+        def f(i):
+            _out(out).value = N.NVML_COMPUTEMODE_DEFAULT
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetDisplayActive(self, handle, out):
+        def f(i):
+            _out(out).value = N.NVML_FEATURE_DISABLED  # headless servers
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetDriverModel(self, handle, current, pending):
+        """Windows only (WDDM/TCC): NOT_SUPPORTED on Linux, as nvml.h says."""
+        return self._device_call(handle, lambda i: N.NVML_ERROR_NOT_SUPPORTED)
+
+    def c_nvmlDeviceGetDriverModel_v2(self, handle, current, pending):
+        return self.c_nvmlDeviceGetDriverModel(handle, current, pending)
+
+    def c_nvmlDeviceGetMigMode(self, handle, current, pending):
+        """Datacenter parts support MIG (here: off); GeForce does not."""
+        def f(i):
+            _out(current).value = N.NVML_DEVICE_MIG_DISABLE
+            _out(pending).value = N.NVML_DEVICE_MIG_DISABLE
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f, supported=self.box.spec.ecc)
+
+    def c_nvmlDeviceIsMigDeviceHandle(self, handle, out):
+        def f(i):
+            _out(out).value = 0  # every handle here is a physical GPU
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetConfComputeMemSizeInfo(self, handle, out):
+        """Confidential computing is off on the simulated boxes."""
+        return self._device_call(handle, lambda i: N.NVML_ERROR_NOT_SUPPORTED)
 
     # ---- utilization, memory --------------------------------------------------------------
     def c_nvmlDeviceGetUtilizationRates(self, handle, out):
@@ -251,6 +290,46 @@ class FakeNvmlLibrary:
             o.reserved = spec.memory_reserved_bytes
             o.used = st.mem_used
             o.free = spec.memory_total_bytes - spec.memory_reserved_bytes - st.mem_used
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def _codec_util(self, util, period):
+        _out(util).value = 0  # LLM serving does not use NVENC/NVDEC
+        _out(period).value = 167000  # µs, the driver's sampling period
+        return N.NVML_SUCCESS
+
+    def c_nvmlDeviceGetEncoderUtilization(self, handle, util, period):
+        return self._device_call(handle, lambda i: self._codec_util(util, period))
+
+    def c_nvmlDeviceGetDecoderUtilization(self, handle, util, period):
+        return self._device_call(handle, lambda i: self._codec_util(util, period))
+
+    def c_nvmlDeviceGetProcessUtilization(self, handle, samples, count, last_seen):
+        """Per-process samples newer than ``last_seen`` (µs); two calls: NULL buffer -> the
+        count with INSUFFICIENT_SIZE; NOT_FOUND when there is no sample."""
+        def f(i):
+            procs = self.box.gpu_processes(i)
+            c = _out(count)
+            if not procs:
+                c.value = 0
+                return N.NVML_ERROR_NOT_FOUND
+            if samples is None:
+                c.value = len(procs)
+                return N.NVML_ERROR_INSUFFICIENT_SIZE
+            if c.value < len(procs):
+                c.value = len(procs)
+                return N.NVML_ERROR_INSUFFICIENT_SIZE
+            st = self.box.gpu_state(i)
+            now_us = int(time.time() * 1e6)
+            share = 1.0 / len(procs)
+            for k, (pid, _mem) in enumerate(procs):
+                samples[k].pid = pid
+                samples[k].timeStamp = now_us
+                samples[k].smUtil = int(st.util * share)
+                samples[k].memUtil = int(st.mem_util * share)
+                samples[k].encUtil = 0
+                samples[k].decUtil = 0
+            c.value = len(procs)
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -295,6 +374,13 @@ class FakeNvmlLibrary:
         return self._device_call(handle, f)
 
     def c_nvmlDeviceGetEnforcedPowerLimit(self, handle, out):
+        def f(i):
+            _out(out).value = int(self.box.power_capped_limit(i) * 1000)
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetPowerManagementLimit(self, handle, out):
+        """The limit set by the administrator (mW); the power fault sets it low."""
         def f(i):
             _out(out).value = int(self.box.power_capped_limit(i) * 1000)
             return N.NVML_SUCCESS

@@ -4,11 +4,16 @@ and which faults are switched on.
 A scenario is picked by name, optionally with faults: ``h100x8``, ``rtx4090x2:hot``,
 ``h100x8:hot=3,lost,power`` (``FAULT=GPU`` picks the GPU), ``rtx4090x2:none`` (no faults,
 not even the scenario's default ones).
+
+Sized variants for benchmarks: ``h100xN`` (N = 1..256, N != 8) is N H100s on NVSwitch, NUMA
+split in two, with h100x8's three servers repeated on every block of 8 GPUs (the last block
+cut short); ``h100x8-4i`` is h100x8 with a fourth server (llama.cpp) on its spare GPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 GiB = 1024**3
 
@@ -133,6 +138,40 @@ def _h100x8() -> Scenario:
     )
 
 
+def _h100x8_4i() -> Scenario:
+    base = _h100x8()
+    llamacpp = InstanceSpec(
+        name="llama-server", kind="llamacpp", model="llama-3.1-8b-instruct-q8_0.gguf",
+        gpus=(7,), parallelism="single", weights_bytes_per_gpu=(int(9.5 * GiB),),
+        peak_tokens_per_s=140, load_period_s=45, load_phase=2.3, load_base=0.4, load_amplitude=0.3,
+        version="b6500",
+        cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/llama-3.1-8b-instruct-q8_0.gguf",
+                 "--metrics", "--port", "8080", "-ngl", "99"),
+        process_name="llama-server",
+    )
+    return replace(base, name="h100x8-4i", instances=base.instances + (llamacpp,),
+                   description=base.description.replace("one GPU spare", "llama.cpp on the last GPU"))
+
+
+def _h100_sized(count: int) -> Scenario:
+    """``count`` H100s: h100x8's servers repeated on each block of 8 GPUs."""
+    base = _h100x8()
+    instances = []
+    for block in range(0, count, 8):
+        for spec in base.instances:
+            gpus = tuple(g + block for g in spec.gpus if g + block < count)
+            if not gpus:
+                continue
+            n = len(gpus)
+            name = spec.name if block == 0 else f"{spec.name}-{block // 8}"
+            instances.append(replace(spec, name=name, gpus=gpus, weights_bytes_per_gpu=spec.weights_bytes_per_gpu[:n],
+                                     parallelism=spec.parallelism if n > 1 or spec.parallelism == "single" else "single",
+                                     load_phase=spec.load_phase + 0.9 * (block // 8)))
+    return replace(base, name=f"h100x{count}", count=count, instances=tuple(instances),
+                   description=f"{count}x H100 SXM with NVSwitch, two NUMA nodes: h100x8's servers on every 8 GPUs",
+                   pcie_switch=tuple(i // 2 for i in range(count)))
+
+
 def _rtx4090x2() -> Scenario:
     ollama = InstanceSpec(
         name="ollama", kind="ollama", model="llama3.3:70b-instruct-q4_K_M",
@@ -159,7 +198,9 @@ def _rtx4090x2() -> Scenario:
     )
 
 
-SCENARIOS = {"h100x8": _h100x8, "rtx4090x2": _rtx4090x2}
+SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "rtx4090x2": _rtx4090x2}
+_SIZED = re.compile(r"h100x(\d{1,3})")
+MAX_SIZED_GPUS = 256
 ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2"}
 DEFAULT_SCENARIO = "h100x8"
 
@@ -179,6 +220,7 @@ DEFAULT_FAULT_GPU = {
     "h100x8": {"hot": 2, "idle": 5, "pcie": 1, "lost": 7, "power": 3, "ecc": 4},
     "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0},
 }
+DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
 
 
 class ScenarioError(ValueError):
@@ -190,9 +232,15 @@ def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:
     spec = (spec or DEFAULT_SCENARIO).strip()
     name, _, faults_part = spec.partition(":")
     name = ALIASES.get(name.lower(), name.lower())
-    if name not in SCENARIOS:
-        raise ScenarioError(f"unknown demo scenario {name!r}; choose from: {', '.join(SCENARIOS)}")
-    scenario = SCENARIOS[name]()
+    sized = _SIZED.fullmatch(name)
+    if sized and name not in SCENARIOS and 1 <= int(sized.group(1)) <= MAX_SIZED_GPUS:
+        scenario = _h100_sized(int(sized.group(1)))
+        name = "h100x8"  # its default fault GPUs (a fault on a GPU past the count is dropped below)
+    elif name not in SCENARIOS:
+        raise ScenarioError(f"unknown demo scenario {name!r}; choose from: {', '.join(SCENARIOS)}, "
+                            f"h100xN (N GPUs, 1..{MAX_SIZED_GPUS})")
+    else:
+        scenario = SCENARIOS[name]()
     faults = dict(scenario.default_faults)
     for item in filter(None, (p.strip() for p in faults_part.split(","))):
         fault, _, gpu = item.partition("=")
@@ -211,5 +259,7 @@ def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:
                 raise ScenarioError(f"fault {fault}: GPU {idx} does not exist (0..{scenario.count - 1})")
         else:
             idx = DEFAULT_FAULT_GPU[name].get(fault, -1)
+            if idx >= scenario.count:
+                idx = scenario.count - 1
         faults[fault] = idx
     return scenario, faults

@@ -15,6 +15,17 @@ from ...model import GPU, Alert, Instance
 from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
 
 
+def _key(c) -> tuple:
+    """What a Content shows: its text and its spans (Content's == compares the text only)."""
+    return (c.plain, c.spans) if isinstance(c, Content) else (str(c), ())
+
+
+def _fixed_height(w: Widget) -> bool:
+    """Is the widget's height set in cells (so new content of as many lines cannot resize it)?"""
+    h = w.styles.height
+    return h is not None and h.is_cells
+
+
 class Card(Static, can_focus=True):
     """A bordered, focusable block whose body is a list of Content lines."""
 
@@ -28,14 +39,21 @@ class Card(Static, can_focus=True):
         self._sig = None
 
     def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
-        sig = (tuple(line.plain for line in lines), tuple(str(s) for line in lines for s in line.spans),
-               str(title), str(subtitle))
-        if sig == self._sig:
+        # text and spans, compared as they are (Content's own == looks at the text only):
+        # cheaper than the strings of every span this used to build on every tick
+        sig = ([_key(line) for line in lines], _key(title), _key(subtitle))
+        old = self._sig
+        if old is not None and sig == old:
             return
         self._sig = sig
-        self.border_title = title
-        self.border_subtitle = subtitle
-        self.update(Content("\n").join(lines))
+        if old is None or sig[1] != old[1]:
+            self.border_title = title
+        if old is None or sig[2] != old[2]:
+            self.border_subtitle = subtitle
+        # a card of fixed height keeps its size while its number of lines stays: skip the
+        # screen's layout pass then (it re-measures every widget)
+        self.update(Content("\n").join(lines),
+                    layout=old is None or not _fixed_height(self) or len(lines) != len(old[0]))
 
     def on_click(self) -> None:
         self.focus()
@@ -114,13 +132,17 @@ class AlertStrip(Static):
 class StatusLine(Static):
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
-        self._sig = None
+        self._sig: str | None = None  # the text shown (tests read it)
+        self._spans: list | None = None
 
     def show(self, content: Content) -> None:
-        if content.plain == self._sig:
+        old = self._sig
+        if content.plain == old and content.spans == self._spans:
             return
-        self._sig = content.plain
-        self.update(content)
+        self._sig, self._spans = content.plain, content.spans
+        # a fixed-height line (the top line, changing every tick) needs no layout pass
+        self.update(content, layout=old is None or not _fixed_height(self)
+                    or old.count("\n") != content.plain.count("\n"))
 
 
 _ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
