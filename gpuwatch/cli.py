@@ -53,7 +53,7 @@ def _size(text: str) -> tuple[int, int]:
 def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     d = {"default": argparse.SUPPRESS} if sub else {}
     p.add_argument("--demo", nargs="?", const="h100x8", metavar="SCENARIO",
-                   help="use the built-in simulated box: h100x8 (default) or rtx4090x2, with faults as "
+                   help="use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs) or rtx4090x2, with faults as "
                         "SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
                         "unsupported olddriver offload ecc; 'none' clears defaults)", **d)
     p.add_argument("--backend", action="append", type=_url, metavar="URL",

@@ -112,7 +112,7 @@ def pcie_link(g: GPU) -> Content:
     if p.gen is not None and p.max_gen and p.gen < p.max_gen:
         # idle links downshift on purpose; only worth a colour under load
         return Content.assemble(("PCIe ", "$text-muted"), (text, "$warning" if busy else "$text-muted"),
-                                (f" (idle, max Gen{p.max_gen})" if not busy else f" (max Gen{p.max_gen})", "$text-muted"))
+                                (" idle" if not busy else f" (max Gen{p.max_gen})", "$text-muted"))
     return Content.assemble(("PCIe ", "$text-muted"), text)
 
 
