@@ -4,7 +4,6 @@ the PromQL client's failures, the exporter's text (no secrets), --listen parsing
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from gpuwatch.fleet import names as N
 from gpuwatch.fleet.mapping import NAME_LABEL, build_queries, build_snapshots
-from gpuwatch.fleet.promql import PromClient, PromError, parse_vector
+from gpuwatch.fleet.promql import PromClient, parse_vector
 from gpuwatch.fleet.source import FleetSource, fleet_document
 from gpuwatch.model import GPU, Alert, Instance, ModelInfo, Pcie, Process, Snapshot
 

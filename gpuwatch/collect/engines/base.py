@@ -297,6 +297,18 @@ class Engine:
         """(hint, group size) from the server's command line: tensor | pipeline | single | unknown."""
         return "unknown", None
 
+    async def scrape(self, f: Fetcher, missing_hint: str = "") -> tuple[PromScrape, Reading]:
+        """``/metrics`` parsed for this engine's table (``kind``, ``table``, ``wanted``); a page
+        without the engine's prefix is an error (another server on the port, metrics disabled)."""
+        from . import names
+
+        text = await f.get_text("/metrics")
+        scrape = PromScrape(text or "", wanted=self.wanted)
+        prefix = names.METRIC_PREFIX[self.kind]
+        if not scrape.has_prefix(prefix):
+            raise FetchError(f"no {prefix} series in /metrics{missing_hint}", path="/metrics")
+        return scrape, prometheus_reading(scrape, self.table)
+
 
 def flag_value(argv: list[str], flags: tuple[str, ...]) -> str | None:
     """Value of the last occurrence of any of ``flags`` (``--flag V`` or ``--flag=V``)."""

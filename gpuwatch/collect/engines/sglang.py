@@ -7,7 +7,7 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, prometheus_reading, wanted_names
+from .base import Engine, FetchError, Fetcher, Reading, wanted_names
 from .vllm import _tp_pp
 
 
@@ -17,12 +17,7 @@ class SglangEngine(Engine):
     wanted = wanted_names(names.SGLANG)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "", wanted=self.wanted)
-        if not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
-            raise FetchError(f"no {names.METRIC_PREFIX[self.kind]} series in /metrics (started without --enable-metrics?)",
-                             path="/metrics")
-        r = prometheus_reading(scrape, self.table)
+        scrape, r = await self.scrape(f, " (started without --enable-metrics?)")
         models = scrape.label_values(tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])
         if not models:
             if "model_path" not in cache:

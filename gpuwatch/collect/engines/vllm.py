@@ -6,7 +6,7 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, int_flag, prometheus_reading, wanted_names
+from .base import Engine, FetchError, Fetcher, Reading, int_flag, wanted_names
 
 
 class VllmEngine(Engine):
@@ -15,11 +15,7 @@ class VllmEngine(Engine):
     wanted = wanted_names(names.VLLM)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "", wanted=self.wanted)
-        if not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
-            raise FetchError(f"no {names.METRIC_PREFIX[self.kind]} series in /metrics", path="/metrics")
-        r = prometheus_reading(scrape, self.table)
+        scrape, r = await self.scrape(f)
         r.models = [ModelInfo(name=m) for m in scrape.label_values(
             tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])]
         if "version" not in cache:
