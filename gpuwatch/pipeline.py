@@ -45,6 +45,7 @@ class Sampler:
     wall: Callable[[], float] = time.time
     analyzers: list = field(default_factory=default_analyzers)
     on_close: list = field(default_factory=list)
+    instance_wait_s: float = 5.0  # the longest a waiting sample() waits for the servers
 
     def __post_init__(self) -> None:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
@@ -56,8 +57,8 @@ class Sampler:
             return []
         if self._pending is None:
             self._pending = self._pool.submit(self.instances.collect)
-        if wait:
-            cf.wait([self._pending])
+        if wait:  # bounded even if a collector misbehaves: the GPU picture must never hang on it
+            cf.wait([self._pending], timeout=self.instance_wait_s)
         if self._pending.done():
             try:
                 self._last_instances = self._pending.result()

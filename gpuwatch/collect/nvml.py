@@ -2,7 +2,8 @@
 
 Design:
 - What never changes (names, UUIDs, thresholds, max clocks and links, topology, NUMA) is read
-  once at open; slow-changing things (persistence, NVLink states) every ``slow_every_s``.
+  once at open; what changes only when someone acts (persistence, NVLink states, the enforced
+  power limit, the ECC count, display processes) every ``slow_every_s``.
 - Per tick, per GPU: a fixed list of cheap calls plus ONE ``nvmlDeviceGetFieldValues`` call
   that batches the cumulative PCIe and NVLink byte counters; rates are differences between
   ticks (:class:`CounterRates`).
@@ -128,6 +129,10 @@ class _Static:
     numa_node: int | None = None
     cpu_affinity: list[int] | None = None
     persistence_mode: bool | None = None
+    # read every slow_every_s: they change when an operator acts, not from tick to tick
+    power_limit_w: float | None = None
+    ecc_uncorrected: int | None = None
+    graphics_procs: list = field(default_factory=list)
     topology: dict[str, str] = field(default_factory=dict)
     pcie_counters: bool = True  # does the GPU answer the PCIe byte-count fields?
     unsupported: set[str] = field(default_factory=set)
@@ -317,6 +322,12 @@ class NvmlCollector:
         h = st.handle
         mode = self._call(st, "persistence", N.nvmlDeviceGetPersistenceMode, h)
         st.persistence_mode = None if mode is None else bool(mode)
+        limit = self._call(st, "power_limit", N.nvmlDeviceGetEnforcedPowerLimit, h)
+        st.power_limit_w = limit / 1000.0 if limit is not None else None
+        st.ecc_uncorrected = self._call(st, "ecc", N.nvmlDeviceGetTotalEccErrors, h,
+                                        N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC)
+        # display servers (Xorg on a desktop board) come and go rarely
+        st.graphics_procs = self._call(st, "procs_graphics", N.nvmlDeviceGetGraphicsRunningProcesses, h) or []
         active = []
         for link in range(st.nvlinks_total):
             state = self._call(st, f"nvlink_state_{link}", N.nvmlDeviceGetNvLinkState, h, link)
@@ -431,8 +442,7 @@ class NvmlCollector:
         gpu.temperature_c = float(temp) if temp is not None else None
         power = c(st, "power", N.nvmlDeviceGetPowerUsage, h)
         gpu.power_w = power / 1000.0 if power is not None else None
-        limit = c(st, "power_limit", N.nvmlDeviceGetEnforcedPowerLimit, h)
-        gpu.power_limit_w = limit / 1000.0 if limit is not None else None
+        gpu.power_limit_w = st.power_limit_w
         gpu.sm_clock_mhz = c(st, "sm_clock", N.nvmlDeviceGetClockInfo, h, N.NVML_CLOCK_SM)
         gpu.mem_clock_mhz = c(st, "mem_clock", N.nvmlDeviceGetClockInfo, h, N.NVML_CLOCK_MEM)
         fan = c(st, "fan", N.nvmlDeviceGetFanSpeed, h)
@@ -444,8 +454,7 @@ class NvmlCollector:
         gpu.throttle_reasons = decode_throttle_reasons(reasons)
         gpu.pcie.gen = c(st, "pcie_gen", N.nvmlDeviceGetCurrPcieLinkGeneration, h)
         gpu.pcie.width = c(st, "pcie_width", N.nvmlDeviceGetCurrPcieLinkWidth, h)
-        gpu.ecc_uncorrected_volatile = c(st, "ecc", N.nvmlDeviceGetTotalEccErrors, h,
-                                         N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC)
+        gpu.ecc_uncorrected_volatile = st.ecc_uncorrected
         self._read_counters(st, gpu, now)
         gpu.processes = self._processes(st)
 
@@ -496,9 +505,8 @@ class NvmlCollector:
     def _processes(self, st: _Static) -> list[Process]:
         out: list[Process] = []
         seen: set[int] = set()
-        for kind, fn in (("compute", N.nvmlDeviceGetComputeRunningProcesses),
-                         ("graphics", N.nvmlDeviceGetGraphicsRunningProcesses)):
-            plist = self._call(st, f"procs_{kind}", fn, st.handle) or []
+        compute = self._call(st, "procs_compute", N.nvmlDeviceGetComputeRunningProcesses, st.handle) or []
+        for kind, plist in (("compute", compute), ("graphics", st.graphics_procs)):
             for p in plist:
                 if p.pid in seen:
                     continue
