@@ -235,7 +235,9 @@ class InstanceCollector:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gpuwatch-instances", daemon=True)
         self._thread.start()
-        self._client: httpx.AsyncClient | None = None
+        # one small connection pool per server: a server that hoards connections cannot starve
+        # the others, and a request only checks its own server's idle connections
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._closed = False
 
     # ---- public API ---------------------------------------------------------------------
@@ -278,9 +280,9 @@ class InstanceCollector:
             if self._closed:
                 return
             self._closed = True
-        if self._client is not None:
+        if self._clients:
             try:
-                asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=2)
+                asyncio.run_coroutine_threadsafe(self._close_clients(list(self._clients)), self._loop).result(timeout=2)
             except Exception:
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -379,17 +381,27 @@ class InstanceCollector:
                 t.last_seen = now
 
     # ---- polling ---------------------------------------------------------------------------
-    def _client_get(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def _client_for(self, key: str) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
             timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
             # trust_env=False: monitoring loopback servers must not go through an HTTP proxy
-            self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
-                                             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-        return self._client
+            client = self._clients[key] = httpx.AsyncClient(
+                timeout=timeout, trust_env=False, follow_redirects=False,
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=4))
+        return client
+
+    async def _close_clients(self, keys: list[str]) -> None:
+        for key in keys:
+            client = self._clients.pop(key, None)
+            if client is not None:
+                await client.aclose()
 
     async def _poll_all(self, targets: list[_Target]) -> dict:
-        client = self._client_get()
-        coros = [self._poll_bounded(client, t) for t in targets]
+        gone = [k for k in self._clients if k not in {t.key for t in targets}]
+        if gone:
+            await self._close_clients(gone)
+        coros = [self._poll_bounded(self._client_for(t.key), t) for t in targets]
         results = await asyncio.gather(*coros)
         return {t.key: r for t, r in zip(targets, results)}
 
