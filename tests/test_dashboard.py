@@ -250,3 +250,27 @@ async def test_a_gpu_lost_turns_critical_once_with_a_notification_and_a_chart_op
             assert "gpu_lost" in visible_text(app)
     finally:
         src.close()
+
+
+@pytest.mark.parametrize("action", ["action_alert_history", "action_chart"])
+async def test_a_tick_landing_while_a_screen_opens_does_not_crash(action):
+    """A collection finishing between pushing a screen and its widgets existing (a fast refresh,
+    a busy loop) used to raise NoMatches in the screen's refresh and take the app down."""
+    src = SimSource("h100x8:lost=7")
+    app = GpuWatchApp(src, interval=60)
+    try:
+        async with app.run_test(size=(200, 60)) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.02)
+                if app.snapshot is not None:
+                    break
+            snap = app.snapshot
+            getattr(app, action)()  # the new screen is on the stack, its widgets not yet mounted
+            app._paint(snap)
+            await pilot.pause(0.2)
+            assert app.is_running and len(app.screen_stack) == 2
+            app._paint(snap)
+            await pilot.pause(0.05)
+            assert app.is_running
+    finally:
+        src.close()

@@ -55,7 +55,10 @@ async def test_replay_seek_step_speed_and_pause(recording):
             await pilot.press(ch)
         await pilot.press("enter")
         await pilot.pause(0.2)
-        assert src.pos == 5 or abs(rec.times[src.pos] - rec.times[5]) < 1.0
+        # lands on the first snapshot inside the typed second: the clock then reads what was typed
+        shown_at = datetime.fromtimestamp(rec.times[src.pos], tz=timezone.utc)
+        assert shown_at.strftime("%H:%M:%S") == target.strftime("%H:%M:%S")
+        assert src.pos <= 5 and (src.pos == 0 or rec.times[src.pos - 1] < int(rec.times[5]))
         # space plays, and playback moves forward
         await pilot.press("space")
         assert src.playing
@@ -72,6 +75,19 @@ def test_parse_seek_forms(recording):
     assert parse_seek(iso, src) == pytest.approx(rec.times[3])
     with pytest.raises(ValueError):
         parse_seek("yesterday-ish", src)
+
+
+def test_a_typed_clock_time_lands_inside_that_second(recording):
+    """Snapshots 0.2 s apart, typed to the second: the first snapshot in that second, whatever the
+    sub-second phase of the recording -- and the first second of the recording is not tomorrow."""
+    rec = open_recording(recording)
+    src = ReplaySource(rec)
+    for k in (0, 3, 5, 17, len(rec) - 1):
+        hhmmss = datetime.fromtimestamp(rec.times[k], tz=timezone.utc).strftime("%H:%M:%S")
+        t = parse_seek(hhmmss, src)
+        i = rec.seek_time(t)
+        assert datetime.fromtimestamp(rec.times[i], tz=timezone.utc).strftime("%H:%M:%S") == hhmmss
+        assert i == 0 or int(rec.times[i - 1]) < int(rec.times[i])
 
 
 def test_replay_of_a_non_recording_is_one_line(tmp_path):

@@ -295,7 +295,8 @@ class GpuWatchApp(App):
         self._paint_gpus(snap)
         self._paint_instances(snap)
         for screen in self.screen_stack[1:]:
-            if hasattr(screen, "refresh_from"):
+            # a screen pushed a moment ago may not have its widgets yet; it draws itself on mount
+            if screen.is_mounted and hasattr(screen, "refresh_from"):
                 screen.refresh_from(snap)
 
     def _paint_top(self, snap: Snapshot) -> None:

@@ -7,6 +7,7 @@ the recording around the current position.
 
 from __future__ import annotations
 
+import bisect
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -215,9 +216,15 @@ def parse_seek(text: str, src: ReplaySource) -> float:
             raise ValueError(f"not a time of day: {text!r}")
         base = datetime.fromtimestamp(rec.times[src.pos], tz=timezone.utc)
         when = base.replace(hour=parts[0], minute=parts[1], second=parts[2] if len(parts) == 3 else 0, microsecond=0)
-        if when.timestamp() < rec.times[0]:
+        span = 1.0 if len(parts) == 3 else 60.0  # "03:12" means that whole minute, "03:12:05" that second
+        if when.timestamp() + span <= rec.times[0]:
             when += timedelta(days=1)
-        return when.timestamp()
+        t = when.timestamp()
+        # land on the first snapshot inside the typed second/minute, so the top line then reads what was typed
+        i = bisect.bisect_left(rec.times, t) if rec.monotonic else None
+        if i is not None and i < len(rec.times) and rec.times[i] < t + span:
+            return rec.times[i]
+        return t
     try:
         when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
