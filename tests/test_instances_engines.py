@@ -146,8 +146,8 @@ PROPS = {"default_generation_settings": {"n_ctx": 16384}, "total_slots": 4,
 
 def test_llamacpp_tok_s_from_counters_slots_and_props(clock, servers):
     c = Counters(clock, gen=42.0, prompt=300.0)
-    slots = [{"id": i, "is_processing": i < 3} for i in range(4)]
-    srv = servers({"/metrics": lambda h: llamacpp_body(c), "/props": PROPS, "/slots": slots})
+    srv = servers({"/metrics": lambda h: llamacpp_body(c), "/props": PROPS,
+                   "/slots": [{"id": i, "is_processing": i < 3} for i in range(4)]})
     with collector([(srv.url, "llamacpp")], clock) as col:
         col.collect()
         clock.advance(3.0)
@@ -155,19 +155,58 @@ def test_llamacpp_tok_s_from_counters_slots_and_props(clock, servers):
     assert inst.generation_tokens_per_s == pytest.approx(42.0, rel=0.02)
     assert inst.prompt_tokens_per_s == pytest.approx(300.0, rel=0.02)
     assert (inst.requests_running, inst.requests_waiting) == (2, 1)
-    assert (inst.slots_busy, inst.slots_total) == (3, 4)
+    # busy slots are the processing requests of /metrics; the slot count comes from /props
+    assert (inst.slots_busy, inst.slots_total) == (2, 4)
     assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0.gguf"
     assert inst.models[0].context_length == 16384
     assert inst.version == "b6500-abc"
+    paths = [p for _, p, _ in srv.requests]
+    assert paths.count("/metrics") == 2 and "/slots" not in paths
 
 
-def test_llamacpp_without_slots_endpoint_is_still_up(clock, servers):
+def test_llamacpp_props_are_asked_rarely_and_again_after_a_restart(clock, servers):
+    """/props (model, build) is read once per 15 s, not on every tick -- and at once when the
+    server comes back from being down, since it may come back with another model."""
     c = Counters(clock, gen=10.0, prompt=10.0)
-    srv = servers({"/metrics": lambda h: llamacpp_body(c), "/props": PROPS,
+    props = dict(PROPS)
+    srv = servers({"/metrics": lambda h: llamacpp_body(c), "/props": lambda h: props})
+    with collector([(srv.url, "llamacpp")], clock) as col:
+        for _ in range(5):
+            col.collect()
+            clock.advance(1.0)
+        assert [p for _, p, _ in srv.requests].count("/props") == 1
+        clock.advance(15.0)
+        col.collect()
+        assert [p for _, p, _ in srv.requests].count("/props") == 2
+        # down for a tick, back with another model and build: shown on the first tick back
+        srv.routes["/metrics"] = (500, "boom")
+        srv.routes["/props"] = (500, "boom")
+        assert col.collect()[0].status != "up"
+        srv.routes["/metrics"] = lambda h: llamacpp_body(c)
+        srv.routes["/props"] = lambda h: props
+        props.update(model_path="/models/llama-3.1-8b-q4.gguf", build_info="b7000-new")
+        clock.advance(1.0)
+        inst = col.collect()[0]
+    assert inst.status == "up" and inst.version == "b7000-new"
+    assert inst.models[0].name == "llama-3.1-8b-q4.gguf"
+
+
+def test_llamacpp_without_metrics_reads_slots(clock, servers):
+    srv = servers({"/metrics": (501, "This server does not support metrics endpoint."), "/props": PROPS,
+                   "/slots": [{"id": i, "is_processing": i < 3} for i in range(4)]})
+    with collector([(srv.url, "llamacpp")], clock) as col:
+        inst = col.collect()[0]
+    assert inst.status == "up" and (inst.slots_busy, inst.slots_total) == (3, 4)
+    assert inst.generation_tokens_per_s is None
+
+
+def test_llamacpp_without_metrics_or_slots_endpoint_is_still_up(clock, servers):
+    srv = servers({"/metrics": (501, "This server does not support metrics endpoint."), "/props": PROPS,
                    "/slots": (501, '{"error": {"message": "This server does not support slots endpoint."}}')})
     with collector([(srv.url, "llamacpp")], clock) as col:
         inst = col.collect()[0]
     assert inst.status == "up" and inst.slots_busy is None and inst.slots_total == 4
+    assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0.gguf"
 
 
 # ---- SGLang --------------------------------------------------------------------------------

@@ -409,11 +409,13 @@ class InstanceCollector:
         try:
             return await asyncio.wait_for(self._poll_one(client, t), self.timeout_s)
         except asyncio.TimeoutError:
-            return _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s", "down"))
+            error = FetchError(f"no answer within {self.timeout_s:g} s", "down")
         except FetchError as e:
-            return _PollResult(error=e)
+            error = e
         except Exception as e:  # a bug in an engine module must not take the others down
-            return _PollResult(error=FetchError(f"could not read: {type(e).__name__}", "error"))
+            error = FetchError(f"could not read: {type(e).__name__}", "error")
+        t.cache.clear()  # what it comes back with (version, model) may be new: ask again
+        return _PollResult(error=error)
 
     async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
         headers = {}
@@ -424,7 +426,7 @@ class InstanceCollector:
             key = os.environ.get(t.api_key_env)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-        f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env)
+        f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env, clock=self.clock)
         kind = t.kind or await detect_kind(f)
         engine = ENGINES[kind]
         reading = await engine.poll(f, t.cache)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,11 @@ def _excerpt(body: bytes) -> str:
     return text
 
 
+# what a server changes rarely (its version, the loaded model's properties) is asked for at most
+# this often, not on every tick; a failed poll forgets it (the server may have been restarted)
+RARELY_S = 15.0
+
+
 class Fetcher:
     """GETs/POSTs relative to one server's base URL with a cap on the body size.
 
@@ -64,12 +70,25 @@ class Fetcher:
     """
 
     def __init__(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str] | None = None,
-                 max_body: int = MAX_BODY_BYTES, api_key_env: str | None = None) -> None:
+                 max_body: int = MAX_BODY_BYTES, api_key_env: str | None = None, clock=time.monotonic) -> None:
         self.client = client
+        self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.headers = headers or {}
         self.max_body = max_body
         self.api_key_env = api_key_env
+
+    async def rarely(self, cache: dict[str, Any], key: str, fetch, ttl: float = RARELY_S):
+        """``await fetch()`` at most once per ``ttl`` seconds for this server (``cache`` is
+        the server's), its answer kept in between. An exception is not kept: the next tick
+        asks again."""
+        now = self.clock()
+        hit = cache.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = await fetch()
+        cache[key] = (now, value)
+        return value
 
     def _auth_message(self, code: int, path: str) -> str:
         if "Authorization" in self.headers:
@@ -286,7 +305,8 @@ class Reading:
 
 class Engine:
     """One inference engine. Subclasses fill ``kind`` and ``poll``; ``cache`` is a per-server
-    dict kept between polls for things that rarely change (version)."""
+    dict kept between polls for what rarely changes (version, model properties: see
+    ``Fetcher.rarely``)."""
 
     kind: str = "unknown"
 

@@ -1,4 +1,5 @@
-"""llama.cpp ``llama-server``: ``/metrics`` (with ``--metrics``), ``/props`` and ``/slots``."""
+"""llama.cpp ``llama-server``: ``/metrics`` (with ``--metrics``), ``/props``, and ``/slots`` when
+there are no metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, prometheus_reading, wanted_names
+from .base import (Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, prometheus_reading,
+                   wanted_names)
 
 
 class LlamacppEngine(Engine):
@@ -17,15 +19,18 @@ class LlamacppEngine(Engine):
     wanted = wanted_names(names.LLAMACPP)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        metrics, props, slots = await asyncio.gather(
-            f.get_text("/metrics", optional=True), f.get_json("/props", optional=True),
-            _optional(f.get_json("/slots", optional=True)), return_exceptions=True)
+        # /props (model, context, build, slot count) rarely changes; /metrics every tick
+        metrics, props = await asyncio.gather(
+            f.get_text("/metrics", optional=True),
+            f.rarely(cache, "props", lambda: f.get_json("/props", optional=True)), return_exceptions=True)
         for part in (metrics, props):
             if isinstance(part, BaseException):
                 raise part
         if metrics is not None:
             scrape = PromScrape(metrics, wanted=self.wanted)
             r = prometheus_reading(scrape, self.table)
+            # llamacpp:requests_processing counts the slots that are processing: /slots adds nothing
+            r.gauges["slots_busy"] = r.gauges.get("requests_running")
         else:
             r = Reading()  # started without --metrics: model and slots only
         if isinstance(props, dict):
@@ -42,10 +47,12 @@ class LlamacppEngine(Engine):
                 r.gauges["slots_total"] = total
         elif metrics is None:
             raise FetchError("neither /metrics nor /props answered", path="/props")
-        if isinstance(slots, list):
-            busy = sum(1 for s in slots if isinstance(s, dict) and (s.get("is_processing") or s.get("state") == 1))
-            r.gauges["slots_busy"] = busy
-            r.gauges["slots_total"] = len(slots)
+        if metrics is None:
+            slots = await _optional(f.get_json("/slots", optional=True))
+            if isinstance(slots, list):
+                busy = sum(1 for s in slots if isinstance(s, dict) and (s.get("is_processing") or s.get("state") == 1))
+                r.gauges["slots_busy"] = busy
+                r.gauges["slots_total"] = len(slots)
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:

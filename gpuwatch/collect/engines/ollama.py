@@ -38,7 +38,8 @@ class OllamaEngine(Engine):
     kind = "ollama"
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        version, ps = await asyncio.gather(f.get_json("/api/version"), f.get_json("/api/ps"))
+        version, ps = await asyncio.gather(f.rarely(cache, "version", lambda: f.get_json("/api/version")),
+                                           f.get_json("/api/ps"))
         r = Reading()
         if isinstance(version, dict) and "version" in version:
             r.version = str(version["version"])

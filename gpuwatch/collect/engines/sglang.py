@@ -20,24 +20,22 @@ class SglangEngine(Engine):
         scrape, r = await self.scrape(f, " (started without --enable-metrics?)")
         models = scrape.label_values(tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])
         if not models:
-            if "model_path" not in cache:
-                try:
-                    data = await f.get_json("/get_model_info", optional=True)
-                    cache["model_path"] = data.get("model_path") if isinstance(data, dict) else None
-                except FetchError:
-                    cache["model_path"] = None
-            if isinstance(cache["model_path"], str):
-                models = [cache["model_path"]]
+            path = await f.rarely(cache, "model_path", lambda: _field(f, "/get_model_info", "model_path"))
+            if path is not None:
+                models = [path]
         r.models = [ModelInfo(name=m) for m in models]
-        if "version" not in cache:
-            try:
-                data = await f.get_json("/get_server_info", optional=True)
-                v = data.get("version") if isinstance(data, dict) else None
-                cache["version"] = str(v) if v is not None else None
-            except FetchError:
-                cache["version"] = None
-        r.version = cache["version"]
+        r.version = await f.rarely(cache, "version", lambda: _field(f, "/get_server_info", "version"))
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
         return _tp_pp(argv, names.PARALLEL_FLAGS[self.kind])
+
+
+async def _field(f: Fetcher, path: str, key: str) -> str | None:
+    """One field of a JSON endpoint SGLang may not have (older builds): None then."""
+    try:
+        data = await f.get_json(path, optional=True)
+    except FetchError:
+        return None
+    v = data.get(key) if isinstance(data, dict) else None
+    return str(v) if v is not None else None

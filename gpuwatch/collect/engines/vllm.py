@@ -18,13 +18,7 @@ class VllmEngine(Engine):
         scrape, r = await self.scrape(f)
         r.models = [ModelInfo(name=m) for m in scrape.label_values(
             tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])]
-        if "version" not in cache:
-            try:
-                data = await f.get_json("/version", optional=True)
-                cache["version"] = str(data["version"]) if isinstance(data, dict) and "version" in data else None
-            except FetchError:
-                cache["version"] = None
-        r.version = cache["version"]
+        r.version = await f.rarely(cache, "version", lambda: _version(f))
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
@@ -39,3 +33,11 @@ def _tp_pp(argv: list[str], flags: dict[str, tuple[str, ...]]) -> tuple[str, int
     if pp > 1:
         return "pipeline", pp
     return "single", 1
+
+
+async def _version(f: Fetcher) -> str | None:
+    try:
+        data = await f.get_json("/version", optional=True)
+    except FetchError:
+        return None
+    return str(data["version"]) if isinstance(data, dict) and "version" in data else None

@@ -24,6 +24,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -295,9 +296,13 @@ class GpuWatchApp(App):
         self._paint_gpus(snap)
         self._paint_instances(snap)
         for screen in self.screen_stack[1:]:
-            # a screen pushed a moment ago may not have its widgets yet; it draws itself on mount
+            # a screen pushed a moment ago may not have its widgets yet (it draws itself on
+            # mount), and one being torn down at exit has lost them: skip it either way
             if screen.is_mounted and hasattr(screen, "refresh_from"):
-                screen.refresh_from(snap)
+                try:
+                    screen.refresh_from(snap)
+                except NoMatches:
+                    pass
 
     def _paint_top(self, snap: Snapshot) -> None:
         narrow = self.size.width < 110

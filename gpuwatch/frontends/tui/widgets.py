@@ -9,6 +9,7 @@ from rich.segment import Segment
 from rich.style import Style as RichStyle
 from rich.text import Text
 from textual.content import Content
+from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
@@ -63,15 +64,20 @@ class Card(Widget, can_focus=True):
         if old is None or sig[2] != old[2]:
             self.border_subtitle = subtitle
         old_lines = old[0] if old is not None else []
-        for y, key in enumerate(sig[0]):
-            if y >= len(old_lines) or old_lines[y] != key:
-                self._strips.pop(y, None)
-        for y in range(len(sig[0]), len(old_lines)):
+        changed = [y for y, key in enumerate(sig[0]) if y >= len(old_lines) or old_lines[y] != key]
+        changed += range(len(sig[0]), len(old_lines))
+        for y in changed:
             self._strips.pop(y, None)
         self._lines = list(lines)
-        # a card of fixed height keeps its size while its number of lines stays: skip the
-        # screen's layout pass then (it re-measures every widget)
-        self.refresh(layout=old is None or not _fixed_height(self) or len(lines) != len(old_lines))
+        if old is None or len(lines) != len(old_lines) or sig[1:] != old[1:]:
+            # a card of fixed height keeps its size while its number of lines stays: skip the
+            # screen's layout pass then (it re-measures every widget)
+            self.refresh(layout=old is None or not _fixed_height(self) or len(lines) != len(old_lines))
+        else:
+            # only the lines whose text changed: Textual then keeps the border and the other
+            # lines it already rendered (a bare refresh() re-renders the whole widget)
+            width = self.size.width
+            self.refresh(*(Region(0, y, width, 1) for y in changed))
 
     # ---- the line API -----------------------------------------------------------------
     def get_content_height(self, container, viewport, width: int) -> int:
