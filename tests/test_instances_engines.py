@@ -325,3 +325,49 @@ def test_malformed_wanted_series_is_an_error_not_a_crash(clock, servers):
     with collector([(srv.url, "vllm")], clock) as col:
         inst = col.collect()[0]
     assert inst.status == "error" and "unparseable Prometheus text from /metrics" in inst.error
+
+
+def test_junk_on_a_known_series_is_an_error_too(clock, servers):
+    """Once a series is known its labels are reused and only the value read: a junk value on
+    the next scrape must still be an error, not a stale or zero reading."""
+    body = {"v": 'vllm:num_requests_running{model_name="m"} 3\n'}
+    srv = servers({"/metrics": lambda h: body["v"]})
+    with collector([(srv.url, "vllm")], clock) as col:
+        assert col.collect()[0].requests_running == 3
+        body["v"] = 'vllm:num_requests_running{model_name="m"} twelve\n'
+        clock.advance(1.0)
+        inst = col.collect()[0]
+        assert inst.status == "error" and "unparseable" in inst.error
+        body["v"] = 'vllm:num_requests_running{model_name="m"} 5 1700000000000\n'  # with a timestamp
+        clock.advance(1.0)
+        assert col.collect()[0].requests_running == 5
+
+
+def test_reused_series_read_the_same_as_a_fresh_parse():
+    """Scrape after scrape with changing values, series coming and going, labels containing
+    braces and spaces: the memo path gives exactly what prometheus_client gives from scratch."""
+    import random
+
+    from gpuwatch.collect.engines import ENGINES
+    from gpuwatch.collect.engines.base import PromScrape
+
+    wanted = ENGINES["vllm"].wanted
+    rng = random.Random(7)
+    models = ['meta-llama/Llama-3.3-70B-Instruct', 'odd} name with "quotes" and {braces}']
+    memo: dict = {}
+    for step in range(30):
+        lines = ["# HELP vllm:num_requests_running running", "# TYPE vllm:num_requests_running gauge"]
+        for m in models[: 1 + step % 2]:  # the second model comes and goes
+            esc = m.replace('"', '\\"')
+            lines.append(f'vllm:num_requests_running{{model_name="{esc}"}} {rng.randint(0, 40)}')
+            lines.append(f'vllm:generation_tokens_total{{model_name="{esc}"}} {1000.0 * step + rng.random()}')
+            for le in ("0.01", "0.1", "1.0", "+Inf"):
+                lines.append(f'vllm:inter_token_latency_seconds_bucket{{le="{le}",model_name="{esc}"}} '
+                             f'{rng.choice(["NaN", "+Inf", str(rng.random())]) if le == "0.01" else step * 10}')
+        lines.append("process_cpu_seconds_total 12.5")
+        text = "\n".join(lines) + "\n"
+        fresh = PromScrape(text, wanted=wanted)
+        reused = PromScrape(text, wanted=wanted, series=memo)
+        assert repr(reused.samples) == repr(fresh.samples)  # repr: NaN != NaN
+        assert reused.names == fresh.names
+        assert len(memo) == len([ln for ln in lines if ln.startswith("vllm:")])  # only this scrape's series

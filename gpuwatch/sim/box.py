@@ -30,8 +30,14 @@ ECC_ONSET_S = 5.0
 
 
 class RealClock:
+    """Monotonic time in steps of 10 ms: a driver refreshes its readings periodically too, and
+    calls landing in the same step share one computed GPU state (see ``SimBox.gpu_state``), so
+    the simulator's own Python work does not swamp the per-call cost it models."""
+
+    STEP_S = 0.01
+
     def now(self) -> float:
-        return time.monotonic()
+        return round(time.monotonic() / self.STEP_S) * self.STEP_S
 
 
 class ManualClock:
@@ -137,6 +143,7 @@ class SimBox:
         # per-GPU counters offsets, so tests can simulate a counter reset (driver reload)
         self._counter_base: dict[int, float] = {}
         self.ports: dict[str, int] = {}  # instance name -> real loopback port of its simulated server
+        self._state_cache: dict[int, tuple[float, GpuState]] = {}
 
     # ---- time -----------------------------------------------------------------
     def t(self) -> float:
@@ -158,6 +165,7 @@ class SimBox:
     def reset_counters(self, gpu: int) -> None:
         """Make the GPU's cumulative counters restart from zero now (as after a driver reload)."""
         self._counter_base[gpu] = self.t()
+        self._state_cache.pop(gpu, None)
 
     # ---- GPU load ---------------------------------------------------------------
     def _share(self, inst: InstanceSpec, rank: int, gpu: int) -> float:
@@ -195,6 +203,14 @@ class SimBox:
 
     def gpu_state(self, gpu: int, t: float | None = None) -> GpuState:
         t = self.t() if t is None else t
+        hit = self._state_cache.get(gpu)
+        if hit is not None and hit[0] == t:
+            return hit[1]  # the dozen NVML calls of one sample see one state, computed once
+        state = self._gpu_state(gpu, t)
+        self._state_cache[gpu] = (t, state)
+        return state
+
+    def _gpu_state(self, gpu: int, t: float) -> GpuState:
         spec = self.spec
         lost = self.is_lost(gpu, t)
         load = self.gpu_load(gpu, t)

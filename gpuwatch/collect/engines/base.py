@@ -212,29 +212,72 @@ class Histogram:
 class PromScrape:
     """Samples of one /metrics body, looked up by exposition name."""
 
-    def __init__(self, text: str, path: str = "/metrics", wanted: set[str] | None = None) -> None:
+    def __init__(self, text: str, path: str = "/metrics", wanted: set[str] | None = None,
+                 series: dict[str, tuple[str, dict[str, str]]] | None = None) -> None:
         """``wanted``: sample names to keep (None: all). Lines of other series are dropped
         before parsing, by their leading name only: a real vLLM body has ~1000 lines and
-        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small."""
+        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small.
+
+        ``series``: a dict kept between scrapes of one server (with ``wanted``). A series seen
+        in the previous scrape -- same name and labels, the text up to its closing brace -- keeps
+        the name and labels prometheus_client parsed then, and only its value is read (with
+        ``float``); new series go through the parser. Label parsing is most of the parser's
+        time, and a server's series stay the same from one second to the next."""
         self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
         self.names: set[str] = set()
-        if wanted is not None:
-            keep = []
-            for line in text.splitlines():
-                if not line or line[0] == "#":
-                    continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
-                name = line.split("{", 1)[0].split(None, 1)[0]
-                self.names.add(name)
-                if name in wanted:
-                    keep.append(line)
-            text = "\n".join(keep) + "\n"
+        if wanted is None:
+            self._parse(text, path)
+            return
+        keep = []
+        for line in text.splitlines():
+            if not line or line[0] == "#":
+                continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
+            name = line.split("{", 1)[0].split(None, 1)[0]
+            self.names.add(name)
+            if name in wanted:
+                keep.append(line)
+        if series is None:
+            self._parse("\n".join(keep) + "\n", path)
+            return
+        fresh: dict[str, tuple[str, dict[str, str]]] = {}
+        new: list[tuple[str, str]] = []
+        for line in keep:
+            close = line.rfind("}")
+            if close >= 0:
+                key, rest = line[:close + 1], line[close + 1:]
+            else:
+                key, _, rest = line.partition(" ")
+            known = series.get(key)
+            parts = rest.split()
+            if known is not None and 1 <= len(parts) <= 2:
+                try:
+                    value = float(parts[0])
+                except ValueError:
+                    new.append((key, line))  # the parser says what is wrong with it
+                    continue
+                self.samples.setdefault(known[0], []).append((known[1], value))
+                fresh[key] = known
+            else:
+                new.append((key, line))
+        if new:
+            got = self._parse("\n".join(line for _, line in new) + "\n", path)
+            if len(got) == len(new):  # one sample per line, in order: remember their labels
+                for (key, _), s in zip(new, got):
+                    fresh[key] = (s.name, s.labels)
+        series.clear()
+        series.update(fresh)
+
+    def _parse(self, text: str, path: str) -> list:
+        out = []
         try:
             for fam in text_string_to_metric_families(text):
                 for s in fam.samples:
                     self.samples.setdefault(s.name, []).append((s.labels, float(s.value)))
                     self.names.add(s.name)
+                    out.append(s)
         except Exception as e:  # the parser raises ValueError, TypeError, IndexError... on junk
             raise FetchError(f"unparseable Prometheus text from {path} ({type(e).__name__})", path=path) from None
+        return out
 
     def has_prefix(self, prefix: str) -> bool:
         return any(name.startswith(prefix) for name in self.names)
@@ -317,13 +360,13 @@ class Engine:
         """(hint, group size) from the server's command line: tensor | pipeline | single | unknown."""
         return "unknown", None
 
-    async def scrape(self, f: Fetcher, missing_hint: str = "") -> tuple[PromScrape, Reading]:
+    async def scrape(self, f: Fetcher, cache: dict[str, Any], missing_hint: str = "") -> tuple[PromScrape, Reading]:
         """``/metrics`` parsed for this engine's table (``kind``, ``table``, ``wanted``); a page
         without the engine's prefix is an error (another server on the port, metrics disabled)."""
         from . import names
 
         text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "", wanted=self.wanted)
+        scrape = PromScrape(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
         prefix = names.METRIC_PREFIX[self.kind]
         if not scrape.has_prefix(prefix):
             raise FetchError(f"no {prefix} series in /metrics{missing_hint}", path="/metrics")

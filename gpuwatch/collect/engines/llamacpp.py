@@ -27,7 +27,7 @@ class LlamacppEngine(Engine):
             if isinstance(part, BaseException):
                 raise part
         if metrics is not None:
-            scrape = PromScrape(metrics, wanted=self.wanted)
+            scrape = PromScrape(metrics, wanted=self.wanted, series=cache.setdefault("series", {}))
             r = prometheus_reading(scrape, self.table)
             # llamacpp:requests_processing counts the slots that are processing: /slots adds nothing
             r.gauges["slots_busy"] = r.gauges.get("requests_running")

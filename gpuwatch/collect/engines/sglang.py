@@ -17,7 +17,7 @@ class SglangEngine(Engine):
     wanted = wanted_names(names.SGLANG)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        scrape, r = await self.scrape(f, " (started without --enable-metrics?)")
+        scrape, r = await self.scrape(f, cache, " (started without --enable-metrics?)")
         models = scrape.label_values(tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])
         if not models:
             path = await f.rarely(cache, "model_path", lambda: _field(f, "/get_model_info", "model_path"))

@@ -15,7 +15,7 @@ class VllmEngine(Engine):
     wanted = wanted_names(names.VLLM)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        scrape, r = await self.scrape(f)
+        scrape, r = await self.scrape(f, cache)
         r.models = [ModelInfo(name=m) for m in scrape.label_values(
             tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])]
         r.version = await f.rarely(cache, "version", lambda: _version(f))

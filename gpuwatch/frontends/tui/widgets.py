@@ -123,8 +123,13 @@ class Card(Widget, can_focus=True):
                     break
                 names = tuple(s.style for s in spans if s.start <= a < s.end)
                 segments.append(Segment(text[a:b], self._style(names)))
-        strip = Strip(segments)
-        if strip.cell_length > width > 1:
+        length = line.cell_length
+        if length <= width:  # the usual case: pad, and make the one Strip with its length known
+            if length < width:
+                segments.append(Segment(" " * (width - length), self._style(())))
+            return Strip(segments, width)
+        strip = Strip(segments, length)
+        if width > 1:
             strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", self._style(()))])])
         return strip.adjust_cell_length(width, self._style(()))
 
