@@ -66,22 +66,27 @@ def decode_throttle_reasons(mask: int | None) -> list[str]:
     return [name for bit, name in THROTTLE_REASONS if mask & bit]
 
 
+# the member of nvmlValue_t that holds each value type
+_VALUE_MEMBER = {
+    N.NVML_VALUE_TYPE_DOUBLE: "dVal",
+    N.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+    N.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+    N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+    N.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+    N.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    N.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+}
+
+
 def _field_value(fv) -> tuple[float | None, int | None]:
     """(value, counter bits) of an nvmlFieldValue_t, or (None, None) when it failed."""
     if fv.nvmlReturn != N.NVML_SUCCESS:
         return None, None
     t = fv.valueType
-    v = fv.value
-    value = {
-        N.NVML_VALUE_TYPE_DOUBLE: v.dVal,
-        N.NVML_VALUE_TYPE_UNSIGNED_INT: v.uiVal,
-        N.NVML_VALUE_TYPE_UNSIGNED_LONG: v.ulVal,
-        N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: v.ullVal,
-        N.NVML_VALUE_TYPE_SIGNED_LONG_LONG: v.sllVal,
-        N.NVML_VALUE_TYPE_SIGNED_INT: v.siVal,
-        N.NVML_VALUE_TYPE_UNSIGNED_SHORT: v.usVal,
-    }.get(t)
-    return value, _VALUE_BITS.get(t)
+    member = _VALUE_MEMBER.get(t)
+    if member is None:
+        return None, None
+    return getattr(fv.value, member), _VALUE_BITS.get(t)
 
 
 def human_nvml_error(err: Exception) -> str:
