@@ -234,7 +234,17 @@ class Snapshot:
         return _from_dict(cls, data)
 
     def gpu(self, index: int) -> GPU | None:
-        for g in self.gpus:
+        # the alert rules look GPUs up in every snapshot of their windows, ~800 times a tick:
+        # positions indexed once per snapshot, each hit checked (the list may be changed in place)
+        gpus = self.gpus
+        pos = self.__dict__.get("_gpu_pos")
+        if pos is None or pos[0] != len(gpus):
+            pos = (len(gpus), {g.index: i for i, g in reversed(list(enumerate(gpus)))})
+            self.__dict__["_gpu_pos"] = pos
+        i = pos[1].get(index)
+        if i is not None and gpus[i].index == index:
+            return gpus[i]
+        for g in gpus:
             if g.index == index:
                 return g
         return None

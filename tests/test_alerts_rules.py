@@ -318,3 +318,20 @@ def test_unknown_fields_raise_nothing():
                                                                            kv_cache_usage_pct=None)]))
     assert f.run(100) == []
     assert f.engine.rule_errors == {}
+
+
+def test_gpu_lookup_follows_a_snapshot_changed_in_place():
+    """Snapshot.gpu indexes positions once; a list changed in place must not give a stale GPU."""
+    from gpuwatch.model import GPU, Snapshot
+
+    snap = Snapshot(time="2026-11-23T00:00:00Z", host="h", gpus=[GPU(index=i) for i in range(4)])
+    assert snap.gpu(2).index == 2 and snap.gpu(9) is None
+    replacement = GPU(index=2, lost=True)
+    snap.gpus[2] = replacement
+    assert snap.gpu(2) is replacement
+    snap.gpus[0], snap.gpus[3] = snap.gpus[3], snap.gpus[0]
+    assert snap.gpu(0).index == 0 and snap.gpu(3).index == 3
+    snap.gpus.append(GPU(index=9))
+    assert snap.gpu(9).index == 9
+    snap.gpus = [GPU(index=5)]
+    assert snap.gpu(2) is None and snap.gpu(5).index == 5

@@ -16,6 +16,7 @@ Design:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -76,6 +77,33 @@ _VALUE_MEMBER = {
     N.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
     N.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
 }
+
+
+class _FieldValue(ctypes.Structure):
+    """nvmlFieldValue_t, laid out as pynvml lays it out, with plain ctypes attribute access:
+    pynvml's own class routes every read and write through a formatting hook, which cost more
+    than the driver call for the ~40 counters of an NVLink GPU."""
+
+    _fields_ = N.c_nvmlFieldValue_t._fields_
+
+
+def _field_request(ids: tuple):
+    """An array of field values asking for ``ids`` (field id, or (field id, scope id))."""
+    arr = (_FieldValue * len(ids))()
+    for fv, fid in zip(arr, ids):
+        if isinstance(fid, tuple):
+            fv.fieldId, fv.scopeId = fid
+        else:
+            fv.fieldId = fid
+    return arr
+
+
+def _get_field_values(handle, arr):
+    """``nvmlDeviceGetFieldValues`` on a prepared array: the C call pynvml makes, without
+    building and formatting a new array of its own each time. Raises pynvml's NVMLError."""
+    fn = N._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
+    N._nvmlCheckReturn(fn(handle, ctypes.c_int32(len(arr)), ctypes.byref(arr)))
+    return arr
 
 
 def _field_value(fv) -> tuple[float | None, int | None]:
@@ -140,6 +168,8 @@ class _Static:
     graphics_procs: list = field(default_factory=list)
     topology: dict[str, str] = field(default_factory=dict)
     pcie_counters: bool = True  # does the GPU answer the PCIe byte-count fields?
+    fields_request: tuple = ()  # the field ids of fields_array, which is reused tick after tick
+    fields_array: object = None
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
 
@@ -470,7 +500,12 @@ class NvmlCollector:
             ids += [N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES]
         for link in st.nvlinks_active:
             ids += [(N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, link), (N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, link)]
-        values = self._call(st, "fields", N.nvmlDeviceGetFieldValues, st.handle, ids) if ids else None
+        values = None
+        if ids:
+            request = tuple(ids)
+            if request != st.fields_request:
+                st.fields_request, st.fields_array = request, _field_request(request)
+            values = self._call(st, "fields", _get_field_values, st.handle, st.fields_array)
         k = 0
         if st.pcie_counters:
             tx, tx_bits = _field_value(values[0]) if values is not None else (None, None)
