@@ -79,13 +79,15 @@ def fleet(tmp_path_factory):
         while True:
             assert prom.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
             try:
-                r = httpx.post(f"{url}/api/v1/query", data={
-                    "query": "count(rate(gpuwatch_gpu_pcie_tx_bytes_total[1m])) + count(gpuwatch_instance_info)"
-                             " + count(rate(gpuwatch_instance_generation_tokens_total[1m]) > 0)"},
-                    timeout=2).json()
-                res = r["data"]["result"]
-                # 10 GPUs with rates, and the instances of both boxes (and the keyed backend) known
-                if res and float(res[0]["value"][1]) >= 10 + 4 + 1:
+                # every one of the 10 GPUs with a PCIe rate, both boxes' instances known, tokens
+                # flowing: each count on its own (a sum let extra instances stand in for a GPU)
+                counts = []
+                for q in ("count(rate(gpuwatch_gpu_pcie_tx_bytes_total[1m]))",
+                          'count(count by (host) (gpuwatch_instance_info))',
+                          "count(rate(gpuwatch_instance_generation_tokens_total[1m]) > 0)"):
+                    res = httpx.post(f"{url}/api/v1/query", data={"query": q}, timeout=2).json()["data"]["result"]
+                    counts.append(float(res[0]["value"][1]) if res else 0.0)
+                if counts[0] >= 10 and counts[1] >= 2 and counts[2] >= 1:
                     break
             except (httpx.HTTPError, KeyError, ValueError):
                 pass

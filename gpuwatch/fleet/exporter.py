@@ -127,22 +127,9 @@ def _gpu_families(gpus: list[GPU], host: str, integ: _Integrator, dt: float) -> 
             for _, reason in THROTTLE_REASONS:
                 thr.add_metric([*key, reason], 1 if reason in active else 0)
     fams += [info, thr]
-    for s in N.GPU_SERIES:
-        if s.kind == "counter":
-            fam = CounterMetricFamily(s.metric, s.help, labels=list(N.GPU_LABELS))
-            for g in gpus:
-                rate = _get(g, s.path)
-                total = integ.add((s.metric, host, g.uuid, g.index), rate, dt)
-                if not g.lost and (rate is not None or total):
-                    fam.add_metric(_gpu_key(host, g), total)
-        else:
-            fam = GaugeMetricFamily(s.metric, s.help, labels=list(N.GPU_LABELS))
-            for g in gpus:
-                v = _value(s, _get(g, s.path))
-                if v is not None:
-                    fam.add_metric(_gpu_key(host, g), v)
-        fams.append(fam)
-    return fams
+    return fams + _series_families(
+        N.GPU_SERIES, N.GPU_LABELS, gpus, lambda g: _gpu_key(host, g),
+        lambda s, g: (s.metric, host, g.uuid, g.index), integ, dt, counted=lambda g: not g.lost)
 
 
 def _inst_key(host: str, i: Instance) -> list[str]:
@@ -165,22 +152,31 @@ def _instance_families(instances: list[Instance], host: str, integ: _Integrator,
             mem.add_metric([*key, str(gpu)], float(b))
         for m in i.models:
             models.add_metric([*key, m.name], (m.cpu_offload_pct or 0.0) / 100.0)
-    fams = [info, mem, models]
-    for s in N.INSTANCE_SERIES:
+    return [info, mem, models] + _series_families(
+        N.INSTANCE_SERIES, N.INSTANCE_LABELS, instances, lambda i: _inst_key(host, i),
+        lambda s, i: (s.metric, host, i.name, i.kind), integ, dt)
+
+
+def _series_families(series, labels, items: list, key, integ_key, integ: _Integrator, dt: float,
+                     counted=lambda item: True) -> list:
+    """One family per entry of a series table (names.py) over GPUs or instances. Counters are
+    rates integrated into totals (``integ_key`` names the running total of one item); an item
+    that is not ``counted`` (a lost GPU) keeps its total but is not exposed."""
+    fams = []
+    for s in series:
         if s.kind == "counter":
-            fam = CounterMetricFamily(s.metric, s.help, labels=list(N.INSTANCE_LABELS))
-            for i in instances:
-                k = (s.metric, host, i.name, i.kind)
-                rate = _get(i, s.path)
-                total = integ.add(k, rate, dt)
-                if rate is not None or total:
-                    fam.add_metric(_inst_key(host, i), total)
+            fam = CounterMetricFamily(s.metric, s.help, labels=list(labels))
+            for item in items:
+                rate = _get(item, s.path)
+                total = integ.add(integ_key(s, item), rate, dt)
+                if counted(item) and (rate is not None or total):
+                    fam.add_metric(key(item), total)
         else:
-            fam = GaugeMetricFamily(s.metric, s.help, labels=list(N.INSTANCE_LABELS))
-            for i in instances:
-                v = _value(s, _get(i, s.path))
+            fam = GaugeMetricFamily(s.metric, s.help, labels=list(labels))
+            for item in items:
+                v = _value(s, _get(item, s.path))
                 if v is not None:
-                    fam.add_metric(_inst_key(host, i), v)
+                    fam.add_metric(key(item), v)
         fams.append(fam)
     return fams
 
