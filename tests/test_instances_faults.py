@@ -52,7 +52,7 @@ def test_one_bad_server_costs_the_others_nothing(clock, servers):
     # the healthy server is read fully every tick, however slow the hanging one is
     assert got["good"].status == "up"
     assert got["good"].generation_tokens_per_s == pytest.approx(100.0, rel=0.02)
-    assert wall < 0.6 + 0.5 and first_wall < 0.6 + 0.5
+    assert wall < 2.0 and first_wall < 2.0  # the 0.6 s timeout, not the 30 s hang (margin for loaded CI)
 
     assert got["hang"].status == "down" and "no answer" in got["hang"].error
     assert got["refused"].status == "down" and got["refused"].error == "connection refused"
@@ -87,7 +87,9 @@ def test_collect_is_bounded_even_when_every_server_hangs(clock, servers):
         t0 = time.perf_counter()
         out = col.collect()
         wall = time.perf_counter() - t0
-    assert wall < 1.0
+    # in parallel, bounded by the 0.5 s timeout: one after another would take 3 s, the hang 30 s
+    # (the margin is for loaded CI machines: the figure itself belongs to bench/)
+    assert wall < 2.0
     assert [i.status for i in out] == ["down"] * 6
 
 
