@@ -103,7 +103,7 @@ def test_blocking_pcie_throughput_runs_off_the_tick(sim, clock):
         clock.advance(1)
         r = col.collect()
     per_tick = (time.perf_counter() - start) / 5
-    assert per_tick < 0.02  # two GPUs x two directions x 20 ms would be 80 ms serially
+    assert per_tick < 0.05  # two GPUs x two directions x 20 ms would be 80 ms serially (a tick is ~2 ms)
     deadline = time.time() + 3
     while r.gpus[0].pcie.rx_bytes_per_s is None and time.time() < deadline:
         time.sleep(0.05)
