@@ -26,7 +26,16 @@ def _env():
     return e
 
 
+def _default_stop_signals() -> None:
+    """In the child: SIGINT/SIGTERM/SIGHUP as a foreground command gets them. A test run started
+    in the background by a non-interactive shell hands its children SIGINT ignored, and the
+    recorder rightly keeps a signal its parent ignored (as `nohup` relies on for SIGHUP)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(*args, **kw) -> subprocess.Popen:
+    kw.setdefault("preexec_fn", _default_stop_signals)
     return subprocess.Popen([sys.executable, "-m", "gpuwatch", "record", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=_env(), cwd=ROOT, **kw)
 
