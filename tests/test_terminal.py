@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -17,7 +18,9 @@ import pytest
 from conftest import ROOT
 
 
-def _start(args, env_extra=None, cols=100, rows=30):
+@contextmanager
+def _dashboard(args, env_extra=None, cols=100, rows=30):
+    """The dashboard on a pty of cols x rows: (process, master fd); killed and closed after."""
     master, slave = pty.openpty()
     import fcntl
     import struct
@@ -29,7 +32,16 @@ def _start(args, env_extra=None, cols=100, rows=30):
     proc = subprocess.Popen([sys.executable, "-m", "gpuwatch", *args], stdin=slave, stdout=slave, stderr=slave,
                             env=env, cwd=ROOT, start_new_session=True)
     os.close(slave)
-    return proc, master
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            os.close(master)  # a test may have closed it already (the terminal went away)
+        except OSError:
+            pass
 
 
 def _read_until(master, needle: bytes, timeout: float) -> bytes:
@@ -59,8 +71,7 @@ def _wait_exit(proc, timeout):
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
 def test_hangup_or_term_ends_the_dashboard_promptly(sig):
-    proc, master = _start(["--demo", "--no-discover"])
-    try:
+    with _dashboard(["--demo", "--no-discover"]) as (proc, master):
         out = _read_until(master, b"GPU", 20)
         assert b"GPU" in out, out[-500:]
         os.close(master)  # the terminal goes away, as when the SSH connection drops
@@ -69,30 +80,20 @@ def test_hangup_or_term_ends_the_dashboard_promptly(sig):
         code = _wait_exit(proc, 5)
         assert code is not None, "still running 5 s after the hangup"
         assert time.time() - start < 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_no_orphan_spins_after_hangup_even_if_exit_is_slow():
     """After SIGHUP the process must be gone (not spinning at 100 % CPU on a dead terminal)."""
-    proc, master = _start(["--demo", "--no-discover"])
-    try:
+    with _dashboard(["--demo", "--no-discover"]) as (proc, master):
         _read_until(master, b"GPU", 20)
         os.close(master)
         proc.send_signal(signal.SIGHUP)
         assert _wait_exit(proc, 5) is not None
         assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_q_quits_and_no_color_is_respected():
-    proc, master = _start(["--demo", "--no-discover"], env_extra={"NO_COLOR": "1"})
-    try:
+    with _dashboard(["--demo", "--no-discover"], env_extra={"NO_COLOR": "1"}) as (proc, master):
         out = _read_until(master, b"H100", 20)
         assert b"H100" in out
         out += _read_until(master, b"\x00never", 1.0)
@@ -100,29 +101,13 @@ def test_q_quits_and_no_color_is_respected():
         assert b"\x1b[38;" not in out and b"\x1b[48;" not in out
         os.write(master, b"q")
         assert _wait_exit(proc, 10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        try:
-            os.close(master)
-        except OSError:
-            pass
 
 
 def test_256_colour_terminal_gets_colour():
-    proc, master = _start(["--demo", "--no-discover"], env_extra={"TERM": "xterm-256color", "COLORTERM": ""})
-    try:
+    env = {"TERM": "xterm-256color", "COLORTERM": ""}
+    with _dashboard(["--demo", "--no-discover"], env_extra=env) as (proc, master):
         out = _read_until(master, b"H100", 20)
         out += _read_until(master, b"\x00never", 1.0)
         assert b"\x1b[38;5;" in out  # 256-colour sequences, not truecolor
         os.write(master, b"q")
         _wait_exit(proc, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        try:
-            os.close(master)
-        except OSError:
-            pass
