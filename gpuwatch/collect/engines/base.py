@@ -151,6 +151,16 @@ class Fetcher:
         except (ValueError, UnicodeDecodeError):
             raise FetchError(f"not JSON from {path}", path=path) from None
 
+    async def json_field(self, path: str, key: str) -> str | None:
+        """One field of a JSON endpoint a server may lack or fail on (a version, a model path):
+        its text, or None."""
+        try:
+            data = await self.get_json(path, optional=True)
+        except FetchError:
+            return None
+        v = data.get(key) if isinstance(data, dict) else None
+        return str(v) if v is not None else None
+
     async def get_text(self, path: str, optional: bool = False) -> str | None:
         body = await self.get(path, optional=optional)
         if body is None:
@@ -289,18 +299,15 @@ class PromScrape:
                 return got
         return None
 
+    def _numbers(self, candidates: tuple[str, ...]) -> list[float]:
+        return [v for _, v in self._pick(candidates) or () if not math.isnan(v)]
+
     def sum(self, candidates: tuple[str, ...]) -> float | None:
-        got = self._pick(candidates)
-        if got is None:
-            return None
-        values = [v for _, v in got if not math.isnan(v)]
+        values = self._numbers(candidates)
         return sum(values) if values else None
 
     def max(self, candidates: tuple[str, ...]) -> float | None:
-        got = self._pick(candidates)
-        if got is None:
-            return None
-        values = [v for _, v in got if not math.isnan(v)]
+        values = self._numbers(candidates)
         return max(values) if values else None
 
     def histogram(self, candidates: tuple[str, ...]) -> Histogram | None:

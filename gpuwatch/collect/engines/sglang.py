@@ -7,7 +7,7 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, Reading, wanted_names
+from .base import Engine, Fetcher, Reading, wanted_names
 from .vllm import _tp_pp
 
 
@@ -20,22 +20,13 @@ class SglangEngine(Engine):
         scrape, r = await self.scrape(f, cache, " (started without --enable-metrics?)")
         models = scrape.label_values(tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])
         if not models:
-            path = await f.rarely(cache, "model_path", lambda: _field(f, "/get_model_info", "model_path"))
+            path = await f.rarely(cache, "model_path", lambda: f.json_field("/get_model_info", "model_path"))
             if path is not None:
                 models = [path]
         r.models = [ModelInfo(name=m) for m in models]
-        r.version = await f.rarely(cache, "version", lambda: _field(f, "/get_server_info", "version"))
+        r.version = await f.rarely(cache, "version", lambda: f.json_field("/get_server_info", "version"))
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
         return _tp_pp(argv, names.PARALLEL_FLAGS[self.kind])
 
-
-async def _field(f: Fetcher, path: str, key: str) -> str | None:
-    """One field of a JSON endpoint SGLang may not have (older builds): None then."""
-    try:
-        data = await f.get_json(path, optional=True)
-    except FetchError:
-        return None
-    v = data.get(key) if isinstance(data, dict) else None
-    return str(v) if v is not None else None

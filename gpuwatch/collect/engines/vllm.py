@@ -6,7 +6,7 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import Engine, FetchError, Fetcher, Reading, int_flag, wanted_names
+from .base import Engine, Fetcher, Reading, int_flag, wanted_names
 
 
 class VllmEngine(Engine):
@@ -18,7 +18,7 @@ class VllmEngine(Engine):
         scrape, r = await self.scrape(f, cache)
         r.models = [ModelInfo(name=m) for m in scrape.label_values(
             tuple(n for c in self.table.values() for n in c), names.MODEL_LABEL[self.kind])]
-        r.version = await f.rarely(cache, "version", lambda: _version(f))
+        r.version = await f.rarely(cache, "version", lambda: f.json_field("/version", "version"))
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
@@ -34,10 +34,3 @@ def _tp_pp(argv: list[str], flags: dict[str, tuple[str, ...]]) -> tuple[str, int
         return "pipeline", pp
     return "single", 1
 
-
-async def _version(f: Fetcher) -> str | None:
-    try:
-        data = await f.get_json("/version", optional=True)
-    except FetchError:
-        return None
-    return str(data["version"]) if isinstance(data, dict) and "version" in data else None
