@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +16,13 @@ import time
 import httpx
 import pytest
 
+from _instances_servers import free_port
 from conftest import ROOT, run_cli
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed "
                                 "(Debian/Ubuntu: apt-get install prometheus); .ci/run installs it")
 SECRET = "sk-fleet-it-SECRET-0815"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _start_serve(demo: str, label: str, extra=(), env=None):
@@ -64,7 +56,7 @@ def fleet(tmp_path_factory):
     cfg.write_text('[[backends]]\nurl = "http://127.0.0.1:9"\nname = "keyed"\napi_key_env = "GW_IT_KEY"\n')
     a, port_a = _start_serve("h100x8", "box-a", ["--config", str(cfg)], env={"GW_IT_KEY": SECRET})
     b, port_b = _start_serve("rtx4090x2", "box-b")
-    prom_port = _free_port()
+    prom_port = free_port()
     (tmp / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
         "scrape_configs:\n  - job_name: gpuwatch\n    static_configs:\n"
@@ -165,7 +157,7 @@ def test_fleet_source_and_a_box_that_stops(fleet):
 
 
 def test_prometheus_down_is_an_error_document_not_a_traceback():
-    r = run_cli("snapshot", "--json", "--prometheus", f"http://127.0.0.1:{_free_port()}", timeout=30)
+    r = run_cli("snapshot", "--json", "--prometheus", f"http://127.0.0.1:{free_port()}", timeout=30)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     doc = json.loads(r.stdout)
     assert doc["hosts"] == [] and "unreachable" in doc["error"]
