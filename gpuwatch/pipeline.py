@@ -18,6 +18,7 @@ from typing import Callable
 
 from .collect.nvml import NvmlCollector
 from .model import Instance, Snapshot
+from .sanitize import clean_snapshot
 
 
 def iso(ts: float) -> str:
@@ -79,6 +80,7 @@ class Sampler:
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario,
         )
+        clean_snapshot(snap)  # NVML strings, process names, server answers: checked as they enter
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)

@@ -16,6 +16,7 @@ import concurrent.futures
 import copy
 import datetime as _dt
 import ipaddress
+import math
 import os
 import threading
 import time
@@ -169,6 +170,8 @@ class _Target:
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    inflight: concurrent.futures.Future | None = None  # the poll running now
+    last: Instance | None = None  # what the last finished poll showed
 
 
 @dataclass
@@ -187,6 +190,14 @@ def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | No
     return (cur - prev) / dt
 
 
+def _whole(v: float | None) -> int | float | None:
+    """A gauge that counts (slots) as an int; a non-finite one stays as it is, for the
+    sanitiser to report as a bad reading."""
+    if v is None or not math.isfinite(v):
+        return v
+    return int(v)
+
+
 def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histogram | None:
     if cur is None:
         return None
@@ -200,12 +211,14 @@ def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histog
 
 class InstanceCollector:
     """Polls configured and discovered inference servers. Thread-safe; ``collect()`` is
-    bounded by about ``timeout_s`` + 0.3 s however the servers behave."""
+    bounded by about ``timeout_s`` + 0.3 s however the servers behave, and by ``grace_s``
+    once every server has answered once."""
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, grace_s: float = 0.5) -> None:
         self.discover = discover
+        self.grace_s = min(grace_s, float(timeout_s))
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
         self.clock = clock
@@ -228,7 +241,14 @@ class InstanceCollector:
             if key in self._targets:
                 continue  # the same server configured twice
             host, port, path = key
-            default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}{path}"
+            # host:port only: a URL's path may carry a token (/proxy/TOKEN/...), and the name is
+            # shown, recorded and exported (instance_name); a second server there gets "#2"
+            default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}"
+            taken = {t.name for t in self._targets.values()}
+            n = 2
+            while default_name in taken:
+                default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}#{n}"
+                n += 1
             self._targets[key] = _Target(key=key, url=url, name=getattr(b, "name", None) or default_name,
                                          kind=getattr(b, "kind", None), source=getattr(b, "source", "configured"),
                                          api_key_env=getattr(b, "api_key_env", None))
@@ -242,26 +262,53 @@ class InstanceCollector:
 
     # ---- public API ---------------------------------------------------------------------
     def collect(self) -> list[Instance]:
+        """Every server's latest state. Each server is polled on its own: a poll still running
+        from an earlier call (a hung or slow server) is not waited for again -- that server
+        shows its last state until its poll ends (within ``timeout_s``), and the others are
+        read afresh on every call. A server that has never answered yet is waited for, up to
+        ``timeout_s``; the rest at most ``grace_s``."""
         with self._lock:
             if self._closed:
                 return []
             now = self.clock()
             self._refresh_processes(now)
             targets = list(self._targets.values())
-            fut = asyncio.run_coroutine_threadsafe(self._poll_all(targets), self._loop)
-            try:
-                results = fut.result(timeout=self.timeout_s + 0.3)
-            except concurrent.futures.TimeoutError:
-                fut.cancel()
-                results = {t.key: _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s", "down"))
-                           for t in targets}
+            keys = {t.key for t in targets}
+            gone = [k for k in self._clients if k not in keys]
+            if gone:
+                asyncio.run_coroutine_threadsafe(self._close_clients(gone), self._loop)
+            for t in targets:
+                if t.inflight is None:
+                    t.inflight = asyncio.run_coroutine_threadsafe(self._poll_bounded(t), self._loop)
+            first = [t.inflight for t in targets if t.last is None]
+            later = [t.inflight for t in targets if t.last is not None]
+            start = time.monotonic()
+            if first:
+                concurrent.futures.wait(first, timeout=self.timeout_s + 0.3)
+            if later:
+                left = self.grace_s - (time.monotonic() - start)
+                concurrent.futures.wait(later, timeout=max(0.0, left))
             out = []
             for t in targets:
-                inst = self._apply(t, results.get(t.key) or _PollResult(
-                    error=FetchError(f"no answer within {self.timeout_s:g} s", "down")))
-                if inst is not None:
-                    out.append(inst)
+                fut = t.inflight
+                if fut.done():
+                    t.inflight = None
+                    try:
+                        res = fut.result()
+                    except BaseException:  # cancelled at close, or a bug: never the caller's problem
+                        res = _PollResult(error=FetchError("could not read", "error"))
+                    inst = self._apply(t, res)
+                    t.last = inst
+                elif t.last is not None:
+                    inst = t.last  # still polling (hung or slow): its last state, as it was
                 elif t.tentative:
+                    inst = None
+                else:
+                    inst = self._apply(t, _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s",
+                                                                       "down")))
+                if inst is not None:
+                    out.append(copy.copy(inst))
+                elif t.tentative and t.inflight is None:
                     self._targets.pop(t.key, None)  # probed again at the next discovery scan
             return out
 
@@ -397,17 +444,9 @@ class InstanceCollector:
             if client is not None:
                 await client.aclose()
 
-    async def _poll_all(self, targets: list[_Target]) -> dict:
-        gone = [k for k in self._clients if k not in {t.key for t in targets}]
-        if gone:
-            await self._close_clients(gone)
-        coros = [self._poll_bounded(self._client_for(t.key), t) for t in targets]
-        results = await asyncio.gather(*coros)
-        return {t.key: r for t, r in zip(targets, results)}
-
-    async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+    async def _poll_bounded(self, t: _Target) -> _PollResult:
         try:
-            return await asyncio.wait_for(self._poll_one(client, t), self.timeout_s)
+            return await asyncio.wait_for(self._poll_one(self._client_for(t.key), t), self.timeout_s)
         except asyncio.TimeoutError:
             error = FetchError(f"no answer within {self.timeout_s:g} s", "down")
         except FetchError as e:
@@ -482,10 +521,8 @@ class InstanceCollector:
         inst.requests_waiting = g.get("requests_waiting")
         inst.kv_cache_usage_pct = g.get("kv_cache_usage_pct")
         inst.prefix_cache_hit_pct = g.get("prefix_cache_hit_pct")
-        if g.get("slots_busy") is not None:
-            inst.slots_busy = int(g["slots_busy"])
-        if g.get("slots_total") is not None:
-            inst.slots_total = int(g["slots_total"])
+        inst.slots_busy = _whole(g.get("slots_busy"))
+        inst.slots_total = _whole(g.get("slots_total"))
         prev = t.prev
         dt = (res.t - t.prev_t) if t.prev_t is not None else None
         pc = prev.counters if prev else {}

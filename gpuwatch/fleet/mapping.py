@@ -28,6 +28,7 @@ from ..collect.engines import names as engine_names
 from ..collect.nvml import decode_throttle_reasons
 from ..model import GPU, Alert, Instance, ModelInfo, NvLink, Pcie, Snapshot
 from . import names as N
+from ..sanitize import clean_snapshot
 from .promql import QueryResult
 
 MIB = 1024 * 1024
@@ -465,7 +466,10 @@ class FleetBuilder:
                             nvml_error=info.get("nvml_error"), gpus=gpu_list, instances=instances,
                             alerts=list(h.alerts), collect_ms=collect_ms, source="prometheus",
                             scenario=info.get("scenario"))
-            out.append(snap)
+            try:
+                out.append(clean_snapshot(snap))  # labels and values from Prometheus: outside data
+            except ValueError:
+                continue
         return out
 
 

@@ -31,7 +31,8 @@ async def detect_kind(f: Fetcher) -> str:
     metrics = got["/metrics"]
     if isinstance(metrics, bytes):
         try:
-            scrape = PromScrape(metrics.decode("utf-8", "replace"))
+            # series names only (an empty ``wanted`` parses nothing), off the shared loop
+            scrape = await asyncio.to_thread(PromScrape, metrics.decode("utf-8", "replace"), wanted=set())
             for kind, prefix in names.METRIC_PREFIX.items():
                 if scrape.has_prefix(prefix):
                     return kind
