@@ -68,6 +68,20 @@ class Decoder:
         return out
 
 
+def _in_memory(r: httpx.Response) -> bool:
+    """A response built in memory (a test double's ``httpx.Response(200, json=...)``): its
+    content is already there, and streaming it again is refused."""
+    return hasattr(r, "_content")
+
+
+def _capped(body: bytes, limit: int, truncate: bool) -> bytes:
+    if len(body) > limit:
+        if not truncate:
+            raise BodyError(f"larger than {_mib(limit)}")
+        return body[:limit]
+    return body
+
+
 def _timeout_left(deadline: float | None, total_s: float) -> float | None:
     if deadline is None:
         return None
@@ -85,6 +99,8 @@ async def read_async(r: httpx.Response, limit: int, deadline: float | None = Non
     limit is cut instead)."""
     import asyncio
 
+    if _in_memory(r):
+        return _capped(r.content, limit, truncate)
     dec = Decoder(r.headers.get("content-encoding"), limit, truncate)
     buf = bytearray()
     it = r.aiter_raw().__aiter__()
@@ -103,6 +119,8 @@ def read_sync(r: httpx.Response, limit: int, deadline: float, total_s: float, tr
     """:func:`read_async` for a streamed response of a sync client. Each network read is
     bounded by the client's read timeout; the deadline is checked between reads (the client's
     read timeout should be at most the total)."""
+    if _in_memory(r):
+        return _capped(r.content, limit, truncate)
     dec = Decoder(r.headers.get("content-encoding"), limit, truncate)
     buf = bytearray()
     for chunk in r.iter_raw():
