@@ -34,9 +34,11 @@ def _interval(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: expected http://HOST:PORT")
-    return text.rstrip("/")
+    from .urlcheck import check_url
+    try:
+        return check_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _size(text: str) -> tuple[int, int]:
