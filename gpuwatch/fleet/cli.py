@@ -68,7 +68,16 @@ def cmd_serve(args) -> int:
     try:
         return run_serve(monitor, interval, args.listen, host_label=getattr(args, "host_label", None))
     finally:
-        monitor.close()
+        close_within(monitor.close, 1.0)
+
+
+def close_within(close, seconds: float) -> None:
+    """Call ``close`` but wait at most ``seconds`` for it: a collector stuck in a slow call
+    (NVML, a hung server) must not keep a stopped process alive. The rest is left to exit."""
+    import threading
+    t = threading.Thread(target=close, name="gpuwatch-close", daemon=True)
+    t.start()
+    t.join(seconds)
 
 
 def prometheus_url(args, cfg) -> str | None:
