@@ -85,6 +85,7 @@ class GpuWatchApp(App):
     TITLE = "gpuwatch"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "toggle_pause", "Pause"),
         Binding("t", "next_theme", "Theme"),
@@ -229,7 +230,10 @@ class GpuWatchApp(App):
         if self._stopping or self._polling:
             return
         self._polling = True
-        self.run_worker(self._collect, thread=True, exit_on_error=False, group="poll", name="poll")
+        # a daemon thread, not a Textual thread worker: those run on the event loop's executor,
+        # which the exit waits for -- q would wait out a slow NVML call or a hung collector.
+        # The result still comes back as a message (post_message is thread-safe).
+        threading.Thread(target=self._collect, name="gpuwatch-poll", daemon=True).start()
 
     def _collect(self) -> None:
         start = time.monotonic()
@@ -482,5 +486,12 @@ def run_dashboard(args, cfg, interval, backends, discover) -> int:
     try:
         app.run()
     finally:
-        monitor.close()
+        close_within(monitor.close, 0.5)  # a poll stuck in a slow call must not hold up the exit
     return app.return_code or 0
+
+
+def close_within(close, seconds: float) -> None:
+    """Call ``close`` on a daemon thread and wait at most ``seconds`` for it."""
+    t = threading.Thread(target=close, name="gpuwatch-close", daemon=True)
+    t.start()
+    t.join(seconds)
