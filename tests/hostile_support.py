@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -130,15 +131,24 @@ TRICKLED = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Lengt
 
 @functools.lru_cache(maxsize=4)
 def gzip_bomb(unpacked_mib: int) -> bytes:
-    """gzip of ``unpacked_mib`` MiB of a repeated Prometheus line (~1000:1 on the wire)."""
-    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    """A valid gzip stream of ``unpacked_mib`` MiB of a repeated Prometheus line (~400:1 on the
+    wire: 1 GiB is 2.6 MB), built in a fraction of a second: after a sync flush the deflate
+    state of a repeated block is the same every time, so its compressed bytes repeat too."""
     block = (b"vllm:num_requests_running 1\n" * 37450)[: 1 << 20]
-    parts = [z.compress(block) for _ in range(unpacked_mib)]
-    parts.append(z.flush())
-    return b"".join(parts)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = z.compress(block) + z.flush(zlib.Z_SYNC_FLUSH)
+    steady = z.compress(block) + z.flush(zlib.Z_SYNC_FLUSH)
+    tail = z.flush(zlib.Z_FINISH)
+    crc = 0
+    for _ in range(unpacked_mib):
+        crc = zlib.crc32(block, crc)
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + first + steady * (unpacked_mib - 1) + tail
+            + struct.pack("<II", crc, (unpacked_mib << 20) & 0xFFFFFFFF))
 
 
-def bomb_answer(unpacked_mib: int = 512, ctype: str = "text/plain"):
+def bomb_answer(unpacked_mib: int = 1024, ctype: str = "text/plain"):
+    gzip_bomb(unpacked_mib)  # built before the server answers
+
     def answer(peer, conn, request):
         send(conn, gzip_bomb(unpacked_mib), ctype=ctype, headers={"Content-Encoding": "gzip"})
     return answer
