@@ -68,7 +68,7 @@ def cmd_serve(args) -> int:
     try:
         return run_serve(monitor, interval, args.listen, host_label=getattr(args, "host_label", None))
     finally:
-        close_within(monitor.close, 1.0)
+        close_within(monitor.close, 0.5)
 
 
 def close_within(close, seconds: float) -> None:

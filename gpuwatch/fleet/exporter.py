@@ -418,7 +418,7 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
     finally:
         server.shutdown()
         server.server_close()
-        ticker.join(timeout=0.5)  # a tick stuck in a slow collector is left behind (daemon)
+        ticker.join(timeout=0.1)  # a tick stuck in a slow collector is left behind (daemon)
         for sig, h in previous.items():
             signal.signal(sig, h)
     return 0
