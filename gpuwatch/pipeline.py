@@ -28,8 +28,9 @@ def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
     steps = []
     try:
+        from .analysis.efficiency import instance_efficiency
         from .analysis.groups import assign_gpus
-        steps.append(assign_gpus)
+        steps += [assign_gpus, instance_efficiency]
     except ImportError:  # pragma: no cover - before the instances layer lands
         pass
     return steps

@@ -166,9 +166,14 @@ class _Target:
     prev: Reading | None = None
     prev_t: float | None = None
     error_since: str | None = None
+    status: str | None = None
+    status_since: str | None = None
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    container: str | None = None
+    container_gpus: list[str] = field(default_factory=list)
+    upstream_of: str | None = None  # the llama-swap instance that started this server
 
 
 @dataclass
@@ -185,6 +190,21 @@ def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | No
     if cur is None or prev is None or not dt or dt <= 0 or cur < prev:
         return None
     return (cur - prev) / dt
+
+
+def _generation_rate(kind: str, r: Reading, prev: Reading | None, dt: float | None) -> float | None:
+    """Generated tokens per second as the clients receive them. A counter that rises every
+    iteration (vLLM's, SGLang's realtime_tokens, TGI's rebuilt one) is differenced; an engine
+    whose counter moves only when a request finishes is read from its rate gauge when it has
+    one (SGLang's gen_throughput), else from the counter (spiky). See ``names``."""
+    pc = prev.counters if prev else {}
+    live = _rate(r.counters.get("generation_tokens_iter"), pc.get("generation_tokens_iter"), dt)
+    if live is not None or "generation_tokens_iter" in r.counters:
+        return live
+    gauge = r.gauges.get("generation_rate")
+    if gauge is not None and kind in names.COUNTS_AT_REQUEST_END:
+        return gauge
+    return _rate(r.counters.get("generation_tokens"), pc.get("generation_tokens"), dt)
 
 
 def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histogram | None:
@@ -211,7 +231,7 @@ class InstanceCollector:
         self.clock = clock
         if probe_ports is None:
             # a simulated process table says not to probe the real machine's default ports
-            probe_ports = tuple(names.DEFAULT_PORTS.values()) if getattr(self.table, "probe_default_ports", True) else ()
+            probe_ports = names.PROBE_PORTS if getattr(self.table, "probe_default_ports", True) else ()
         self.probe_ports = tuple(probe_ports)
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
@@ -444,6 +464,31 @@ class InstanceCollector:
                 text = text.replace(secret, "***")
         return text
 
+    def _since(self, t: _Target, inst: Instance) -> None:
+        """``status_since``: when the instance's status last changed (kept across polls)."""
+        if inst.status != t.status or t.status_since is None:
+            t.status, t.status_since = inst.status, _now_iso()
+        inst.status_since = t.status_since
+
+    def _upstreams(self, t: _Target, r: Reading) -> None:
+        """The servers a proxy (llama-swap) runs behind it become instances of their own, named
+        ``PROXY/MODEL``; the ones it has stopped are forgotten."""
+        live = set()
+        for model, url, _state in r.upstreams:
+            try:
+                key = url_key(url)
+            except ValueError:
+                continue
+            live.add(key)
+            if key in self._targets:
+                continue
+            self._targets[key] = _Target(key=key, url=normalize_url(url), name=f"{t.name}/{model}", kind=None,
+                                         source=t.source, discovered=True, last_seen=self.clock(),
+                                         upstream_of=t.name)
+        for key, other in list(self._targets.items()):
+            if other.upstream_of == t.name and key not in live:
+                del self._targets[key]
+
     def _apply(self, t: _Target, res: _PollResult) -> Instance | None:
         if t.tentative:
             if res.error is not None or res.kind is None:
@@ -461,7 +506,7 @@ class InstanceCollector:
             t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
-                        bench=copy.deepcopy(t.bench))
+                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus))
         if res.error is not None:
             if t.error_since is None:
                 t.error_since = _now_iso()
@@ -469,11 +514,15 @@ class InstanceCollector:
             inst.error = self._scrub(t, res.error.message)
             inst.error_since = t.error_since
             inst.version = t.version
+            self._since(t, inst)
             return inst
         t.last_seen = self.clock()
         t.error_since = None
         r = res.reading
-        inst.status = "up"
+        inst.status = r.state or "up"
+        inst.status_detail = r.state_detail
+        self._since(t, inst)
+        self._upstreams(t, r)
         inst.version = r.version
         t.version = r.version
         inst.models = r.models
@@ -490,7 +539,9 @@ class InstanceCollector:
         dt = (res.t - t.prev_t) if t.prev_t is not None else None
         pc = prev.counters if prev else {}
         c = r.counters
-        inst.generation_tokens_per_s = _rate(c.get("generation_tokens"), pc.get("generation_tokens"), dt)
+        inst.generation_tokens_per_s = _generation_rate(inst.kind, r, prev, dt)
+        inst.flops_per_gpu_per_s = _rate(c.get("flops_per_gpu"), pc.get("flops_per_gpu"), dt)
+        inst.read_bytes_per_gpu_per_s = _rate(c.get("read_bytes_per_gpu"), pc.get("read_bytes_per_gpu"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
         hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
