@@ -81,7 +81,10 @@ LLAMACPP = {
 #   and on prefill batches; when idle, ``check_memory`` refreshes them every 30 s with
 #   ``gen_throughput = 0``. So ``gen_throughput`` is the decode rate over the last 40 steps
 #   (a client's rate within a second or two) but stays at its last value for up to 30 s after
-#   the work stops: a value that has not changed for ``SGLANG_STALE_GAUGE_S`` reads as 0.
+#   the work stops. ``sglang:cuda_graph_passes_total{mode="decode_cuda_graph"|"decode_none"}``
+#   rises by one per decode step (``increment_cuda_graph_pass`` in the decode result handler):
+#   when it has not moved since the last poll nothing is decoding and the rate is 0. Servers
+#   without it: a rate that has not changed for ``SGLANG_STALE_GAUGE_S`` reads as 0.
 # - Newer releases add ``sglang:realtime_tokens_total{mode="decode"|"prefill_compute"|
 #   "prefill_cache"}``, incremented every decode iteration (``log_decode_stats_every_iteration``
 #   -> ``increment_realtime_tokens``): when present it is the live generation counter.
@@ -95,6 +98,7 @@ SGLANG = {
     "generation_tokens": ("sglang:generation_tokens_total",),  # per finished request
     "generation_tokens_iter": ('sglang:realtime_tokens_total{mode="decode"}',),  # per decode step
     "generation_rate": ("sglang:gen_throughput",),  # tok/s over the last 40 decode steps
+    "decode_steps": ("sglang:cuda_graph_passes_total",),  # +1 per decode step
     "prompt_tokens": ('sglang:realtime_tokens_total{mode="prefill_compute"}', "sglang:prompt_tokens_total"),
     "ttft": ("sglang:time_to_first_token_seconds",),
     "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
