@@ -277,6 +277,8 @@ class InstanceCollector:
                            for t in targets}
             out = []
             for t in targets:
+                if self._targets.get(t.key) is not t:
+                    continue  # dropped this tick (a proxy's upstream it has stopped)
                 inst = self._apply(t, results.get(t.key) or _PollResult(
                     error=FetchError(f"no answer within {self.timeout_s:g} s", "down")))
                 if inst is not None:
