@@ -224,7 +224,7 @@ class InstanceCollector:
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None) -> None:
         self.discover = discover
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
@@ -233,6 +233,12 @@ class InstanceCollector:
             # a simulated process table says not to probe the real machine's default ports
             probe_ports = names.PROBE_PORTS if getattr(self.table, "probe_default_ports", True) else ()
         self.probe_ports = tuple(probe_ports)
+        # containers: the Docker Engine API (collect/docker.py), when discovering on a real machine
+        if docker is None and discover and getattr(self.table, "probe_default_ports", True):
+            from .docker import DockerDiscovery
+            docker = DockerDiscovery()
+        self.docker = docker if discover else None
+        self.notes: list[str] = []  # one line each, for what discovery could not look at
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
         self._targets: dict[tuple[str, int, str], _Target] = {}
@@ -302,6 +308,8 @@ class InstanceCollector:
             if self._closed:
                 return
             self._closed = True
+        if self.docker is not None:
+            self.docker.close()
         if self._clients:
             try:
                 asyncio.run_coroutine_threadsafe(self._close_clients(list(self._clients)), self._loop).result(timeout=2)
@@ -346,6 +354,7 @@ class InstanceCollector:
         self._listener_pids = port_pid
         if self.discover:
             self._discover_processes(listeners, now)
+            self._discover_containers(now)
             for port in self.probe_ports:
                 key = ("127.0.0.1", port, "")
                 if key not in self._targets:
@@ -354,8 +363,8 @@ class InstanceCollector:
                                                  discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
-            if t.key[0] != "127.0.0.1":
-                continue
+            if t.key[0] != "127.0.0.1" or t.container is not None:
+                continue  # a container's own PIDs, not docker-proxy's that holds the published port
             pid = port_pid.get(t.key[1])
             if pid is None:
                 continue
@@ -401,6 +410,45 @@ class InstanceCollector:
                 if t.kind is None:
                     t.kind = kind
                 t.last_seen = now
+
+    def _discover_containers(self, now: float) -> None:
+        """Inference servers in Docker containers: named after the container, reached at its
+        published port (or its own address), joined to the GPUs through its host PIDs."""
+        if self.docker is None:
+            return
+        from .docker import DockerUnavailable
+
+        try:
+            containers = self.docker.containers()
+        except DockerUnavailable as e:
+            if str(e) not in self.notes:
+                self.notes.append(str(e))
+            return
+        except Exception as e:  # a bug here must not stop discovery
+            note = f"Docker containers not read ({type(e).__name__})"
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        for c in containers:
+            if c.url is None:
+                continue
+            key = url_key(c.url)
+            t = self._targets.get(key)
+            if t is None:
+                t = self._targets[key] = _Target(key=key, url=c.url, name=c.name, kind=c.kind, source="discovered",
+                                                 last_seen=now, discovered=True)
+            elif t.tentative or t.discovered:
+                t.tentative = False
+                t.name = c.name
+                t.kind = t.kind or c.kind
+            t.last_seen = now
+            t.container, t.container_gpus = c.name, list(c.gpus)
+            if c.pids:
+                t.pid, t.pids = c.pids[0], list(c.pids)
+                info = self.table.info(c.pids[0])
+                engine = ENGINES.get(t.kind or c.kind or "")
+                if info is not None and engine is not None:
+                    t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
 
     # ---- polling ---------------------------------------------------------------------------
     def _client_for(self, key: str) -> httpx.AsyncClient:

@@ -170,6 +170,23 @@ SERVER_PROCESSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # LM Studio is a desktop app / ``lms`` daemon whose process names vary: found by port probe
 }
 
+# ---- containers (gpuwatch/collect/docker.py) --------------------------------------------------
+# image name substring -> engine (the images each project publishes: Docker Hub / GHCR)
+CONTAINER_IMAGES = (
+    ("vllm/vllm-openai", "vllm"), ("vllm-openai", "vllm"),
+    ("lmsysorg/sglang", "sglang"),
+    ("text-generation-inference", "tgi"),
+    ("ollama/ollama", "ollama"),
+    ("ggml-org/llama.cpp", "llamacpp"), ("ggerganov/llama.cpp", "llamacpp"),
+    ("llama-swap", "llamaswap"),
+    ("tabbyapi", "tabbyapi"),
+)
+# ports inside the container that differ from the engines' own defaults: TGI's image sets
+# PORT=80 (its Dockerfile), llama.cpp's server image listens on 8080 (LLAMA_ARG_PORT moves it)
+CONTAINER_DEFAULT_PORTS = {"tgi": 80}
+# environment variables that set the port inside the container
+CONTAINER_PORT_ENV = {"tgi": ("PORT",), "llamacpp": ("LLAMA_ARG_PORT",), "ollama": ("OLLAMA_HOST",)}
+
 # flags that name the listening port
 PORT_FLAGS = ("--port",)
 
