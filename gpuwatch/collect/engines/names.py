@@ -124,6 +124,15 @@ TGI = {
     "prompt_tokens": ("tgi_request_input_length_sum",),  # per validated request
 }
 
+# Ollama (ollama/ollama at fb30760, v0.33.0-rc2) has no token counters at all: tok/s exists
+# only in the final object of each /api/generate and /api/chat response (``eval_count`` over
+# ``eval_duration``), so gpuwatch measures it by benchmark (collect/bench.py) or a meter in
+# front of the server. Loading is per model, not per server: the server answers at once, and a
+# model being loaded is already listed by ``/api/ps`` (server/sched.go puts the runner into
+# ``s.loaded`` before ``WaitUntilRunning``; ``loadedModels`` reports an ``expires_at`` of now +
+# keep-alive while its real expiry is still unset). Its ``loading`` flag is not exported, so an
+# Ollama instance never reads "loading" in gpuwatch.
+
 # llama-swap (mostlygeek/llama-swap internal/perf/prometheus.go): /metrics serves only host and
 # GPU figures (``llamaswap_cpu_util_percent``, ``llamaswap_gpu_power_draw_watts``...), 503 when
 # its performance monitor is off. Tokens are counted by the llama-servers behind it, listed by
