@@ -145,3 +145,49 @@ def test_sglang_rate_gauge_without_step_counter_goes_to_zero_when_it_stops_chang
             clock.advance(1.0)
     assert readings[:4] == [100.0, 101.0, 102.0, 103.0]
     assert readings[-1] == 0.0 and readings[6] == 103.0
+
+
+class StartingProcesses:
+    """A process table in which a vLLM server process runs but nothing listens yet."""
+
+    probe_default_ports = False
+
+    def __init__(self, port):
+        self.procs = [(4242, "python3", ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
+                                         "--port", str(port)], 1764662400.0)]
+
+    def listeners(self):
+        return []
+
+    def info(self, pid):
+        return None
+
+    def children(self, pid):
+        return []
+
+    def processes(self):
+        return self.procs
+
+
+def test_vllm_loading_its_model_is_loading_not_down(clock):
+    from _instances_servers import free_port
+
+    from gpuwatch.analysis.alerts import evaluate_once
+    from gpuwatch.model import Snapshot
+
+    port = free_port()
+    table = StartingProcesses(port)
+    with InstanceCollector([BackendConfig(url=f"http://127.0.0.1:{port}", kind="vllm")], discover=False,
+                           process_table=table, clock=clock.now) as col:
+        loading = col.collect()[0]
+        table.procs = []  # the process died: now it is down
+        clock.advance(60.0)
+        down = col.collect()[0]
+    assert loading.status == "loading" and loading.pid == 4242 and loading.error is None
+    assert loading.status_since == "2025-12-02T08:00:00+00:00"  # the process start time
+    assert "does not listen yet" in loading.status_detail
+    assert down.status == "down" and "refused" in down.error
+    alerts = evaluate_once([Snapshot(time="t", host="h", instances=[loading])])
+    assert not [a for a in alerts if a.kind == "backend_down"]
+    alerts = evaluate_once([Snapshot(time="t", host="h", instances=[down])])
+    assert [a.kind for a in alerts if a.kind == "backend_down"] == ["backend_down"]

@@ -239,6 +239,7 @@ class InstanceCollector:
             docker = DockerDiscovery()
         self.docker = docker if discover else None
         self.notes: list[str] = []  # one line each, for what discovery could not look at
+        self._procs_scan: tuple[float, list] | None = None  # (when, processes) for loading servers
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
         self._targets: dict[tuple[str, int, str], _Target] = {}
@@ -514,6 +515,30 @@ class InstanceCollector:
                 text = text.replace(secret, "***")
         return text
 
+    def _starting_server(self, t: _Target) -> tuple[int, str, float] | None:
+        """A server process of a known engine whose port is ``t``'s but which does not listen
+        yet: vLLM, SGLang and TGI bind or start their HTTP server only once the model is
+        loaded (names.VLLM), so a refused connection with such a process alive is loading, not
+        down. Processes are listed at most once per discovery interval."""
+        if t.key[0] != "127.0.0.1":
+            return None
+        lister = getattr(self.table, "processes", None)
+        if lister is None:
+            return None
+        now = self.clock()
+        if self._procs_scan is None or now - self._procs_scan[0] >= self.discovery_interval_s:
+            try:
+                self._procs_scan = (now, lister())
+            except Exception:
+                self._procs_scan = (now, [])
+        for pid, name, argv, created in self._procs_scan[1]:
+            kind = match_server_process(name, argv)
+            if kind is None or kind == "ollama" or (t.kind and kind != t.kind):
+                continue
+            if expected_port(kind, argv, None) == t.key[1]:
+                return pid, kind, created
+        return None
+
     def _since(self, t: _Target, inst: Instance) -> None:
         """``status_since``: when the instance's status last changed (kept across polls)."""
         if inst.status != t.status or t.status_since is None:
@@ -557,6 +582,20 @@ class InstanceCollector:
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
                         bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus))
+        if res.error is not None and res.error.status == "down" and "refused" in res.error.message:
+            starting = self._starting_server(t)
+            if starting is not None:
+                pid, kind, created = starting
+                inst.kind = t.kind or kind
+                inst.pid, inst.status = pid, "loading"
+                inst.status_detail = f"{kind} process {pid} runs but does not listen yet (loading its model)"
+                if t.status != "loading":
+                    t.status = "loading"
+                    t.status_since = _dt.datetime.fromtimestamp(created, _dt.timezone.utc).isoformat(
+                        timespec="seconds") if created else _now_iso()
+                inst.status_since = t.status_since
+                t.error_since = None
+                return inst
         if res.error is not None:
             if t.error_since is None:
                 t.error_since = _now_iso()
