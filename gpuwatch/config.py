@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis.alert_config import AlertConfig
-from .collect.instances import BackendConfig
+from .collect.targets import BackendConfig
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):

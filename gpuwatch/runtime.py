@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 
 from .analysis.alerts import AlertEngine
-from .collect.instances import BackendConfig, InstanceCollector
+from .collect.instances import InstanceCollector
+from .collect.targets import BackendConfig
 from .collect.nvml import NvmlCollector
 from .collect.procs import ProcessTable
 from .config import Settings

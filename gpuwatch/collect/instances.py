@@ -29,21 +29,11 @@ from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
 from .procs import ProcessTable
+from .targets import BackendConfig
 
 DISCOVERY_INTERVAL_S = 10.0
 FORGET_DISCOVERED_AFTER_S = 300.0
 CONNECT_TIMEOUT_S = 0.5
-
-
-@dataclass
-class BackendConfig:
-    """A server the user named (``--backend URL`` or ``[[backends]]`` in the config file)."""
-
-    url: str
-    name: str | None = None
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    kind: str | None = None  # ollama | vllm | llamacpp | sglang; probed when None
-    source: str = "configured"  # configured | simulated
 
 
 def _now_iso() -> str:
