@@ -22,6 +22,13 @@ class NoProcesses:
     """A process table with nothing listening on the host (the servers are in containers)."""
 
     probe_default_ports = True
+    discovered_source = "discovered"
+
+    def server_name(self, pid):
+        return None
+
+    def processes(self):
+        return []
 
     def listeners(self):
         return []

@@ -61,7 +61,7 @@ def test_efficiency_in_snapshot_json_text_and_exporter():
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from gpuwatch.fleet.exporter import _Integrator, _LastSnapshotCollector, build_families
+    from gpuwatch.frontends.exporter import _Integrator, _LastSnapshotCollector, build_families
     from gpuwatch.frontends.text import render_text
 
     snap = instance_efficiency(box())

@@ -151,6 +151,10 @@ class StartingProcesses:
     """A process table in which a vLLM server process runs but nothing listens yet."""
 
     probe_default_ports = False
+    discovered_source = "discovered"
+
+    def server_name(self, pid):
+        return None
 
     def __init__(self, port):
         self.procs = [(4242, "python3", ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
