@@ -195,3 +195,14 @@ def test_vllm_loading_its_model_is_loading_not_down(clock):
     assert not [a for a in alerts if a.kind == "backend_down"]
     alerts = evaluate_once([Snapshot(time="t", host="h", instances=[down])])
     assert [a.kind for a in alerts if a.kind == "backend_down"] == ["backend_down"]
+
+
+def test_bench_on_lmstudio_and_tabbyapi_uses_the_loaded_model(sim_kinds):
+    from gpuwatch.collect.bench import run_bench
+
+    box, clock, handle = sim_kinds("lmstudio", "tabbyapi")
+    clock.advance(30.0)
+    for spec in box.scenario.instances[:2]:
+        result = run_bench(handle.url(spec.name))
+        assert result.error is None, result.error
+        assert result.model == spec.model and result.generation_tokens_per_s > 0

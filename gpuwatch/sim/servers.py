@@ -343,6 +343,10 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/props":
             self._json({"total_slots": 8, "default_generation_settings": {"n_ctx": 32768}})
             return True
+        if method == "GET" and path == "/v1/models":  # an admin key sees the whole model directory
+            self._json({"object": "list", "data": [{"id": "Mistral-Large-exl2-4.0bpw", "object": "model"},
+                                                   {"id": spec.model, "object": "model"}]})
+            return True
         return self._openai(method, path)
 
     def _lmstudio(self, method: str, path: str) -> bool:
@@ -355,6 +359,10 @@ class _Handler(BaseHTTPRequestHandler):
                 {"id": "text-embedding-nomic-embed-text-v1.5", "object": "model", "type": "embeddings",
                  "publisher": "nomic-ai", "arch": "nomic-bert", "compatibility_type": "gguf",
                  "quantization": "Q4_0", "state": "not-loaded", "max_context_length": 2048}]})
+            return True
+        if method == "GET" and path == "/v1/models":  # every downloaded model, loaded or not
+            self._json({"object": "list", "data": [{"id": "text-embedding-nomic-embed-text-v1.5", "object": "model"},
+                                                   {"id": spec.model, "object": "model"}]})
             return True
         return self._openai(method, path)
 
