@@ -241,6 +241,8 @@ class Snapshot:
     collect_ms: float | None = None
     source: str = "nvml"  # nvml | simulated | replay | prometheus
     scenario: str | None = None
+    # one line each for what server discovery could not look at (no Docker socket, no permission)
+    discovery_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -77,7 +77,7 @@ class Sampler:
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario,
+            scenario=self.scenario, discovery_notes=list(getattr(self.instances, "notes", ())),
         )
         for step in self.analyzers:
             step(snap)

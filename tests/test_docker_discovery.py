@@ -134,3 +134,20 @@ def test_declared_container_gpus_when_nvml_lists_none_of_its_pids():
     gpus = [GPU(index=i, uuid=f"GPU-{c * 3}") for i, c in enumerate("ABCD")]
     snap = assign_gpus(Snapshot(time="t", host="h", gpus=gpus, instances=[inst]))
     assert snap.instances[0].gpus == [1, 3] and gpus[1].instances == ["vllm-a"]
+
+
+def test_doctor_shows_the_discovery_note_and_a_loading_server_as_no_failure():
+    from gpuwatch.analysis.doctor import run_doctor
+    from gpuwatch.model import Instance
+
+    loading = Instance(name="vllm-a", kind="vllm", url="http://127.0.0.1:8000", status="loading",
+                       status_since="2026-12-02T08:00:00+00:00", status_detail="vllm process 42 runs but does not listen yet")
+    asleep = Instance(name="vllm-b", kind="vllm", url="http://127.0.0.1:8001", status="sleeping",
+                      status_detail="sleep level 1: weights offloaded to CPU memory")
+    snap = Snapshot(time="t", host="h", instances=[loading, asleep],
+                    discovery_notes=["no Docker socket at /var/run/docker.sock: containers are not looked at"])
+    checks = {c.name: c for c in run_doctor([snap]).checks}
+    assert checks["discovery"].status == "pass" and "no Docker socket" in checks["discovery"].detail
+    assert checks["instance vllm-a"].status == "warn" and "loading since 2026-12-02T08:00:00" in checks["instance vllm-a"].detail
+    assert checks["instance vllm-b"].status == "pass" and "sleep level 1" in checks["instance vllm-b"].detail
+    assert Snapshot.from_dict(snap.to_dict()).discovery_notes == snap.discovery_notes
