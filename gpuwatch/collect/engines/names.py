@@ -35,6 +35,10 @@ from __future__ import annotations
 # only with VLLM_SERVER_DEV_MODE=1, so the gauge is what gpuwatch reads. While vLLM loads a
 # model its API socket is bound but not yet listening (``create_server_socket`` binds; uvicorn
 # listens only after the engine is built): connections are refused, /metrics does not exist.
+# Draining (SIGTERM with ``--shutdown-timeout``, RFC vllm-project/vllm#24885, PR #32420): the
+# API server answers new requests 503 through a ServiceUnavailableMiddleware while in-flight
+# ones finish; gpuwatch shows the 503 and its message as ``error``, then ``down`` once the process
+# has gone (a process seen serving that stops listening is never read as loading).
 # ``--enable-mfu-metrics`` (>= 0.26, ``vllm/v1/metrics/perf.py``) adds per-step counters
 # ``vllm:estimated_flops_per_gpu_total`` and ``vllm:estimated_read_bytes_per_gpu_total``.
 VLLM = {
