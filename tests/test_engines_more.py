@@ -206,3 +206,19 @@ def test_bench_on_lmstudio_and_tabbyapi_uses_the_loaded_model(sim_kinds):
         result = run_bench(handle.url(spec.name))
         assert result.error is None, result.error
         assert result.model == spec.model and result.generation_tokens_per_s > 0
+
+
+def test_instance_panel_shows_loading_and_energy_lines():
+    from gpuwatch.frontends.tui.render import instance_lines
+    from gpuwatch.model import Instance
+
+    loading = Instance(name="v", kind="vllm", url="u", status="loading", status_since="2026-12-02T08:00:00+00:00",
+                       status_detail="vllm process 42 runs but does not listen yet (loading its model)")
+    text = [line.plain for line in instance_lines(loading, [], 80)]
+    assert text[0].startswith(" LOADING ") and "does not listen yet" in text[0]
+    assert text[1] == "since 2026-12-02T08:00:00+00:00"
+    up = Instance(name="v", kind="vllm", url="u", status="up", generation_tokens_per_s=1200.0, power_w=600.0,
+                  power_shared=True, joules_per_token=0.5, tokens_per_s_per_kw=2000.0, mfu_pct=25.0,
+                  mem_bw_util_pct=50.0)
+    energy = [line.plain for line in instance_lines(up, [], 80) if line.plain.startswith("energy")]
+    assert energy == ["energy 0.50 J/tok 2000 tok/s/kW  600 W (shared GPUs split by memory)  MFU 25%  mem BW 50%"]
