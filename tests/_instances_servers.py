@@ -89,6 +89,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Backlogged(ThreadingHTTPServer):
+    # engine probing asks up to 8 paths at once: socketserver's default backlog (5) would drop
+    # connections that a real server (backlog in the hundreds) accepts
+    request_queue_size = 64
+
+
 class FakeServer:
     """``routes``: path -> body (str/bytes/JSON-able), callable(handler) -> body or (code, body),
     or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404)."""
@@ -100,7 +106,7 @@ class FakeServer:
         self.requests: list = []
         self.conns: list = []
         self.stop = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _Backlogged(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]

@@ -43,14 +43,15 @@ def test_new_engines_recognised_by_probing(sim_kinds):
     box, clock, handle = sim_kinds("tgi", "tabbyapi", "lmstudio")
     clock.advance(30.0)
     urls = [handle.url(s.name) for s in box.scenario.instances]
-    with collector([(u, None) for u in urls], clock) as col:
+    # probing asks 8 paths at once: a generous time bound for a loaded test machine
+    with collector([(u, None) for u in urls], clock, timeout_s=10.0) as col:
         col.collect()
         t1 = box.t()
         clock.advance(2.0)
         got = {i.url: i for i in col.collect()}
         t2 = box.t()
     tgi, tabby, lms = (got[u] for u in urls)
-    assert (tgi.kind, tabby.kind, lms.kind) == ("tgi", "tabbyapi", "lmstudio")
+    assert (tgi.kind, tabby.kind, lms.kind) == ("tgi", "tabbyapi", "lmstudio"), (tgi.error, tabby.error, lms.error)
     assert all(i.status == "up" for i in (tgi, tabby, lms))
     spec = box.scenario.instances[0]
     expected = (box.instance_state(spec.name, t2).generation_tokens_total
@@ -222,3 +223,20 @@ def test_instance_panel_shows_loading_and_energy_lines():
                   mem_bw_util_pct=50.0)
     energy = [line.plain for line in instance_lines(up, [], 80) if line.plain.startswith("energy")]
     assert energy == ["energy 0.50 J/tok 2000 tok/s/kW  600 W (shared GPUs split by memory)  MFU 25%  mem BW 50%"]
+
+
+def test_discovery_shows_a_loading_vllm_that_does_not_listen_yet(clock):
+    from _instances_servers import free_port
+
+    port = free_port()
+    table = StartingProcesses(port)
+    with InstanceCollector([], discover=True, process_table=table, clock=clock.now, probe_ports=()) as col:
+        first = col.collect()
+        table.procs = []  # it crashed while loading
+        clock.advance(15.0)
+        crashed = col.collect()
+        clock.advance(400.0)
+        later = col.collect()
+    assert [(i.name, i.status, i.pid) for i in first] == [(f"vllm:{port}", "loading", 4242)]
+    assert [(i.name, i.status) for i in crashed] == [(f"vllm:{port}", "down")]
+    assert later == []  # forgotten, as any discovered server that has gone

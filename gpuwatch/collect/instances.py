@@ -342,6 +342,7 @@ class InstanceCollector:
         self._listener_pids = port_pid
         if self.discover:
             self._discover_processes(listeners, now)
+            self._discover_loading(listeners, now)
             self._discover_containers(now)
             for port in self.probe_ports:
                 key = ("127.0.0.1", port, "")
@@ -396,6 +397,32 @@ class InstanceCollector:
                 if t.kind is None:
                     t.kind = kind
                 t.last_seen = now
+
+    def _processes(self, now: float) -> list:
+        """The process list (pid, name, argv, start time), read at most once per discovery interval."""
+        if self._procs_scan is None or now - self._procs_scan[0] >= self.discovery_interval_s:
+            try:
+                self._procs_scan = (now, self.table.processes())
+            except Exception:
+                self._procs_scan = (now, [])
+        return self._procs_scan[1]
+
+    def _discover_loading(self, listeners, now: float) -> None:
+        """Server processes that do not listen yet (loading their model): a target at the port
+        they will listen on, shown as loading until they answer (see ``_starting_server``)."""
+        listening = {lst.pid for lst in listeners}
+        for pid, name, argv, _created in self._processes(now):
+            if pid in listening:
+                continue
+            kind = match_server_process(name, argv)
+            if kind is None or kind == "ollama":
+                continue  # Ollama listens at once and loads models per request
+            port = expected_port(kind, argv, None)
+            key = ("127.0.0.1", port, "")
+            if key not in self._targets:
+                self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"{kind}:{port}",
+                                             kind=kind, source=self.table.discovered_source, last_seen=now,
+                                             discovered=True)
 
     def _discover_containers(self, now: float) -> None:
         """Inference servers in Docker containers: named after the container, reached at its
@@ -508,16 +535,9 @@ class InstanceCollector:
         Processes are listed at most once per discovery interval."""
         if t.key[0] != "127.0.0.1":
             return None
-        lister = self.table.processes
-        now = self.clock()
-        if self._procs_scan is None or now - self._procs_scan[0] >= self.discovery_interval_s:
-            try:
-                self._procs_scan = (now, lister())
-            except Exception:
-                self._procs_scan = (now, [])
-        for pid, name, argv, created in self._procs_scan[1]:
-            if pid == t.pid:
-                continue  # the process we saw serving stopped listening: shutting down or hung, not loading
+        for pid, name, argv, created in self._processes(self.clock()):
+            if pid == t.pid or pid in t.pids:
+                continue  # the process we saw serving (or its forked workers): going away, not loading
             kind = match_server_process(name, argv)
             if kind is None or kind == "ollama" or (t.kind and kind != t.kind):
                 continue
@@ -581,6 +601,7 @@ class InstanceCollector:
                         timespec="seconds") if created else _now_iso()
                 inst.status_since = t.status_since
                 t.error_since = None
+                t.last_seen = self.clock()
                 return inst
         if res.error is not None:
             if t.error_since is None:

@@ -73,6 +73,9 @@ class _Hist:
 class _SimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # probing asks up to 8 paths at once; socketserver's default backlog of 5 drops the rest
+    # (a real engine's server listens with a backlog in the hundreds)
+    request_queue_size = 64
 
     def __init__(self, box: SimBox, spec: InstanceSpec) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
