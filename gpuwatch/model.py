@@ -203,7 +203,7 @@ class Instance:
     power_shared: bool = False
     joules_per_token: float | None = None
     tokens_per_s_per_kw: float | None = None
-    # vLLM --enable-mfu-metrics: model FLOP/s and memory read bytes/s per GPU, and as % of the
+    # vLLM / SGLang --enable-mfu-metrics: model FLOP/s and memory read bytes/s per GPU, and as % of the
     # GPU model's peak (analysis/peaks.py)
     flops_per_gpu_per_s: float | None = None
     read_bytes_per_gpu_per_s: float | None = None

@@ -81,3 +81,29 @@ def test_efficiency_in_snapshot_json_text_and_exporter():
     assert samples[("gpuwatch_instance_generation_tokens_per_second_per_kilowatt", "vllm")] == pytest.approx(2000.0)
     assert samples[("gpuwatch_instance_power_watts", "ollama-b")] == pytest.approx(50.0)
     assert samples[("gpuwatch_instance_model_flops_utilization_ratio", "vllm")] == pytest.approx(0.25, rel=0.01)
+
+
+def test_vllm_mfu_counters_per_gpu_through_the_collector(clock, servers):
+    """Two data-parallel engines, each reporting per-GPU estimates: the instance's per-GPU
+    rate is their mean, not their sum."""
+    from gpuwatch.collect.instances import BackendConfig, InstanceCollector
+
+    t = {"s": 0.0}
+
+    def body(h):
+        lines = []
+        for engine, share in (("0", 1.0), ("1", 0.5)):
+            lb = f'engine="{engine}",model_name="m"'
+            lines += [f"vllm:num_requests_running{{{lb}}} 1",
+                      f"vllm:estimated_flops_per_gpu_total{{{lb}}} {300e12 * share * t['s']}",
+                      f"vllm:estimated_read_bytes_per_gpu_total{{{lb}}} {2e12 * share * t['s']}"]
+        return "\n".join(lines) + "\n"
+
+    srv = servers({"/metrics": body, "/version": {"version": "0.26.0"}})
+    with InstanceCollector([BackendConfig(url=srv.url, kind="vllm")], discover=False, clock=clock.now) as col:
+        col.collect()
+        clock.advance(2.0)
+        t["s"] = 2.0
+        inst = col.collect()[0]
+    assert inst.flops_per_gpu_per_s == pytest.approx(225e12)
+    assert inst.read_bytes_per_gpu_per_s == pytest.approx(1.5e12)

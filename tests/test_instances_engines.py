@@ -299,7 +299,8 @@ def test_every_current_metric_name_exists_in_a_real_scrape():
     old_only = {("llamacpp", "kv_cache_fraction")}  # removed from llama.cpp in 2025
     # opt-in or newer than the recorded scrapes (the source is cited in names.py)
     not_in_scrape = {("vllm", "flops_per_gpu"), ("vllm", "read_bytes_per_gpu"),  # --enable-mfu-metrics
-                     ("sglang", "generation_tokens_iter")}  # realtime_tokens_total: newer SGLang
+                     ("sglang", "generation_tokens_iter"),  # realtime_tokens_total: newer SGLang
+                     ("sglang", "flops_per_gpu"), ("sglang", "read_bytes_per_gpu")}  # --enable-mfu-metrics
     for kind, table in names.METRICS.items():
         for key, candidates in table.items():
             bare = [split_selector(n)[0] for n in candidates]

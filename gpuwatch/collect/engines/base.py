@@ -312,6 +312,10 @@ class PromScrape:
         values = self._numbers(candidates)
         return sum(values) if values else None
 
+    def mean(self, candidates: tuple[str, ...]) -> float | None:
+        values = self._numbers(candidates)
+        return sum(values) / len(values) if values else None
+
     def max(self, candidates: tuple[str, ...]) -> float | None:
         values = self._numbers(candidates)
         return max(values) if values else None
@@ -444,9 +448,15 @@ def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) ->
         frac = scrape.max(table["prefix_cache_hit_fraction"])
         r.gauges["prefix_cache_hit_pct"] = None if frac is None else 100.0 * frac
     for key in ("generation_tokens", "generation_tokens_iter", "prompt_tokens", "preemptions", "prefix_cache_hits",
-                "prefix_cache_queries", "flops_per_gpu", "read_bytes_per_gpu"):
+                "prefix_cache_queries"):
         if key in table:
             v = scrape.sum(table[key])
+            if v is not None:
+                r.counters[key] = v
+    for key in ("flops_per_gpu", "read_bytes_per_gpu"):
+        # per GPU already, one label set per engine / rank: their mean, not their sum
+        if key in table:
+            v = scrape.mean(table[key])
             if v is not None:
                 r.counters[key] = v
     for key in ("ttft", "itl"):

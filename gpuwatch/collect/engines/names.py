@@ -106,6 +106,10 @@ SGLANG = {
     "prompt_tokens": ('sglang:realtime_tokens_total{mode="prefill_compute"}', "sglang:prompt_tokens_total"),
     "ttft": ("sglang:time_to_first_token_seconds",),
     "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
+    # --enable-mfu-metrics (observability/metrics_collector.py: estimated_flops_per_gpu_total,
+    # estimated_read_bytes_per_gpu_total, incremented per forward pass, one label set per rank)
+    "flops_per_gpu": ("sglang:estimated_flops_per_gpu_total",),
+    "read_bytes_per_gpu": ("sglang:estimated_read_bytes_per_gpu_total",),
 }
 SGLANG_STALE_GAUGE_S = 5.0
 
