@@ -79,6 +79,7 @@ class Sampler:
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario,
         )
+        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
@@ -115,7 +116,7 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
         d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
                        start_offset_s=start_offset_s)
         table = d.process_table
-        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now)
+        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
         instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
         sampler = Sampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
                           wall=d.wall, host=f"demo-{d.box.scenario.name}")
