@@ -50,12 +50,15 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _demo_help() -> str:
+    from .sim.scenarios import demo_help
+    return demo_help()
+
+
 def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     d = {"default": argparse.SUPPRESS} if sub else {}
     p.add_argument("--demo", nargs="?", const="h100x8", metavar="SCENARIO",
-                   help="use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs) or rtx4090x2, with faults as "
-                        "SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
-                        "unsupported olddriver offload ecc; 'none' clears defaults)", **d)
+                   help=_demo_help(), **d)
     p.add_argument("--backend", action="append", type=_url, metavar="URL",
                    help="an inference server to watch (repeatable), e.g. http://127.0.0.1:8000", **d)
     p.add_argument("--no-discover", action="store_true", help="do not look for local inference servers", **d)

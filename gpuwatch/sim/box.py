@@ -341,7 +341,7 @@ class SimBox:
         """(pid, GPU memory) of every process on the GPU: the activation churn goes to the
         process of the GPU's first owner, the weights to each owner."""
         owners = self._gpu_owners.get(gpu, [])
-        mig = [(pid, mem) for _n, _gi, _total, pid, mem in self.mig_devices(gpu) if pid is not None]
+        mig = [(self.host_pid(pid), mem) for _n, _gi, _total, pid, mem in self.mig_devices(gpu) if pid is not None]
         if not owners:
             return mig
         extra = self.gpu_state(gpu).mem_used - sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
@@ -349,7 +349,7 @@ class SimBox:
         for k, (inst, rank) in enumerate(owners):
             out.append((self.host_pid(self.gpu_pid(inst, rank)),
                         inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
-        return out
+        return out + mig
 
     # ---- inference servers ---------------------------------------------------------
     def instance(self, name: str) -> InstanceSpec:

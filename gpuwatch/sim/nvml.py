@@ -763,7 +763,6 @@ class FakeNvmlLibrary:
         in_mig = {self.box.host_pid(pid): gi for _n, gi, _t, pid, _m in self.box.mig_devices(idx) if pid is not None}
         out = []
         for pid, mem in self.box.gpu_processes(idx):
-            pid = self.box.host_pid(pid) if pid not in in_mig else pid
             gi = in_mig.get(pid, none)
             out.append((pid, mem, gi, 0 if gi != none else none))
         return out

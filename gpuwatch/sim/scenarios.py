@@ -278,6 +278,14 @@ DEFAULT_FAULT_GPU = {
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
 
 
+def demo_help() -> str:
+    """The spellings of --demo, for the command line's help text (generated from the tables)."""
+    return (f"use the built-in simulated box: {', '.join(SCENARIOS)} or h100xN (N GPUs); h100x8 is the default. "
+            f"Faults and a driver generation as SCENARIO:FAULT[=GPU],...,driver=BRANCH, e.g. h100x8:hot,lost "
+            f"or h100x8:driver=r535-early,lost-at-start (faults: {' '.join(FAULTS)}; 'none' clears the "
+            f"defaults; drivers: {' '.join(DRIVERS)})")
+
+
 class ScenarioError(ValueError):
     pass
 

@@ -128,12 +128,15 @@ def badges(g: GPU) -> Content:
 def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     """The body of a full GPU card (the title goes in the border)."""
     if g.lost:
-        return [
+        lines = [
             Content.styled("GPU LOST", "$error bold reverse"),
             Content.styled("fell off the bus (NVML: GPU is lost)", "$error"),
             Content.styled("check `dmesg | grep -i xid`; a reset or", "$text-muted"),
             Content.styled("reboot is needed to bring it back", "$text-muted"),
         ]
+        if g.pci_bus_id:
+            lines.insert(2, Content.assemble(("PCI ", "$text-muted"), g.pci_bus_id))
+        return lines
     inner = max(20, width)
     barw = max(6, inner - 24)
     util = g.utilization_gpu_pct
@@ -174,7 +177,27 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     procs = len(g.processes)
     tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
     lines.append(tail)
+    lines.extend(gpu_notes(g, inner))
     return lines
+
+
+def gpu_notes(g: GPU, width: int) -> list[Content]:
+    """MIG devices, fabric trouble and why a figure is missing: lines only when there is something."""
+    out: list[Content] = []
+    if g.mig_mode:
+        out.append(Content.assemble(("MIG on", "$warning bold"), (f"  {len(g.mig_devices)} MIG devices", "$text-muted")))
+        for d in g.mig_devices:
+            label = (d.name or f"MIG {d.index}").rsplit(" ", 1)[-1]
+            out.append(Content.assemble((f" {label} ", "$text-muted"),
+                                        f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}",
+                                        (f"  {len(d.pids)} proc" + ("" if len(d.pids) == 1 else "s"), "$text-muted")))
+    if g.fabric_state in ("not_started", "failed") or (
+            g.nvlink is not None and g.nvlink.links_total and g.nvlink.links_active < g.nvlink.links_total):
+        state = (g.fabric_state or "").replace("_", " ")
+        out.append(Content.styled(f"NVLink fabric {state or 'degraded'}: fabric manager?"[:width], "$error"))
+    for why in g.errors.values():
+        out.append(Content.styled(why[:width], "$text-muted"))
+    return out
 
 
 def gpu_row_lines(g: GPU, width: int) -> list[Content]:
