@@ -83,7 +83,7 @@ def test_lost_at_start_commands_finish_without_a_traceback(cmd, tmp_path):
 def test_r470_processes_come_from_the_v2_entry_point(sim, clock):
     box, lib, col = sim("h100x8:driver=r470")
     r = ticks(col, clock)
-    with pytest.raises(N.NVMLError_FunctionNotFound):  # what nvidia-ml-py >= 12.535 calls
+    with pytest.raises(N.NVMLLibraryMismatchError):  # nvidia-ml-py >= 12.535 calls only _v3
         N.nvmlDeviceGetComputeRunningProcesses(N.nvmlDeviceGetHandleByIndex(0))
     assert [p.pid for p in r.gpus[0].processes] == [20010]
     assert r.gpus[0].processes[0].used_memory_bytes == box.gpu_state(0).mem_used
@@ -324,3 +324,27 @@ def test_every_driver_profile_reads_a_box(sim, clock):
         assert r.driver_version == DRIVERS[name].version
         assert len(r.gpus) == 8 and r.gpus[0].memory_used_bytes and r.gpus[0].processes, name
         col.close()
+
+
+async def test_dashboard_shows_eight_cards_with_a_gpu_lost_at_start():
+    from test_dashboard import SimSource, visible_text
+
+    from gpuwatch.frontends.tui.app import GpuWatchApp
+    from gpuwatch.frontends.tui.widgets import GpuCard
+
+    src = SimSource("h100x8:lost-at-start=3,mig=7,fabric")
+    app = GpuWatchApp(src, interval=0.05)
+    try:
+        async with app.run_test(size=(200, 60)) as pilot:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (app.snapshot is None or len(list(app.query(GpuCard))) < 8):
+                await pilot.pause(0.05)
+            assert [c.index for c in app.query(GpuCard)] == list(range(8))
+            await pilot.pause(0.2)
+            text = visible_text(app)
+            assert "GPU LOST" in text and "00000000:5D:00.0" in text
+            assert "MIG 3g.40gb 18.0GiB/39.6GiB" in text  # the MIG devices on GPU 7's card
+            assert "n/a in MIG mode" in text  # why utilization is missing
+            assert "0/18 active fabric not started" in text
+    finally:
+        src.close()

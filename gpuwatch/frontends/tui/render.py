@@ -143,9 +143,12 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     uf = None if util is None else util / 100
     mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
     spark_w = max(0, inner - barw - 16)
+    util_line = Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
+                                 sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else "")
+    if util is None and g.mig_mode:  # say why the figure is missing
+        util_line = Content.assemble(("util ", "$text-muted"), ("n/a in MIG mode (no whole-GPU figure)", "$warning"))
     lines = [
-        Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
-                         sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else ""),
+        util_line,
         Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, memory_style(mem_frac)),
                          f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"),
     ]
@@ -171,33 +174,35 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
                                   (" ↑", "$text-muted"), fmt_rate(g.pcie.tx_bytes_per_s)))
     if g.nvlink is not None:
         nv = g.nvlink
-        lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
-                                      fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
-                                      fmt_rate(nv.tx_bytes_per_s)))
+        if fabric_down(g):
+            state = f" fabric {g.fabric_state.replace('_', ' ')}" if g.fabric_state not in (None, "completed") else ""
+            lines.append(Content.assemble(("NVLink ", "$text-muted"),
+                                          (f"{nv.links_active}/{nv.links_total} active{state}", "$error bold")))
+        else:
+            lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
+                                          fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
+                                          fmt_rate(nv.tx_bytes_per_s)))
     procs = len(g.processes)
-    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
+    garbled = " (+ garbled PIDs: driver bug)" if "processes" in g.errors else ""
+    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s") + garbled, "$text-muted"),
+                            (mig_text(g), "$warning"))
     lines.append(tail)
-    lines.extend(gpu_notes(g, inner))
     return lines
 
 
-def gpu_notes(g: GPU, width: int) -> list[Content]:
-    """MIG devices, fabric trouble and why a figure is missing: lines only when there is something."""
-    out: list[Content] = []
-    if g.mig_mode:
-        out.append(Content.assemble(("MIG on", "$warning bold"), (f"  {len(g.mig_devices)} MIG devices", "$text-muted")))
-        for d in g.mig_devices:
-            label = (d.name or f"MIG {d.index}").rsplit(" ", 1)[-1]
-            out.append(Content.assemble((f" {label} ", "$text-muted"),
-                                        f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}",
-                                        (f"  {len(d.pids)} proc" + ("" if len(d.pids) == 1 else "s"), "$text-muted")))
-    if g.fabric_state in ("not_started", "failed") or (
-            g.nvlink is not None and g.nvlink.links_total and g.nvlink.links_active < g.nvlink.links_total):
-        state = (g.fabric_state or "").replace("_", " ")
-        out.append(Content.styled(f"NVLink fabric {state or 'degraded'}: fabric manager?"[:width], "$error"))
-    for why in g.errors.values():
-        out.append(Content.styled(why[:width], "$text-muted"))
-    return out
+def mig_text(g: GPU) -> str:
+    """' · MIG 3g.40gb 18.0GiB/39.6GiB, 3g.40gb 0B/39.6GiB' for a GPU in MIG mode, else ''."""
+    if not g.mig_mode:
+        return ""
+    devs = ", ".join(f"{(d.name or f'MIG {d.index}').rsplit(' ', 1)[-1]} "
+                     f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}" for d in g.mig_devices)
+    return f" · MIG {devs or 'on, no device'}"
+
+
+def fabric_down(g: GPU) -> bool:
+    nv = g.nvlink
+    return g.fabric_state in ("not_started", "failed") or bool(
+        nv is not None and nv.links_total and nv.links_active < nv.links_total)
 
 
 def gpu_row_lines(g: GPU, width: int) -> list[Content]:
