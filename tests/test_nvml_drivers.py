@@ -346,5 +346,35 @@ async def test_dashboard_shows_eight_cards_with_a_gpu_lost_at_start():
             assert "MIG 3g.40gb 18.0GiB/39.6GiB" in text  # the MIG devices on GPU 7's card
             assert "n/a in MIG mode" in text  # why utilization is missing
             assert "0/18 active fabric not started" in text
+            cards = list(app.query(GpuCard))
+            cards[7].focus()
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            detail = visible_text(app)
+            assert "MIG device 0" in detail and "pids 24000" in detail and "not started" in detail
     finally:
         src.close()
+
+
+def test_field_call_refused_as_a_whole_drops_the_pcie_counters_not_nvlink(sim, clock, monkeypatch):
+    """A driver that refuses the whole field-values call for an id it does not know
+    (INVALID_ARGUMENT): ask again without 197/198 and sample PCIe in the background."""
+    box, lib, col = sim("h100x8:driver=r535")
+    real = type(lib).c_nvmlDeviceGetFieldValues
+    refused = []
+
+    def strict(self, handle, count, values):
+        arr = values._obj
+        if any(arr[k].fieldId in (N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES)
+               for k in range(count.value)):
+            refused.append(1)
+            return N.NVML_ERROR_INVALID_ARGUMENT
+        return real(self, handle, count, values)
+
+    monkeypatch.setattr(type(lib), "c_nvmlDeviceGetFieldValues", strict)
+    lib._fns.clear()
+    N._nvmlGetFunctionPointer_cache.clear()
+    r = ticks(col, clock, n=3)
+    assert len(refused) == 8  # once per GPU, then never asked again
+    assert r.gpus[0].nvlink.tx_bytes_per_s and r.gpus[0].nvlink.tx_bytes_per_s > 1e9
+    assert 0 in col.pcie._handles  # PCIe sampled in the background

@@ -359,6 +359,7 @@ class NvmlCollector:
         self.host = host if host is not None else HostView()
         self.pid_namespace: str | None = None
         self._proc_entry: dict[str, tuple] = {}  # "compute"/"graphics" -> the entry point that answers
+        self._last_error: int | None = None  # the code of the last call _call turned into None
         self.clock = clock
         self.slow_every_s = slow_every_s
         self.retry_open_s = retry_open_s
@@ -381,6 +382,7 @@ class NvmlCollector:
         globally). Raises _Lost when the GPU fell off the bus."""
         if key in self._missing or (st is not None and key in st.unsupported):
             return None
+        self._last_error = None
         try:
             return fn(*args)
         except N.NVMLError_FunctionNotFound:
@@ -392,8 +394,8 @@ class NvmlCollector:
             raise _Lost() from None
         except N.NVMLError_ArgumentVersionMismatch:
             self._missing.add(key)
-        except N.NVMLError:
-            pass
+        except N.NVMLError as e:
+            self._last_error = e.value
         return None
 
     # ---- open ---------------------------------------------------------------------------
@@ -748,6 +750,10 @@ class NvmlCollector:
             for fv in st.fields_array:  # some drivers add into the value instead of writing it (go-nvml#46)
                 fv.value.ullVal = 0
             values = self._call(st, "fields", _get_field_values, st.handle, st.fields_array)
+            if values is None and st.pcie_counters and self._last_error == N.NVML_ERROR_INVALID_ARGUMENT:
+                # the whole call refused an id it does not know: ask without the PCIe counters
+                st.pcie_counters = False
+                return self._read_counters(st, gpu, now)
         k = 0
         if st.pcie_counters:
             tx, tx_bits = _field_value(values[0]) if values is not None else (None, None)
