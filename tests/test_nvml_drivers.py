@@ -107,6 +107,19 @@ def test_early_r535_impossible_pids_are_one_note_never_processes(sim, clock):
     assert all(0 < p.pid < 4294967295 for gg in r.gpus for p in gg.processes)
     assert "impossible PID" in g.errors["processes"] and "535" in g.errors["processes"]
     assert "processes" not in r.gpus[7].errors  # no process, no garbage, no note
+    c = {c.name: c for c in run_doctor([snapshot_of(r)], alerts=[]).checks}
+    assert c["GPU processes"].status == "warn" and "update the driver" in c["GPU processes"].notes[0]
+
+
+@pytest.mark.parametrize("driver", list(DRIVERS))
+def test_snapshot_and_doctor_finish_on_every_driver_profile(driver):
+    r = run_cli("--demo", f"h100x8:driver={driver}", "snapshot", "--json", "--interval", "0.2", timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    d = json.loads(r.stdout)
+    assert d["driver_version"] == DRIVERS[driver].version and len(d["gpus"]) == 8
+    assert all(g["numa_node"] in (0, 1) for g in d["gpus"])
+    r = run_cli("--demo", f"h100x8:driver={driver}", "doctor", "--interval", "0.2", timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
 
 
 # ---- 3. PCIe byte counters and the background sampler ----------------------------------------------

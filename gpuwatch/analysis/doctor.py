@@ -266,10 +266,15 @@ def _mig(s: Snapshot) -> Check | None:
 
 
 def _pid_namespace(s: Snapshot) -> Check | None:
-    if s.pid_namespace != "container":
-        return None
-    return Check("GPU processes", WARN, "NVML's process IDs are the host's and cannot be resolved here",
-                 [PID_NAMESPACE_NOTE])
+    """Process lists gpuwatch cannot trust: a container's PID namespace, or garbled PIDs."""
+    if s.pid_namespace == "container":
+        return Check("GPU processes", WARN, "NVML's process IDs are the host's and cannot be resolved here",
+                     [PID_NAMESPACE_NOTE])
+    garbled = [g for g in s.gpus if "processes" in g.errors]
+    if garbled:
+        return Check("GPU processes", WARN, f"the driver lists impossible PIDs on GPU {_idx(g.index for g in garbled)}",
+                     [garbled[0].errors["processes"]])
+    return None
 
 
 def _ecc(s: Snapshot) -> Check | None:
