@@ -278,7 +278,7 @@ def test_fabric_manager_down_is_an_alert_and_a_failed_doctor_check(sim, clock):
     snap = snapshot_of(r)
     alerts = [a for a in evaluate_once([snap]) if a.kind == "nvlink_fabric"]
     assert len(alerts) == 1 and "systemctl status nvidia-fabricmanager" in alerts[0].message
-    assert "0 of 18 NVLinks active" in alerts[0].message
+    assert "GPU 0-7: fabric not started, 0 of 18 NVLinks active" in alerts[0].message
     c = {c.name: c for c in run_doctor([snap], alerts=alerts).checks}
     assert c["NVLink fabric"].status == "fail" and "nvidia-fabricmanager" in c["NVLink fabric"].notes[0]
 

@@ -11,8 +11,8 @@ from typing import Iterable
 
 from ..model import Alert, Snapshot
 from .alert_config import AlertConfig
-from .rules import (FABRIC_FIX, PID_NAMESPACE_NOTE, cpu_ranges, fabric_problems, link_degraded, link_text,
-                    numa_mismatches)
+from .rules import (FABRIC_FIX, PID_NAMESPACE_NOTE, cpu_ranges, fabric_problems, fabric_summary, link_degraded,
+                    link_text, numa_mismatches)
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 _ORDER = {PASS: 0, WARN: 1, FAIL: 2}
@@ -249,7 +249,7 @@ def _fabric(s: Snapshot) -> Check | None:
         return None
     bad = fabric_problems(s)
     if bad:
-        return Check("NVLink fabric", FAIL, "; ".join(f"GPU {g.index}: {why}" for g, why in bad), [FABRIC_FIX])
+        return Check("NVLink fabric", FAIL, fabric_summary(bad), [FABRIC_FIX])
     states = {g.fabric_state for g in linked if g.fabric_state}
     fabric = f", fabric {', '.join(sorted(states))}" if states else ""
     return Check("NVLink fabric", PASS, f"all NVLinks active on {len(linked)} GPUs{fabric}")

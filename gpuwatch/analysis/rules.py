@@ -345,8 +345,15 @@ def nvlink_fabric(ctx: RuleContext) -> list[Alert]:
     bad = fabric_problems(ctx.snapshot)
     if not bad:
         return []
-    what = "; ".join(f"GPU {g.index}: {why}" for g, why in bad)
-    return [ctx.alert("NVLink", f"NVLink fabric down ({what}): {FABRIC_FIX}")]
+    return [ctx.alert("NVLink", f"NVLink fabric down ({fabric_summary(bad)}): {FABRIC_FIX}")]
+
+
+def fabric_summary(bad: list[tuple[GPU, str]]) -> str:
+    """'GPU 0-7: fabric not started, 0 of 18 NVLinks active' (GPUs with the same trouble grouped)."""
+    by_why: dict[str, list[int]] = {}
+    for g, why in bad:
+        by_why.setdefault(why, []).append(g.index)
+    return "; ".join(f"GPU {cpu_ranges(idx)}: {why}" for why, idx in by_why.items())
 
 
 PID_NAMESPACE_NOTE = ("gpuwatch runs in a container with its own PID namespace: NVML reports host PIDs, so GPU "
