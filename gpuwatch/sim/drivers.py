@@ -49,7 +49,9 @@ class DriverProfile:
     pcie_sampler_scale: int = 1
     # field values accumulate into the caller's buffer [go-nvml#46]
     field_accumulates: bool = False
-    # the T.Limit threshold fields 193-196 [nvml.h 12.5]
+    # the T.Limit threshold fields 193-196 [nvml.h 12.5: "supported on Ada and later architectures and
+    # supersedes nvmlDeviceGetTemperatureThreshold"]; signed offsets from T.Limit, e.g. -5/-2/0 for
+    # shutdown/slowdown/max-operating (a public capture on an Ada card: 96/93/90 °C absolute)
     tlimit_fields: bool = True
 
     @property
