@@ -391,3 +391,11 @@ def test_field_call_refused_as_a_whole_drops_the_pcie_counters_not_nvlink(sim, c
     assert len(refused) == 8  # once per GPU, then never asked again
     assert r.gpus[0].nvlink.tx_bytes_per_s and r.gpus[0].nvlink.tx_bytes_per_s > 1e9
     assert 0 in col.pcie._handles  # PCIe sampled in the background
+
+
+def test_demo_help_names_every_scenario_fault_and_driver():
+    """The command line does not import the simulator: its help text is checked against it."""
+    from gpuwatch.cli.parser import SCENARIO_HELP
+    from gpuwatch.sim.scenarios import FAULTS, SCENARIOS
+    words = set(SCENARIO_HELP.replace(",", " ").replace(";", " ").replace(")", " ").replace(".", " ").split())
+    assert set(SCENARIOS) <= words and set(FAULTS) <= words and set(DRIVERS) <= words

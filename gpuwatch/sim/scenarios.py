@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from ..errors import ScenarioError
 from .drivers import DRIVERS, DriverProfile, driver_profile
 
 GiB = 1024**3
@@ -276,18 +277,6 @@ DEFAULT_FAULT_GPU = {
     "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0, "lost-at-start": 1, "mig": 0},
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
-
-
-def demo_help() -> str:
-    """The spellings of --demo, for the command line's help text (generated from the tables)."""
-    return (f"use the built-in simulated box: {', '.join(SCENARIOS)} or h100xN (N GPUs); h100x8 is the default. "
-            f"Faults and a driver generation as SCENARIO:FAULT[=GPU],...,driver=BRANCH, e.g. h100x8:hot,lost "
-            f"or h100x8:driver=r535-early,lost-at-start (faults: {' '.join(FAULTS)}; 'none' clears the "
-            f"defaults; drivers: {' '.join(DRIVERS)})")
-
-
-class ScenarioError(ValueError):
-    pass
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:
