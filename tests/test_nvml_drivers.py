@@ -262,6 +262,8 @@ def test_mig_devices_shown_and_reprobed_when_mig_is_turned_off(sim, clock):
     assert d0.pids == [24000] and d0.memory_used_bytes == 18 * 1024**3 and d0.uuid.startswith("MIG-")
     assert g.mig_devices[1].pids == [] and 24000 in [p.pid for p in g.processes]
     assert r.gpus[0].mig_mode is False and r.gpus[0].mig_devices == []
+    back = Snapshot.from_dict(snapshot_of(r).to_dict())  # recordings and replay keep the MIG devices
+    assert back.gpus[7].mig_devices == g.mig_devices and back.gpus[7].errors == g.errors
     box.set_mig(7, False)  # `nvidia-smi -i 7 -mig 0`
     clock.advance(col.slow_every_s + 1)
     r = ticks(col, clock)
@@ -336,6 +338,8 @@ def test_every_driver_profile_reads_a_box(sim, clock):
         r = ticks(col, clock)
         assert r.driver_version == DRIVERS[name].version
         assert len(r.gpus) == 8 and r.gpus[0].memory_used_bytes and r.gpus[0].processes, name
+        # fabric state through nvmlDeviceGetGpuFabricInfoV (R550+) or the first call (R525+)
+        assert r.gpus[0].fabric_state == (None if name == "r470" else "completed"), name
         col.close()
 
 
