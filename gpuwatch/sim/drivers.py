@@ -16,6 +16,8 @@ Sources named below:
                INVALID_ARGUMENT; the PCIe byte counters (197/198) exist from R555 and on GeForce
                from newer branches (an RTX 5090 on R610); the NVML change log of R570 reverts
                "the fix for the issue where PCIe throughput is 1000 times bigger".
+Where the first branch of a function is not documented the comment says "approx."; the collector
+never relies on a branch number, only on what the library answers.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from dataclasses import dataclass
 _V3_PROCS = frozenset({"nvmlDeviceGetComputeRunningProcesses_v3",
                        "nvmlDeviceGetGraphicsRunningProcesses_v3"})  # R535 [pynvml]
 _CLOCK_EVENTS = frozenset({"nvmlDeviceGetCurrentClocksEventReasons"})  # renamed from Throttle in R535 [nvml.h 12.2]
-_MEMORY_V2 = frozenset({"nvmlDeviceGetMemoryInfo_v2"})  # R510 [nvml.h 11.6]
-_TEMPERATURE_V = frozenset({"nvmlDeviceGetTemperatureV"})  # R555 [nvml.h 12.5]
+_MEMORY_V2 = frozenset({"nvmlDeviceGetMemoryInfo_v2"})  # R510 era [nvml.h 11.6] (approx.: absent on R470)
+_TEMPERATURE_V = frozenset({"nvmlDeviceGetTemperatureV"})  # R555 [nvml.h 12.5] (approx.)
 _MARGIN = frozenset({"nvmlDeviceGetMarginTemperature"})  # R555 [nvml.h 12.5]
 _FABRIC_V1 = frozenset({"nvmlDeviceGetGpuFabricInfo"})  # R525, Hopper [nvml.h 12.0]
 _FABRIC_V = frozenset({"nvmlDeviceGetGpuFabricInfoV"})  # R550 (health mask) [nvml.h 12.4]
