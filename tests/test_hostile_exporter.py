@@ -135,7 +135,7 @@ def test_metrics_are_rendered_once_per_collection_not_per_scrape(serve):
 def test_sigterm_exits_within_two_seconds_during_a_slow_collection(tmp_path):
     launcher = tmp_path / "slow_serve.py"
     launcher.write_text(
-        "import sys\nimport gpuwatch.pipeline as p\norig = p.make_sampler\n"
+        "import sys\nimport gpuwatch.runtime as p\norig = p.make_sampler\n"
         "def slow(*a, **k):\n    k['latency_s'] = 0.15\n    return orig(*a, **k)\n"
         "p.make_sampler = slow\nfrom gpuwatch.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -21,7 +21,7 @@ from test_terminal import _dashboard, _read_until
 def slow_launcher(tmp_path_factory):
     path = tmp_path_factory.mktemp("launch") / "slow.py"
     path.write_text(
-        "import sys\nimport gpuwatch.pipeline as p\norig = p.make_sampler\n"
+        "import sys\nimport gpuwatch.runtime as p\norig = p.make_sampler\n"
         "def slow(*a, **k):\n    k['latency_s'] = 0.15\n    return orig(*a, **k)\n"
         "p.make_sampler = slow\nfrom gpuwatch.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     return path

@@ -49,6 +49,17 @@ async def _pick_model(f: Fetcher, kind: str) -> str | None:
                 name = models[0].get("name") or models[0].get("model")
                 return name if isinstance(name, str) else None
         return None
+    if kind == "lmstudio":  # /v1/models lists every downloaded model: take a loaded LLM
+        data = await f.get_json("/api/v0/models")
+        for m in (data.get("data") or ()) if isinstance(data, dict) else ():
+            if isinstance(m, dict) and m.get("state") == "loaded" and m.get("type") in ("llm", "vlm"):
+                name = m.get("id")
+                return name if isinstance(name, str) else None
+        return None
+    if kind == "tabbyapi":  # the loaded model (/v1/models lists the model directory to admin keys)
+        data = await f.get_json("/v1/model")
+        name = data.get("id") if isinstance(data, dict) else None
+        return name if isinstance(name, str) else None
     data = await f.get_json("/v1/models")
     models = data.get("data") if isinstance(data, dict) else None
     if isinstance(models, list) and models and isinstance(models[0], dict):

@@ -40,6 +40,15 @@ class ProcessTable:
     """psutil-backed process table. Keeps psutil.Process objects between calls so CPU %
     is measured over the refresh interval (psutil needs two calls for a CPU share)."""
 
+    # what the instance collector asks of a process table (a simulated one answers otherwise):
+    # whether to probe this machine's default engine ports, the ``source`` of a server found by
+    # discovery, and a name for the server listening as a pid (None: named after kind and port)
+    probe_default_ports = True
+    discovered_source = "discovered"
+
+    def server_name(self, pid: int) -> str | None:
+        return None
+
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
         self._lock = threading.Lock()
@@ -137,6 +146,15 @@ class ProcessTable:
             if host in ("0.0.0.0", "::", ""):
                 host = "127.0.0.1"
             out.append(Listener(pid=c.pid, port=c.laddr.port, host=host))
+        return out
+
+    def processes(self) -> list[tuple[int, str, list[str], float]]:
+        """(pid, name, command line, start time) of every process we may see. Used to tell a
+        server that is still loading (process up, port not listening yet) from one that is down."""
+        out = []
+        for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
+            info = p.info
+            out.append((info["pid"], info.get("name") or "", info.get("cmdline") or [], info.get("create_time") or 0.0))
         return out
 
     def forget_missing(self, alive: set[int]) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..collect.engines import names as engine_names
-from ..collect.nvml import decode_throttle_reasons
+from ..vocab import decode_throttle_reasons
 from ..model import GPU, Alert, Instance, ModelInfo, NvLink, Pcie, Snapshot
 from . import names as N
 from ..sanitize import clean_snapshot
@@ -129,6 +129,8 @@ def _engine_fields() -> dict[str, tuple[str, Field]]:
                 continue
             path, scale, mode, agg = spec
             for prio, metric in enumerate(candidates):
+                if "{" in metric:
+                    continue  # a label-selected series (SGLang's realtime_tokens{mode=...}): not mapped here
                 out[metric] = (kind, Field(metric, path, scale, float, mode, prio, agg))
     return out
 

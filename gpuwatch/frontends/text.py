@@ -1,8 +1,11 @@
-"""Plain-text rendering of a snapshot (``gpuwatch snapshot`` / ``--text``), like nvidia-smi's
-table: no colours, fixed columns, fit for a ticket or a cron mail."""
+"""Plain text, worded for a terminal, a ticket or a cron mail: a snapshot (``gpuwatch snapshot``,
+like nvidia-smi's table: no colours, fixed columns), the doctor's report and the fleet's hosts.
+The data layer returns data; this module is where it becomes words."""
 
 from __future__ import annotations
 
+from ..analysis.doctor import FAIL, PASS, WARN, DoctorReport
+from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
 from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
@@ -26,7 +29,8 @@ def render_text(snap: Snapshot) -> str:
         for g in snap.gpus:
             name = (g.name or "?")[:24]
             if g.lost:
-                lines.append(f"{g.index:>3}  {name:<24} LOST: the GPU fell off the bus (check dmesg for Xid 79)")
+                bus = f" at PCI {g.pci_bus_id}" if g.pci_bus_id else ""
+                lines.append(f"{g.index:>3}  {name:<24} LOST: the GPU fell off the bus{bus} (check dmesg for Xid 79)")
                 continue
             mem = f"{fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"
             temp = f"{na(g.temperature_c, '{:.0f}')}/{na(g.temperature_slowdown_c, '{:.0f}')}C"
@@ -40,6 +44,17 @@ def render_text(snap: Snapshot) -> str:
             reasons = ",".join(r for r in g.throttle_reasons if r != "gpu_idle") or "-"
             lines.append(f"{g.index:>3}  {name:<24} {fmt_pct(g.utilization_gpu_pct):>5} {mem:>17} {temp:>9} "
                          f"{power:>13} {clock:>11} {link:>8} {io:>19}  {reasons}")
+        notes = [f"GPU {g.index}: {why}" for g in snap.gpus for why in g.errors.values()]
+        for g in snap.gpus:
+            for d in g.mig_devices:
+                notes.append(f"GPU {g.index} MIG {d.index} {(d.name or '').rsplit(' ', 1)[-1]}: "
+                             f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}, "
+                             f"pids {', '.join(map(str, d.pids)) or '-'}")
+        if snap.pid_namespace == "container":
+            notes.append("processes: NVML's PIDs are the host's (container PID namespace): run with --pid=host")
+        if notes:
+            lines.append("")
+            lines.extend(notes)
         procs = [(g.index, p) for g in snap.gpus for p in g.processes]
         if procs:
             lines.append("")
@@ -61,9 +76,61 @@ def render_text(snap: Snapshot) -> str:
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
                 lines.append(f"{'':<18} error: {inst.error}")
+            if inst.status in ("loading", "sleeping"):
+                lines.append(f"{'':<18} {inst.status} since {inst.status_since or '?'}"
+                             + (f": {inst.status_detail}" if inst.status_detail else ""))
+            if inst.joules_per_token is not None:
+                lines.append(f"{'':<18} energy: {inst.joules_per_token:.2f} J/token, "
+                             f"{inst.tokens_per_s_per_kw or 0:.0f} tok/s per kW of {inst.power_w or 0:.0f} W"
+                             + (" (shared GPUs split by memory share)" if inst.power_shared else ""))
     if snap.alerts:
         lines.append("")
         lines.append("Alerts:")
         for a in snap.alerts:
             lines.append(f"  {a.severity.upper():<8} {a.subject:<16} {a.message}")
+    return "\n".join(lines) + "\n"
+
+
+def render_doctor(report: DoctorReport) -> str:
+    width = max((len(c.name) for c in report.checks), default=10)
+    lines = [f"gpuwatch doctor — {report.host or '?'} at {report.time or '?'}", ""]
+    for c in report.checks:
+        lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
+        for n in c.notes:
+            lines.append(f"{'':<4}  {'':<{width}}    {n}")
+    n = report.counts()
+    lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed"]
+    return "\n".join(lines) + "\n"
+
+
+# ---- fleets -----------------------------------------------------------------------------------
+def fleet_util_text(r: HostSummary) -> str:
+    return "—" if r.util_mean is None else f"{r.util_mean:.0f}/{r.util_max:.0f}%"
+
+
+def fleet_hot_text(r: HostSummary) -> str:
+    if r.hot_c is None:
+        return "—"
+    limit = f"/{r.hot_slowdown_c:.0f}" if r.hot_slowdown_c is not None else ""
+    return f"{r.hot_c:.0f}{limit}°C"
+
+
+def fleet_tok_text(r: HostSummary) -> str:
+    return "—" if r.tok_s is None else f"{r.tok_s:,.0f}"
+
+
+def fleet_alert_text(r: HostSummary) -> str:
+    return "0" if not r.alerts else f"{r.alerts} {r.worst}"
+
+
+def render_fleet_text(reading, url: str) -> str:
+    """``gpuwatch snapshot --prometheus URL``: one line per host."""
+    lines = [f"fleet via {url}: {len(reading.hosts)} hosts, {reading.refresh_ms:.0f} ms"]
+    if reading.error:
+        lines.append(f"error: {reading.error}")
+    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  alerts")
+    for s in reading.hosts:
+        r = summarize(s)
+        lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {fleet_util_text(r):>9} {fleet_hot_text(r):>12} "
+                     f"{fleet_tok_text(r):>8}  {fleet_alert_text(r)}")
     return "\n".join(lines) + "\n"

@@ -17,8 +17,8 @@ from .scenarios import InstanceSpec
 
 
 class SimProcessTable:
-    # hints for the instance collector: do not probe the real machine's default ports, and
-    # name discovered servers after the scenario's instances
+    # the instance collector's questions (see ProcessTable): do not probe the real machine's
+    # default ports, and name discovered servers after the scenario's instances
     probe_default_ports = False
     discovered_source = "simulated"
 
@@ -85,6 +85,10 @@ class SimProcessTable:
     def server_name(self, pid: int) -> str | None:
         """The scenario's name for the server listening as ``pid``."""
         return self._names.get(pid)
+
+    def processes(self) -> list[tuple[int, str, list[str], float]]:
+        """No simulated server is ever still loading: every one listens (``listeners``)."""
+        return []
 
     def forget_missing(self, alive: set[int]) -> None:
         pass

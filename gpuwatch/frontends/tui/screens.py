@@ -11,6 +11,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
+from ..sources import AlertLog
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
 from .render import alert_line, instance_lines
 from .widgets import PlotextChart
@@ -100,6 +101,17 @@ class GpuDetailScreen(Screen):
             row("NUMA node", NA if g.numa_node is None else str(g.numa_node)),
             row("CPU affinity", _cpulist(g.cpu_affinity)),
         ]
+        if g.fabric_state:
+            facts.append(row("NVSwitch fabric", g.fabric_state.replace("_", " ")))
+        if g.mig_mode is not None:
+            facts.append(row("MIG", "on" if g.mig_mode else "off"))
+        for d in g.mig_devices:  # names and pids come from the driver: plain text, never markup
+            facts.append(row(f"  MIG device {d.index}", Content.assemble(
+                _t(d.name), f"  GI {NA if d.gpu_instance_id is None else d.gpu_instance_id}  ",
+                f"{fmt_bytes(d.memory_used_bytes)} of {fmt_bytes(d.memory_total_bytes)}  ",
+                f"pids {', '.join(map(str, d.pids)) or 'none'}")))
+        for field_name, why in g.errors.items():
+            facts.append(row(field_name.replace("_", " ")[:21], (why, "$warning")))
         self.query_one("#detail-facts", Static).update(Content("\n").join(facts))
         self._update_processes(g)
         topo = [Content.assemble((f"GPU {k:>2}  ", "$text-muted"), v) for k, v in
@@ -225,9 +237,9 @@ class ChartScreen(Screen):
 class AlertHistoryScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, engine, snapshot: Snapshot | None) -> None:
+    def __init__(self, log: AlertLog | None, snapshot: Snapshot | None) -> None:
         super().__init__()
-        self.engine = engine
+        self.alert_log = log
         self._snap = snapshot
 
     def compose(self) -> ComposeResult:
@@ -248,7 +260,7 @@ class AlertHistoryScreen(Screen):
         active = snap.alerts if snap is not None else []
         self.query_one("#active", Static).update(
             Content("\n").join(alert_line(a) for a in active) if active else Content.styled("none", "$text-muted"))
-        events = list(getattr(self.engine, "history", None) or [])
+        events = list(self.alert_log.history) if self.alert_log is not None else []
         table = self.query_one("#alert-history", DataTable)
         # the history is bounded: compare its newest event, not its length
         newest = (len(events), repr(events[-1]) if events else None)

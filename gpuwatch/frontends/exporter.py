@@ -25,9 +25,9 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..collect.nvml import THROTTLE_REASONS
+from ..vocab import THROTTLE_REASONS
 from ..model import GPU, Instance, Snapshot
-from . import names as N
+from ..fleet import names as N
 
 _DERIVED = {
     "#processes": lambda g: len(g.processes),
