@@ -32,7 +32,7 @@ class _Monitor:
 
 @pytest.fixture
 def serve(monkeypatch):
-    from gpuwatch.fleet import exporter
+    from gpuwatch.frontends import exporter
     renders = []
     real = exporter.generate_latest
     monkeypatch.setattr(exporter, "generate_latest", lambda reg: (renders.append(1), real(reg))[1])

@@ -81,7 +81,8 @@ def test_broken_theme_files_are_reported_and_skipped(tmp_path, body, why):
 
 async def test_dashboard_with_a_broken_theme_starts_with_a_notice(tmp_path, monkeypatch):
     from gpuwatch.frontends.tui.app import GpuWatchApp, LiveSource
-    from gpuwatch.pipeline import Monitor, make_sampler
+    from gpuwatch.pipeline import Monitor
+    from gpuwatch.runtime import make_sampler
 
     themes = tmp_path / "gpuwatch" / "themes"
     themes.mkdir(parents=True)
@@ -108,7 +109,7 @@ def _write(path, lines, sep=b"\n"):
 
 
 def test_crlf_recordings_read_every_line(tmp_path):
-    from gpuwatch.frontends.recording import open_recording
+    from gpuwatch.recording import open_recording
     p = _write(tmp_path / "crlf.ndjson", [LINE % (i, i) for i in range(3)], sep=b"\r\n")
     with open_recording(p) as rec:
         assert len(rec) == 3 and [s.gpus[0].temperature_c for s in rec] == [50.0, 51.0, 52.0]
@@ -133,7 +134,7 @@ def damaged(tmp_path):
 
 
 def test_damaged_lines_are_skipped_with_a_count_never_a_traceback(damaged):
-    from gpuwatch.frontends.recording import RecordingError, open_recording
+    from gpuwatch.recording import RecordingError, open_recording
     from gpuwatch.frontends.tui.replay import ReplaySource
     with open_recording(damaged) as rec:
         good, bad = [], []
@@ -155,7 +156,7 @@ def test_damaged_lines_are_skipped_with_a_count_never_a_traceback(damaged):
 
 
 async def test_replay_dashboard_walks_over_damaged_lines(damaged):
-    from gpuwatch.frontends.recording import open_recording
+    from gpuwatch.recording import open_recording
     from gpuwatch.frontends.tui.replay import ReplayApp, ReplaySource
     rec = open_recording(damaged)
     app = ReplayApp(ReplaySource(rec, speed=600.0))
@@ -236,7 +237,7 @@ def test_a_second_recorder_on_the_same_file_is_refused(tmp_path):
 
 def _failing_write(monkeypatch, after_bytes: int):
     """The next write puts ``after_bytes`` on disk, then fails as a full disk does."""
-    from gpuwatch.frontends import recorder
+    from gpuwatch.recording import writer as recorder
 
     def write_all(fd, data):
         os.write(fd, data[:after_bytes])
@@ -248,7 +249,7 @@ def test_a_failed_write_never_extends_the_file_or_cuts_a_line(tmp_path, monkeypa
     """Another writer shortened the file behind our back (as a second recorder truncating to its
     own idea of the size did): a failed write must not ftruncate forward (NUL bytes, a cut
     line) nor back past what is there."""
-    from gpuwatch.frontends.recorder import LineFile, RecordError
+    from gpuwatch.recording.writer import LineFile, RecordError
     p = tmp_path / "r.ndjson"
     f = LineFile(p)
     a, b = (LINE % (0, 0) + "\n").encode(), (LINE % (1, 1) + "\n").encode()
@@ -265,7 +266,7 @@ def test_a_failed_write_never_extends_the_file_or_cuts_a_line(tmp_path, monkeypa
 
 
 def test_a_failed_write_cuts_back_to_our_line_end(tmp_path, monkeypatch):
-    from gpuwatch.frontends.recorder import LineFile, RecordError
+    from gpuwatch.recording.writer import LineFile, RecordError
     p = tmp_path / "r.ndjson"
     f = LineFile(p)
     a = (LINE % (0, 0) + "\n").encode()

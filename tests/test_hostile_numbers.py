@@ -75,8 +75,9 @@ def test_snapshot_json_of_a_server_sending_inf_is_valid_json():
 
 async def test_dashboard_with_a_server_sending_inf_keeps_running():
     from gpuwatch.frontends.tui.app import GpuWatchApp, LiveSource
-    from gpuwatch.pipeline import Monitor, make_sampler
-    from gpuwatch.config import Backend
+    from gpuwatch.pipeline import Monitor
+    from gpuwatch.runtime import make_sampler
+    from gpuwatch.config import BackendConfig as Backend
 
     peer = Peer(vllm_with(INF_COUNTER))
     monitor = Monitor(make_sampler(demo="h100x8", backends=[Backend(url=peer.url, kind="vllm")], discover=False))
@@ -107,7 +108,7 @@ def inf_recording(tmp_path):
 
 
 def test_replaying_non_finite_values_gives_bad_readings(inf_recording):
-    from gpuwatch.frontends.recording import open_recording
+    from gpuwatch.recording import open_recording
     with open_recording(inf_recording) as rec:
         assert len(rec) == 3
         a, b, c = rec[0], rec[1], rec[2]
@@ -123,7 +124,7 @@ def test_replaying_non_finite_values_gives_bad_readings(inf_recording):
 
 
 async def test_replay_dashboard_of_non_finite_values_does_not_crash(inf_recording):
-    from gpuwatch.frontends.recording import open_recording
+    from gpuwatch.recording import open_recording
     from gpuwatch.frontends.tui.replay import ReplayApp, ReplaySource
 
     rec = open_recording(inf_recording)
@@ -167,7 +168,7 @@ def test_sampler_snapshots_never_hold_non_finite_values():
     from gpuwatch.pipeline import Sampler
 
     class Reading:
-        driver_version = cuda_version = nvml_version = error = None
+        driver_version = cuda_version = nvml_version = error = pid_namespace = None
         gpus = [GPU(index=0, temperature_c=float("nan"), power_w=float("inf"), fan_pct=-3.0, sm_clock_mhz=10**30)]
 
     class Nvml:
@@ -189,13 +190,13 @@ def test_sampler_snapshots_never_hold_non_finite_values():
     assert (g.temperature_c, g.power_w, g.fan_pct, g.sm_clock_mhz) == (None, None, None, None)
     assert set(g.errors) == {"temperature_c", "power_w", "fan_pct", "sm_clock_mhz"}
     assert (i.requests_running, i.ttft_p95_s, i.slots_busy) == (None, None, None)
-    from gpuwatch.frontends.recording import encode_snapshot
+    from gpuwatch.recording import encode_snapshot
     strict_json(encode_snapshot(snap).decode())
 
 
 def test_json_writers_refuse_nan_instead_of_writing_invalid_json():
     from gpuwatch.frontends.jsonout import dumps
-    from gpuwatch.frontends.recording import encode_snapshot
+    from gpuwatch.recording import encode_snapshot
     with pytest.raises(ValueError):
         dumps({"x": float("nan")})
     snap = Snapshot(time="t", host="h", collect_ms=float("inf"))

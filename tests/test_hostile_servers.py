@@ -241,10 +241,10 @@ def test_junk_prometheus_answers_are_one_line(body):
 
 def test_backend_url_path_is_not_in_the_instance_name_or_the_export():
     from gpuwatch.collect.instances import BackendConfig, InstanceCollector
-    from gpuwatch.fleet.exporter import _Integrator, build_families
+    from gpuwatch.frontends.exporter import _Integrator, build_families
     from gpuwatch.model import Snapshot
     from prometheus_client import CollectorRegistry, generate_latest
-    from gpuwatch.fleet.exporter import _LastSnapshotCollector
+    from gpuwatch.frontends.exporter import _LastSnapshotCollector
 
     peer = Peer(_counting_vllm())
     token = "TOKEN-s3cr3t-4711"

@@ -182,6 +182,7 @@ async def test_wide_and_zero_width_names_do_not_shift_card_borders(name):
         live = False
         history = None
         alert_engine = None
+        alert_log = None
 
         def next(self):
             gpus = [GPU(index=i, name=name, utilization_gpu_pct=50.0, memory_used_bytes=1 << 30,

@@ -36,7 +36,7 @@ def _interval(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    from .urlcheck import check_url
+    from ..urlcheck import check_url
     try:
         return check_url(text)
     except ValueError as e:
