@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ..collect.bounded import ACCEPT_ENCODING, BodyError, read_async
-from ..collect.engines.base import _refused
+from ..collect.engines.base import connection_refused
 from ..sanitize import clean_message, clean_text
 
 
@@ -200,7 +200,7 @@ class PromClient:
 def _reason(e: Exception) -> str:
     text = str(e) or type(e).__name__
     low = text.lower()
-    if "connection refused" in low or "errno 111" in low or _refused(e):
+    if "connection refused" in low or "errno 111" in low or connection_refused(e):
         return "connection refused"
     if "name or service not known" in low or "nodename nor servname" in low:
         return "unknown host name"

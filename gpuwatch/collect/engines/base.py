@@ -124,7 +124,7 @@ class Fetcher:
         except httpx.ConnectTimeout:
             raise FetchError("no answer (connect timed out)", status="down", path=path) from None
         except httpx.ConnectError as e:
-            reason = "connection refused" if _refused(e) else "unreachable"
+            reason = "connection refused" if connection_refused(e) else "unreachable"
             raise FetchError(reason, status="down", path=path) from None
         except httpx.TimeoutException:
             raise FetchError(f"no answer from {path} (timed out)", status="down", path=path) from None
@@ -169,7 +169,7 @@ class Fetcher:
         return body.decode("utf-8", "replace")
 
 
-def _refused(e: BaseException) -> bool:
+def connection_refused(e: BaseException) -> bool:
     seen = 0
     cur: BaseException | None = e
     while cur is not None and seen < 8:

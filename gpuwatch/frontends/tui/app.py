@@ -154,7 +154,9 @@ class GpuWatchApp(App):
             pass
         self.set_interval(5.0, self._check_terminal)
         self._update_layout()
-        self.poll()
+        # after the first refresh: the screen has settled its focus before any card exists (the
+        # poll thread can answer before Textual's own worker would have)
+        self.call_after_refresh(self.poll)
 
     def _hangup(self) -> None:
         """The SSH connection dropped (SIGHUP) or we were asked to stop (SIGTERM): leave at once.
