@@ -34,7 +34,7 @@ from typing import Any
 # longest text kept per field (characters); command lines and error texts get more room
 TEXT_LIMIT = 256
 LONG_TEXT_LIMIT = 2048
-LONG_FIELDS = {"cmdline", "message", "error", "nvml_error"}
+LONG_FIELDS = {"cmdline", "message", "error", "nvml_error", "discovery_notes", "status_detail"}
 # the most items kept per list: far beyond any real box (NVML addresses at most 64 GPUs per
 # host; a GPU's process list is rarely past a few hundred), small enough that a hostile
 # snapshot cannot make a front end draw for seconds
@@ -263,7 +263,8 @@ def _clean_list(v: list, item, name: str, where: str, errors) -> list:
     if item is int:
         return [x for x in v[:limit] if isinstance(x, int) and not isinstance(x, bool) and abs(x) <= ABSURD]
     if item is str:
-        return [clean_text(x) for x in v[:limit] if isinstance(x, str)]
+        text_limit = LONG_TEXT_LIMIT if name in LONG_FIELDS else TEXT_LIMIT
+        return [clean_text(x, text_limit) for x in v[:limit] if isinstance(x, str)]
     return list(v[:limit])  # pragma: no cover
 
 
