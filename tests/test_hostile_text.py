@@ -13,7 +13,6 @@ from rich.cells import cell_len
 
 from gpuwatch import model
 from gpuwatch.model import GPU, Alert, BenchResult, Instance, ModelInfo, NvLink, Pcie, Process, Snapshot
-from gpuwatch.sanitize import LIST_LIMITS, TEXT_LIMIT, clean_snapshot, clean_text
 from hostile_support import ESC_TITLE, HOSTILE, Peer, path_of, raw_bad_in, run_measured, send, send_json
 
 
@@ -24,11 +23,13 @@ from hostile_support import ESC_TITLE, HOSTILE, Peer, path_of, raw_bad_in, run_m
     ("\u2029", "\\u2029"), ("\u200d", "\\u200d"), ("\u200b", "\\u200b"), ("\ufe0f", "\\ufe0f"), ("\ud800", "\\ud800"),
 ])
 def test_every_unsafe_character_is_shown_as_a_visible_escape(ch, shown):
+    from gpuwatch.sanitize import clean_text
     out = clean_text(f"a{ch}b")
     assert out == f"a{shown}b" and out.isprintable()
 
 
 def test_printable_text_is_kept_and_length_bounded():
+    from gpuwatch.sanitize import TEXT_LIMIT, clean_text
     assert clean_text("NVIDIA H100 80GB HBM3") == "NVIDIA H100 80GB HBM3"
     assert clean_text("模型 😀 ü") == "模型 😀 ü"
     long = clean_text("x" * 100_000)
@@ -43,6 +44,8 @@ def _text_fields(cls):
 
 def test_every_text_field_of_the_model_is_cleaned():
     """Generic over the dataclasses: a new text field is covered without touching this test."""
+    from gpuwatch.sanitize import clean_snapshot
+
     def filled(cls, **kw):
         obj = cls(**kw)
         for name in _text_fields(cls):
@@ -65,6 +68,7 @@ def test_every_text_field_of_the_model_is_cleaned():
 
 
 def test_lists_are_bounded():
+    from gpuwatch.sanitize import LIST_LIMITS, clean_snapshot
     snap = Snapshot(time="t", host="h", gpus=[GPU(index=i) for i in range(5000)])
     assert len(clean_snapshot(snap).gpus) == LIST_LIMITS["gpus"]
 
@@ -177,6 +181,26 @@ def test_fleet_text_and_json_show_hostile_labels_escaped(fmt):
                                   "NVIDIA e\u0301\u0301\u0301 \u200b\u200b\u200b\u2060 H100 " + ESC_TITLE])
 async def test_wide_and_zero_width_names_do_not_shift_card_borders(name):
     from gpuwatch.frontends.tui.app import GpuWatchApp
+    from gpuwatch.pipeline import Sampler
+
+    def clean_snapshot(snap):  # through the pipeline's boundary, as a live snapshot goes
+        class Nvml:
+            def collect(self):
+                r = type("R", (), {})()
+                r.driver_version = r.cuda_version = r.nvml_version = r.error = r.pid_namespace = None
+                r.gpus = snap.gpus
+                return r
+
+            def close(self):
+                pass
+
+        class Servers:
+            def collect(self):
+                return snap.instances
+        s = Sampler(nvml=Nvml(), instances=Servers(), host=snap.host, analyzers=[])
+        out = s.sample(wait_instances=True)
+        s.close()
+        return out
 
     class Source:
         live = False
@@ -220,6 +244,7 @@ async def test_wide_and_zero_width_names_do_not_shift_card_borders(name):
 
 def test_model_is_unchanged_for_clean_text():
     """The fast path: clean text passes through untouched (same object)."""
+    from gpuwatch.sanitize import clean_snapshot
     s = "NVIDIA H100 80GB HBM3"
     g = GPU(index=0, name=s)
     clean_snapshot(Snapshot(time="t", host="h", gpus=[g]))
