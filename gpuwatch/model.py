@@ -204,6 +204,14 @@ class Alert:
 
 
 @dataclass
+class HostStatus:
+    """Whether a host's numbers are current (fleet views: Prometheus's view of its scrape target)."""
+    state: str  # up | down (Prometheus cannot scrape it) | stale (its newest sample is old)
+    since: str | None = None  # ISO 8601 UTC: when it went down, or its newest sample
+    reason: str | None = None  # one human sentence
+
+
+@dataclass
 class Snapshot:
     time: str
     host: str
@@ -220,6 +228,8 @@ class Snapshot:
     collect_ms: float | None = None
     source: str = "nvml"  # nvml | simulated | replay | prometheus
     scenario: str | None = None
+    # fleet views only: is this host's data current? (None on a local box)
+    status: HostStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -259,4 +269,5 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "status"): HostStatus,
 }

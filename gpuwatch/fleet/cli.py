@@ -108,10 +108,10 @@ def render_fleet_text(reading, url: str) -> str:
     lines = [f"fleet via {url}: {len(reading.hosts)} hosts, {reading.refresh_ms:.0f} ms"]
     if reading.error:
         lines.append(f"error: {reading.error}")
-    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  alerts")
+    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  {'state':<22} alerts")
     for s in reading.hosts:
         r = summarize(s)
-        lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {r.util_text:>9} {r.hot_text:>12} {r.tok_text:>8}  {r.alert_text}")
+        lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {r.util_text:>9} {r.hot_text:>12} {r.tok_text:>8}  {r.state_text:<22} {r.alert_text}")
     return "\n".join(lines) + "\n"
 
 

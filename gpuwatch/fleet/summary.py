@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..model import Snapshot
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_SHORT = {"critical": "crit", "warning": "warn", "info": "info"}
 
 
 @dataclass
@@ -23,6 +24,9 @@ class HostSummary:
     alerts: int
     worst: str | None
     problem: str | None  # the host's data could not be read (nvml_error / no series)
+    counts: dict[str, int] | None = None  # alerts by severity
+    state: str = "up"  # up | down | stale (Prometheus's view of the host's targets)
+    since: str | None = None
 
     @property
     def util_text(self) -> str:
@@ -49,7 +53,19 @@ class HostSummary:
 
     @property
     def alert_text(self) -> str:
-        return "0" if not self.alerts else f"{self.alerts} {self.worst}"
+        """``1 crit 1 warn``: each severity counted on its own, worst first."""
+        if not self.alerts:
+            return "0"
+        counts = self.counts or {self.worst or "warning": self.alerts}
+        order = sorted(counts, key=lambda k: -SEVERITY_RANK.get(k, 0))
+        return " ".join(f"{counts[k]} {SEVERITY_SHORT.get(k, k)}" for k in order)
+
+    @property
+    def state_text(self) -> str:
+        """``ok``, ``down since 07:53:10Z``, ``stale since …``."""
+        if self.state == "up":
+            return "no GPUs" if self.problem else "ok"
+        return self.state + (f" since {self.since[11:19]}Z" if self.since else "")
 
 
 def summarize(s: Snapshot) -> HostSummary:
@@ -72,4 +88,6 @@ def summarize(s: Snapshot) -> HostSummary:
         hot_slowdown_c=hot[1].temperature_slowdown_c if hot else None,
         tok_s=sum(toks) if toks else None, alerts=len(s.alerts), worst=worst,
         problem=s.nvml_error if not s.gpus else None,
+        counts={sev: sum(1 for a in s.alerts if a.severity == sev) for sev in {a.severity for a in s.alerts}},
+        state=s.status.state if s.status is not None else "up", since=s.status.since if s.status is not None else None,
     )
