@@ -112,6 +112,7 @@ class GpuWatchApp(App):
         self.compact: str | None = None  # None: full cards, "rows": two lines, "tight": one line
         self.collector_error: str | None = None
         self._timer = None
+        self._armed_at = self._armed_elapsed = 0.0
         self._polling = False
         self._stopping = False
         self._own = psutil.Process()
@@ -275,6 +276,7 @@ class GpuWatchApp(App):
         # a poll that took longer than the interval stretches the period (never a zero timer:
         # Textual's timer divides by its delay)
         delay = max(0.01, self.interval - elapsed)
+        self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
         self._timer = self.set_timer(delay, self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
@@ -341,6 +343,9 @@ class GpuWatchApp(App):
             grid.mount_all(new)
             cards = {c.index: c for c in new}
             self.call_after_refresh(self._update_layout)
+            if new and (self.focused is None or not self.focused.is_attached):
+                # something is always selected, so enter and arrows act on what the user sees
+                self.call_after_refresh(new[0].focus, False)
         hist = self.source.history
         for g in snap.gpus:
             cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact)
@@ -388,6 +393,12 @@ class GpuWatchApp(App):
         steps = list(INTERVALS)
         i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.interval))
         self.interval = steps[max(0, min(len(steps) - 1, i + direction))]
+        # the sleep already armed was for the old interval: re-arm it for the new one (a pending
+        # 30 s sleep would freeze a screen that now says "every 1s")
+        if self._timer is not None and not self._polling and not self._stopping:
+            self._timer.stop()
+            waited = time.monotonic() - self._armed_at
+            self._timer = self.set_timer(max(0.01, self.interval - self._armed_elapsed - waited), self.poll)
         if self.snapshot is not None:
             self._paint_top(self.snapshot)
 

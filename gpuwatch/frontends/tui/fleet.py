@@ -10,6 +10,8 @@ the status line's reason; the rows then keep their last values, marked stale.
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -201,6 +203,7 @@ class FleetApp(GpuWatchApp):
     def _schedule_next(self, elapsed: float) -> None:
         # a refresh slower than the interval would ask for a 0 s timer, which Textual's Timer
         # divides by: keep a small floor
+        self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
         self._timer = self.set_timer(max(0.05, self.interval - elapsed), self.poll)
 
     def top_extra(self, snap: Snapshot) -> list:

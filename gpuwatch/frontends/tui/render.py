@@ -177,10 +177,11 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     return lines
 
 
-def gpu_row_lines(g: GPU, width: int) -> list[Content]:
+def gpu_row_lines(g: GPU, width: int, selected: bool = False) -> list[Content]:
     """Two lines per GPU for small terminals (80x24)."""
     name = short_gpu_name(g.name)[:16]
-    head = Content.assemble((f"{g.index:>2} ", "bold"), (f"{name:<16} ", "$text-muted"))
+    head = Content.assemble((f"{g.index:>2}", "bold reverse" if selected else "bold"), " ",
+                            (f"{name:<16} ", "$text-muted"))
     if g.lost:
         return [Content.assemble(head, ("LOST: fell off the bus — check dmesg for Xid", "$error bold")),
                 Content("")]
@@ -201,9 +202,9 @@ def gpu_row_lines(g: GPU, width: int) -> list[Content]:
     return [line1, line2]
 
 
-def gpu_line(g: GPU, width: int) -> Content:
+def gpu_line(g: GPU, width: int, selected: bool = False) -> Content:
     """One line per GPU for the smallest terminals (80x24 with 8 GPUs)."""
-    head = Content.styled(f"{g.index:>2} ", "bold")
+    head = Content.assemble((f"{g.index:>2}", "bold reverse" if selected else "bold"), " ")
     if g.lost:
         return Content.assemble(head, ("LOST: fell off the bus — check dmesg for Xid", "$error bold"))
     util = g.utilization_gpu_pct

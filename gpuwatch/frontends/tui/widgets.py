@@ -147,6 +147,19 @@ class GpuCard(Card):
         super().__init__(**kw)
         self.index = index
         self.gpu: GPU | None = None
+        self._last = None
+
+    def _on_focus(self, event) -> None:
+        super()._on_focus(event)
+        self._redraw_selection()
+
+    def _on_blur(self, event) -> None:
+        super()._on_blur(event)
+        self._redraw_selection()
+
+    def _redraw_selection(self) -> None:
+        if self._last is not None:  # rows mark the selected GPU's index (a card has its border)
+            self.refresh_from(*self._last)
 
     def refresh_from(self, g: GPU, hist: dict | None, compact: str | None) -> None:
         """compact: None (full card), "rows" (two lines), "tight" (one line)."""
@@ -156,10 +169,12 @@ class GpuCard(Card):
         sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
         if len(g.instances) > 1:
             sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
+        self._last = (g, hist, compact)
+        selected = self.has_focus
         if compact == "tight":
-            self.show([gpu_line(g, width)], "", "")
+            self.show([gpu_line(g, width, selected)], "", "")
         elif compact:
-            self.show(gpu_row_lines(g, width), "", "")
+            self.show(gpu_row_lines(g, width, selected), "", "")
         else:
             self.show(gpu_card_lines(g, hist, width), title, sub)
         self.set_class(g.lost, "-lost")
