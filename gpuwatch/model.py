@@ -230,6 +230,8 @@ class Snapshot:
     scenario: str | None = None
     # fleet views only: is this host's data current? (None on a local box)
     status: HostStatus | None = None
+    # the first look for inference servers has not finished yet (``instances`` is not "none" yet)
+    instances_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

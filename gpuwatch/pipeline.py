@@ -51,6 +51,7 @@ class Sampler:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
         self._pending: cf.Future | None = None
         self._last_instances: list[Instance] = []
+        self._instances_done = False  # has one look for inference servers finished?
 
     def _instances(self, wait: bool) -> list[Instance]:
         if self.instances is None:
@@ -65,6 +66,7 @@ class Sampler:
             except Exception:  # a collector bug must not stop the GPU picture
                 pass
             self._pending = None
+            self._instances_done = True
             if not wait:  # start the next poll now, so it overlaps the interval
                 self._pending = self._pool.submit(self.instances.collect)
         return self._last_instances
@@ -78,6 +80,7 @@ class Sampler:
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario,
+            instances_pending=self.instances is not None and not self._instances_done,
         )
         for step in self.analyzers:
             step(snap)

@@ -51,3 +51,68 @@ async def test_a_faster_refresh_takes_effect_at_once():
             assert time.monotonic() < deadline, "the pending 30 s sleep was not cut short"
             await asyncio.sleep(0.05)
         assert "every 0.25s" in visible_text(app)
+
+
+async def test_a_lost_gpu_detail_is_not_a_page_of_na_and_a_hot_one_says_above():
+    snap = make_snapshot(n=2)
+    lost = snap.gpus[1]
+    for attr in ("name", "utilization_gpu_pct", "utilization_memory_pct", "memory_used_bytes", "memory_total_bytes",
+                 "temperature_c", "temperature_slowdown_c", "power_w", "power_limit_w", "sm_clock_max_mhz",
+                 "sm_clock_mhz"):
+        setattr(lost, attr, None)
+    lost.pcie.gen = lost.pcie.width = lost.pcie.max_gen = lost.pcie.max_width = None
+    lost.processes = []
+    lost.lost = True
+    snap.gpus[0].temperature_c = 91.0
+    snap.gpus[0].temperature_shutdown_c = 92.0
+    app = GpuWatchApp(FakeSource(snap), interval=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert "GPU 1 ?" not in visible_text(app)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        text = visible_text(app)
+        assert "1 °C above slowdown, 1 °C below shutdown" in text and "-1 °C" not in text
+        await pilot.press("escape", "down", "enter")
+        await pilot.pause(0.2)
+        text = visible_text(app)
+        assert app.screen.index == 1 and "LOST" in text and "dmesg" in text
+        assert "n/a" not in text and "Pn/a" not in text and "Genn/a" not in text
+
+
+async def test_fleet_gpu_cards_do_not_claim_zero_processes():
+    snap = make_snapshot(n=2)
+    snap.source = "prometheus"
+    for g in snap.gpus:
+        g.processes = []
+        g.instances = ["vllm-a"]
+    app = GpuWatchApp(FakeSource(snap), interval=60)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        text = visible_text(app)
+        assert "GPU 0" in text and "vllm-a" in text and "0 procs" not in text
+
+
+async def test_before_the_first_look_it_says_looking_not_none_found():
+    snap = make_snapshot(n=2)
+    snap.instances_pending = True
+    app = GpuWatchApp(FakeSource(snap), interval=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        text = visible_text(app)
+        assert "looking for inference servers" in text and "No inference servers found" not in text
+
+
+async def test_palette_screenshot_lands_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))  # no ~/Downloads, as on a server
+    app = GpuWatchApp(FakeSource(make_snapshot(n=2)), interval=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        app.deliver_screenshot()
+        deadline = time.monotonic() + 10
+        while not list(tmp_path.glob("*.svg")):
+            assert time.monotonic() < deadline, "no screenshot in the working directory"
+            await asyncio.sleep(0.1)
+    svg = next(tmp_path.glob("*.svg")).read_text()
+    assert 'xml:space="preserve"' in svg and "cdnjs" not in svg and "&#160;" not in svg

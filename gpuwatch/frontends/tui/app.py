@@ -31,7 +31,7 @@ from textual.widgets import Footer
 
 from ...model import Snapshot
 from .themes import DEFAULT_THEME, load_all_themes
-from .render import short_gpu_name
+from .render import no_instances_text, short_gpu_name
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -348,15 +348,15 @@ class GpuWatchApp(App):
                 self.call_after_refresh(new[0].focus, False)
         hist = self.source.history
         for g in snap.gpus:
-            cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact)
+            cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact,
+                                        snap.source != "prometheus")
 
     def _paint_instances(self, snap: Snapshot) -> None:
         box = self._inst_box
         empty = self._no_inst
         empty.display = not snap.instances
         if not snap.instances:
-            empty.show(Content.styled("No inference servers found.\nAdd one with --backend URL or [[backends]] "
-                                      "in the config.", "$text-muted"))
+            empty.show(no_instances_text(snap))
         cards = {c.name_key: c for c in box.query(InstanceCard)}
         names = [i.name for i in snap.instances]
         for name, card in cards.items():
@@ -471,6 +471,19 @@ class GpuWatchApp(App):
 
     def on_bench_done(self, message: "BenchDone") -> None:
         self.notify(message.text, markup=False)
+
+    # ---- screenshots ------------------------------------------------------------------------
+    screenshot_dir: str | None = None  # None: the working directory
+
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        from .svg import portable_svg
+        return portable_svg(super().export_screenshot(title=title, simplify=simplify))
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        # Textual saves to ~/Downloads, which a server does not have: the working directory (or
+        # the configured folder) instead, and the notification says where
+        return super().deliver_screenshot(filename, path or self.screenshot_dir or os.getcwd(), time_format)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -125,7 +125,7 @@ def badges(g: GPU) -> Content:
     return Content.assemble(*parts) if parts else Content("")
 
 
-def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
+def gpu_card_lines(g: GPU, hist: dict | None, width: int, procs_known: bool = True) -> list[Content]:
     """The body of a full GPU card (the title goes in the border)."""
     if g.lost:
         return [
@@ -172,8 +172,9 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
                                       fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
                                       fmt_rate(nv.tx_bytes_per_s)))
     procs = len(g.processes)
-    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
-    lines.append(tail)
+    # a fleet view has no process tables: nothing rather than a wrong "0 procs"
+    count = (f"{procs} proc" + ("" if procs == 1 else "s")) if procs_known else ""
+    lines.append(Content.assemble(badges(g), (count, "$text-muted")))
     return lines
 
 
@@ -286,3 +287,13 @@ def alert_line(a: Alert) -> Content:
         message = message[len(a.subject) + 1:]
     return Content.assemble((f" {SEVERITY_MARK.get(a.severity, a.severity)} ", f"{SEVERITY_STYLE.get(a.severity, '')} reverse"),
                             " ", (a.subject, "bold"), " ", message)
+
+
+def no_instances_text(snap) -> Content:
+    """What the instance panel says when it has no instance to show."""
+    if snap.status is not None and snap.status.state != "up":
+        return Content.styled(f"{snap.host} is {snap.status.state}: its inference servers are not known.", "$warning")
+    if snap.instances_pending:
+        return Content.styled("looking for inference servers…", "$text-muted")
+    return Content.styled("No inference servers found.\nAdd one with --backend URL or [[backends]] in the config.",
+                          "$text-muted")

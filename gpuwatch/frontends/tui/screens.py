@@ -68,43 +68,12 @@ class GpuDetailScreen(Screen):
             head = Content.assemble(head, "  ", (" LOST ", "$error reverse bold"))
         self.query_one("#detail-head", Static).update(head)
 
-        def row(label, value):
-            return Content.assemble((f"{label:<22}", "$text-muted"), value)
-
-        temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f} °C"
-        margin = (NA if g.temperature_c is None or g.temperature_slowdown_c is None
-                  else f"{g.temperature_slowdown_c - g.temperature_c:.0f} °C below slowdown")
-        facts = [
-            row("utilization", f"GPU {fmt_pct(g.utilization_gpu_pct)}, memory bandwidth {fmt_pct(g.utilization_memory_pct)}"),
-            row("memory", f"{fmt_bytes(g.memory_used_bytes)} used of {fmt_bytes(g.memory_total_bytes)}"
-                          f" (driver reserved {fmt_bytes(g.memory_reserved_bytes)})"),
-            row("temperature", f"{temp} ({margin})"),
-            row("thresholds", f"slowdown {NA if g.temperature_slowdown_c is None else f'{g.temperature_slowdown_c:.0f}'} °C, "
-                              f"shutdown {NA if g.temperature_shutdown_c is None else f'{g.temperature_shutdown_c:.0f}'} °C, "
-                              f"max operating {NA if g.temperature_max_operating_c is None else f'{g.temperature_max_operating_c:.0f}'} °C"),
-            row("power", f"{NA if g.power_w is None else f'{g.power_w:.0f}'} W of {NA if g.power_limit_w is None else f'{g.power_limit_w:.0f}'} W limit"
-                         f" (default {NA if g.power_default_limit_w is None else f'{g.power_default_limit_w:.0f}'} W)"),
-            row("clocks", f"SM {NA if g.sm_clock_mhz is None else g.sm_clock_mhz}/{NA if g.sm_clock_max_mhz is None else g.sm_clock_max_mhz} MHz,"
-                          f" memory {NA if g.mem_clock_mhz is None else g.mem_clock_mhz}/{NA if g.mem_clock_max_mhz is None else g.mem_clock_max_mhz} MHz,"
-                          f" P{NA if g.pstate is None else g.pstate}"),
-            row("fan", NA if g.fan_pct is None else f"{g.fan_pct:.0f}%"),
-            row("clock events", ", ".join(g.throttle_reasons) or "none"),
-            row("PCIe", f"Gen{NA if g.pcie.gen is None else g.pcie.gen} x{NA if g.pcie.width is None else g.pcie.width}"
-                        f" (max Gen{NA if g.pcie.max_gen is None else g.pcie.max_gen} x{NA if g.pcie.max_width is None else g.pcie.max_width}),"
-                        f" RX {fmt_rate(g.pcie.rx_bytes_per_s)}, TX {fmt_rate(g.pcie.tx_bytes_per_s)}"),
-            row("NVLink", "none" if g.nvlink is None else
-                f"{g.nvlink.links_active}/{g.nvlink.links_total or '?'} links, RX {fmt_rate(g.nvlink.rx_bytes_per_s)}, "
-                f"TX {fmt_rate(g.nvlink.tx_bytes_per_s)}"),
-            row("ECC uncorrected", NA if g.ecc_uncorrected_volatile is None else str(g.ecc_uncorrected_volatile)),
-            row("persistence mode", NA if g.persistence_mode is None else ("on" if g.persistence_mode else "off")),
-            row("NUMA node", NA if g.numa_node is None else str(g.numa_node)),
-            row("CPU affinity", _cpulist(g.cpu_affinity)),
-        ]
+        facts = gpu_facts(g)
         self.query_one("#detail-facts", Static).update(Content("\n").join(facts))
         self._update_processes(g)
         topo = [Content.assemble((f"GPU {k:>2}  ", "$text-muted"), v) for k, v in
                 sorted(g.topology.items(), key=lambda kv: int(kv[0]))]
-        self.query_one("#detail-topo", Static).update(Content("\n").join(topo) if topo else Content("n/a"))
+        self.query_one("#detail-topo", Static).update(Content("\n").join(topo) if topo else Content.styled("not known", "$text-muted"))
 
     def _update_processes(self, g) -> None:
         """Rows keyed by pid, updated in place (dolphie's pattern)."""
@@ -122,6 +91,88 @@ class GpuDetailScreen(Screen):
                         table.update_cell(key, col, value)
             else:
                 table.add_row(*cells.values(), key=key)
+
+
+def _n(v, fmt: str = "{}") -> str | None:
+    return None if v is None else fmt.format(v)
+
+
+def gpu_facts(g) -> list[Content]:
+    """The detail screen's table of facts: a row only where something is known (a lost GPU is
+    not a page of n/a), each value worded whole ("Gen5 x16", never "Genn/a xn/a")."""
+    def row(label, value):
+        return Content.assemble((f"{label:<22}", "$text-muted"), value)
+
+    out: list[Content] = []
+    if g.lost:
+        out.append(row("state", Content.styled("LOST: fell off the bus (NVML: GPU is lost); no readings", "$error bold")))
+        out.append(row("what to do", "check `dmesg | grep -i xid`; a GPU reset or a reboot brings it back"))
+    util = [x for x in (_n(g.utilization_gpu_pct, "GPU {:.0f}%"),
+                        _n(g.utilization_memory_pct, "memory bandwidth {:.0f}%")) if x]
+    if util:
+        out.append(row("utilization", ", ".join(util)))
+    if g.memory_total_bytes is not None or g.memory_used_bytes is not None:
+        reserved = f" (driver reserved {fmt_bytes(g.memory_reserved_bytes)})" if g.memory_reserved_bytes else ""
+        out.append(row("memory", f"{fmt_bytes(g.memory_used_bytes)} used of {fmt_bytes(g.memory_total_bytes)}{reserved}"))
+    if g.temperature_c is not None:
+        out.append(row("temperature", f"{g.temperature_c:.0f} °C" + _temp_margin(g)))
+    limits = [x for x in (_n(g.temperature_slowdown_c, "slowdown {:.0f} °C"), _n(g.temperature_shutdown_c, "shutdown {:.0f} °C"),
+                          _n(g.temperature_max_operating_c, "max operating {:.0f} °C")) if x]
+    if limits:
+        out.append(row("thresholds", ", ".join(limits)))
+    if g.power_w is not None or g.power_limit_w is not None:
+        text = f"{NA if g.power_w is None else f'{g.power_w:.0f}'} W"
+        if g.power_limit_w is not None:
+            text += f" of {g.power_limit_w:.0f} W limit"
+        if g.power_default_limit_w is not None and g.power_default_limit_w != g.power_limit_w:
+            text += f" (default {g.power_default_limit_w:.0f} W)"
+        out.append(row("power", text))
+    clocks = []
+    if g.sm_clock_mhz is not None:
+        clocks.append(f"SM {g.sm_clock_mhz}" + (f"/{g.sm_clock_max_mhz}" if g.sm_clock_max_mhz else "") + " MHz")
+    if g.mem_clock_mhz is not None:
+        clocks.append(f"memory {g.mem_clock_mhz}" + (f"/{g.mem_clock_max_mhz}" if g.mem_clock_max_mhz else "") + " MHz")
+    if g.pstate is not None:
+        clocks.append(f"P{g.pstate}")
+    if clocks:
+        out.append(row("clocks", ", ".join(clocks)))
+    if g.fan_pct is not None:
+        out.append(row("fan", f"{g.fan_pct:.0f}%"))
+    if not g.lost:
+        out.append(row("clock events", ", ".join(g.throttle_reasons) or "none"))
+    p = g.pcie
+    if p.gen is not None or p.width is not None:
+        link = " ".join(x for x in (_n(p.gen, "Gen{}"), _n(p.width, "x{}")) if x)
+        top = " ".join(x for x in (_n(p.max_gen, "Gen{}"), _n(p.max_width, "x{}")) if x)
+        out.append(row("PCIe", link + (f" (max {top})" if top else "")
+                       + f", RX {fmt_rate(p.rx_bytes_per_s)}, TX {fmt_rate(p.tx_bytes_per_s)}"))
+    if g.nvlink is not None:
+        nv = g.nvlink
+        out.append(row("NVLink", f"{nv.links_active}/{nv.links_total or '?'} links active, RX {fmt_rate(nv.rx_bytes_per_s)}, "
+                                 f"TX {fmt_rate(nv.tx_bytes_per_s)}"))
+    if g.ecc_uncorrected_volatile is not None:
+        out.append(row("ECC uncorrected", str(g.ecc_uncorrected_volatile)))
+    if g.persistence_mode is not None:
+        out.append(row("persistence mode", "on" if g.persistence_mode else "off"))
+    if g.numa_node is not None:
+        out.append(row("NUMA node", str(g.numa_node)))
+    if g.cpu_affinity:
+        out.append(row("CPU affinity", _cpulist(g.cpu_affinity)))
+    return out
+
+
+def _temp_margin(g) -> str:
+    """" (12 °C below slowdown)", " (1 °C above slowdown, 1 °C below shutdown)": never "-1 °C below"."""
+    if g.temperature_slowdown_c is None:
+        return ""
+    m = g.temperature_slowdown_c - g.temperature_c
+    if m > 0:
+        return f" ({m:.0f} °C below slowdown)"
+    text = f" ({-m:.0f} °C above slowdown" if m < 0 else " (at the slowdown threshold"
+    if g.temperature_shutdown_c is not None:
+        left = g.temperature_shutdown_c - g.temperature_c
+        text += f", {left:.0f} °C below shutdown" if left > 0 else ", AT SHUTDOWN"
+    return text + ")"
 
 
 def _cpulist(cpus) -> str:

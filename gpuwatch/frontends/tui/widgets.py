@@ -161,22 +161,23 @@ class GpuCard(Card):
         if self._last is not None:  # rows mark the selected GPU's index (a card has its border)
             self.refresh_from(*self._last)
 
-    def refresh_from(self, g: GPU, hist: dict | None, compact: str | None) -> None:
-        """compact: None (full card), "rows" (two lines), "tight" (one line)."""
+    def refresh_from(self, g: GPU, hist: dict | None, compact: str | None, procs_known: bool = True) -> None:
+        """compact: None (full card), "rows" (two lines), "tight" (one line). ``procs_known``:
+        False where there are no process tables (fleet views)."""
         self.gpu = g
         width = max(20, self.size.width - 4) if self.size.width else 40
-        title = Content.assemble((f"GPU {g.index}", "bold"), " ", short_gpu_name(g.name))
+        title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
         sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
         if len(g.instances) > 1:
             sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
-        self._last = (g, hist, compact)
+        self._last = (g, hist, compact, procs_known)
         selected = self.has_focus
         if compact == "tight":
             self.show([gpu_line(g, width, selected)], "", "")
         elif compact:
             self.show(gpu_row_lines(g, width, selected), "", "")
         else:
-            self.show(gpu_card_lines(g, hist, width), title, sub)
+            self.show(gpu_card_lines(g, hist, width, procs_known), title, sub)
         self.set_class(g.lost, "-lost")
         self.set_class(any(r in g.throttle_reasons for r in ("sw_thermal_slowdown", "hw_thermal_slowdown",
                                                                 "hw_slowdown", "hw_power_brake")), "-throttled")
