@@ -34,8 +34,10 @@ def _interval(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: expected http://HOST:PORT")
+    from .usage import url_problem
+    problem = url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text.rstrip("/")
 
 
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON (schema v1, docs/SCHEMA.md)")
     fmt.add_argument("--text", action="store_true", help="a plain-text table (the default)")
     fmt.add_argument("--svg", metavar="FILE", help="draw the dashboard headlessly into an SVG file")
-    snap.add_argument("--size", type=_size, default=(120, 40), metavar="WxH", help="terminal size for --svg")
+    snap.add_argument("--size", type=_size, metavar="WxH", help="terminal size for --svg (default 120x40)")
     snap.add_argument("--prometheus", type=_url, metavar="URL", default=argparse.SUPPRESS,
                       help="one document per host of a fleet, read through Prometheus")
     snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")
@@ -194,8 +196,13 @@ def cmd_snapshot(args) -> int:
     if getattr(args, "prometheus", None):
         from .fleet.cli import cmd_fleet_snapshot  # the fleet issue (8)
         return cmd_fleet_snapshot(args)
+    from .usage import snapshot_flags_problem
+    if snapshot_flags_problem(args):
+        raise UsageError(snapshot_flags_problem(args))
     cfg, interval, backends, discover = _settings(args)
     if args.svg:
+        _check_theme(args)
+        args.size = args.size or (120, 40)
         from .frontends.tui.shots import snapshot_svg
         return snapshot_svg(args, cfg, interval, backends, discover)
     snap = _sample_window(args, cfg, interval, backends, discover)[-1]
@@ -209,16 +216,16 @@ def cmd_snapshot(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    _check_theme(args)
+    from .usage import no_terminal_problem
+    if no_terminal_problem(sys.stdin, sys.stdout):
+        raise UsageError(no_terminal_problem(sys.stdin, sys.stdout))
     cfg, interval, backends, discover = _settings(args)
     from .fleet.cli import cmd_fleet_dashboard, prometheus_url  # issue 8: the fleet screen
     url = prometheus_url(args, cfg) if getattr(args, "demo", None) is None else args.prometheus
     if url:
         return cmd_fleet_dashboard(args, cfg, interval, url)
-    try:
-        from .frontends.tui.app import run_dashboard
-    except ImportError:  # until the dashboard lands: print a snapshot
-        args.json = False
-        return cmd_snapshot(args)
+    from .frontends.tui.app import run_dashboard
     return run_dashboard(args, cfg, interval, backends, discover)
 
 
@@ -240,11 +247,18 @@ def cmd_bench(args) -> int:
     from .collect.bench import format_bench, run_bench
 
     result = run_bench(args.url, None, model=args.model, runs=args.runs, api_key_env=args.api_key_env)
-    print(format_bench(result))
+    print(format_bench(result, args.url), file=sys.stderr if result.error else sys.stdout)
     return 0 if result.error is None else 1
 
 
+def _check_theme(args) -> None:
+    from .frontends.tui.themes import theme_problem
+    if theme_problem(getattr(args, "theme", None)):
+        raise UsageError(theme_problem(args.theme))
+
+
 def cmd_replay(args) -> int:
+    _check_theme(args)
     from .frontends.tui.replay import run_replay
     return run_replay(args)
 
@@ -267,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .sim.scenarios import ScenarioError
 
+    from .usage import demo_before_command
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(demo_before_command(sys.argv[1:] if argv is None else argv, COMMANDS, "h100x8"))
         handler = COMMANDS.get(args.command, cmd_dashboard)
         return handler(args)
     except UsageError as e:
