@@ -116,3 +116,61 @@ async def test_palette_screenshot_lands_in_the_working_directory(tmp_path, monke
             await asyncio.sleep(0.1)
     svg = next(tmp_path.glob("*.svg")).read_text()
     assert 'xml:space="preserve"' in svg and "cdnjs" not in svg and "&#160;" not in svg
+
+
+def _history_source(n_gpus=8, seconds=90):
+    """A source whose history holds ``seconds`` samples one second apart, with an instance."""
+    import copy as _copy
+    from datetime import datetime, timedelta, timezone
+
+    from gpuwatch.model import Instance, ModelInfo
+
+    base = make_snapshot(n=n_gpus)
+    base.instances = [Instance(name="vllm-a", kind="vllm", url="http://127.0.0.1:8000", status="up",
+                               models=[ModelInfo(name="m")], gpus=[0, 1], parallelism="tensor", parallel_size=2,
+                               generation_tokens_per_s=800.0, prompt_tokens_per_s=2000.0, requests_running=20,
+                               requests_waiting=2, ttft_p50_s=0.3, itl_p50_s=0.02)]
+    for g in base.gpus[:2]:
+        g.instances = ["vllm-a"]
+    src = FakeSource(base)
+    t0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
+    for k in range(seconds):
+        s = _copy.deepcopy(base)
+        s.time = (t0 + timedelta(seconds=k)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for g in s.gpus:
+            g.memory_used_bytes = int(66.06 * 2**30) + (k % 3) * 2**20  # flat, a MiB of jitter
+        s.instances[0].generation_tokens_per_s = 800.0 + 5 * (k % 10)
+        src.history.add(s)
+    base.time = (t0 + timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return src
+
+
+async def test_charts_have_a_time_axis_a_calm_memory_axis_and_a_legend():
+    app = GpuWatchApp(_history_source(), interval=60)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("c")
+        await pilot.pause(0.4)
+        assert type(app.screen).__name__ == "ChartScreen" and app.screen.index == 0
+        await pilot.press("g")  # all GPUs
+        await pilot.pause(0.4)
+        text = visible_text(app)
+        assert "now" in text and "-1m" in text and "samples" not in text  # seconds, not sample counts
+        assert "━ GPU 0" in text and "━ GPU 7" in text  # the legend of "all GPUs"
+        mem = app.screen.query_one("#c-1")
+        assert mem.title == "memory used %"
+        lines = mem.render().plain.splitlines()
+        assert any(line.startswith("100") for line in lines) and any(line.lstrip().startswith("0┤") for line in lines)
+
+
+async def test_c_on_an_instance_charts_its_tokens_requests_and_latency():
+    app = GpuWatchApp(_history_source(), interval=60)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause(0.3)
+        from gpuwatch.frontends.tui.widgets import InstanceCard
+        app.query_one(InstanceCard).focus()
+        await pilot.press("c")
+        await pilot.pause(0.4)
+        text = visible_text(app)
+        assert "vllm-a" in text and "tokens/s" in text and "━ generation" in text and "━ waiting" in text
+        assert "latency s" in text and "utilization %" not in text

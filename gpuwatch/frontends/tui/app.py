@@ -437,6 +437,9 @@ class GpuWatchApp(App):
     def action_chart(self) -> None:
         from .screens import ChartScreen
         focused = self.focused
+        if isinstance(focused, InstanceCard):  # an instance's own tok/s, requests and latencies
+            self.push_screen(ChartScreen(self.source.history, None, self.snapshot, instance=focused.name_key))
+            return
         index = focused.index if isinstance(focused, GpuCard) else None
         self.push_screen(ChartScreen(self.source.history, index, self.snapshot))
 

@@ -224,30 +224,42 @@ class InstanceDetailScreen(Screen):
         self.query_one("#inst-body", Static).update(Content("\n").join(lines + extra))
 
 
+# (history key, title, fixed y range or None, least y span): the y axis of a flat line stays calm
+GPU_CHARTS = (("util", "utilization %", (0, 100), 0), ("mem", "memory used %", (0, 100), 0),
+              ("temp", "temperature °C", None, 10.0), ("power", "power W", None, 50.0))
+INSTANCE_CHARTS = ((("tok", "generation"), ("prompt", "prompt")), "tokens/s", None, 10.0), \
+    ((("run", "running"), ("wait", "waiting")), "requests", None, 4.0), \
+    ((("ttft", "TTFT p50"), ("itl", "ITL p50")), "latency s", None, 0.05)
+
+
 class ChartScreen(Screen):
-    """Utilization, memory, temperature and power over the last minutes, for one GPU or all."""
+    """History over the last minutes, with a time axis and a legend: utilization, memory,
+    temperature and power of one GPU or all; or, for an inference instance, its tok/s, its
+    requests running and waiting, and its latencies."""
 
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("g", "toggle_all", "One/all GPUs")]
 
-    def __init__(self, history, index: int | None, snapshot: Snapshot | None) -> None:
+    def __init__(self, history, index: int | None, snapshot: Snapshot | None, instance: str | None = None) -> None:
         super().__init__()
         self.history = history
         self.index = index
+        self.instance = instance
         self._snap = snapshot
 
     def compose(self) -> ComposeResult:
         yield Static(id="chart-title", markup=False)
         with Grid(id="charts"):
-            yield PlotextChart("utilization %", id="c-util")
-            yield PlotextChart("memory used %", id="c-mem")
-            yield PlotextChart("temperature °C", id="c-temp")
-            yield PlotextChart("power W", id="c-power")
+            n = len(INSTANCE_CHARTS) if self.instance is not None else len(GPU_CHARTS)
+            for k in range(n):
+                yield PlotextChart("", id=f"c-{k}")
         yield Footer()
 
     def on_mount(self) -> None:
         self._redraw()
 
     def action_toggle_all(self) -> None:
+        if self.instance is not None:
+            return
         if self.index is None:
             self.index = min(self.history.gpu) if self.history and self.history.gpu else None
         else:
@@ -260,17 +272,40 @@ class ChartScreen(Screen):
 
     def _redraw(self) -> None:
         hist = self.history
-        which = "all GPUs" if self.index is None else f"GPU {self.index}"
-        n = len(hist.times) if hist else 0
+        which = (self.instance if self.instance is not None else "all GPUs" if self.index is None
+                 else f"GPU {self.index}")
+        span = ""
+        if hist and hist.epochs and hist.epochs[0] is not None and hist.epochs[-1] is not None:
+            span = f"   last {fmt_span(hist.epochs[-1] - hist.epochs[0])}"
+        keys = "" if self.instance is not None else "   g: one/all GPUs"
         self.query_one("#chart-title", Static).update(Content.assemble(
-            ("Charts  ", "bold $primary"), which, (f"   last {n} samples   g: one/all GPUs   esc: back", "$text-muted")))
+            ("Charts  ", "bold $primary"), _t(which), (f"{span}{keys}   esc: back", "$text-muted")))
         if not hist:
             return
+        epochs = list(hist.epochs)
+        if self.instance is not None:
+            series = hist.instance.get(self.instance, {})
+            for k, (pairs, title, y_range, min_span) in enumerate(INSTANCE_CHARTS):
+                data = [(label, list(series[key])) for key, label in pairs if key in series]
+                chart = self.query_one(f"#c-{k}", PlotextChart)
+                chart.title = title
+                chart.set_data(data, y_range, epochs, min_span)
+            return
         indices = sorted(hist.gpu) if self.index is None else [self.index]
-        ranges = {"util": (0, 100), "mem": (0, 100), "temp": None, "power": None}
-        for key in ("util", "mem", "temp", "power"):
-            series = [(f"GPU {i}", list(hist.gpu[i][key])) for i in indices if i in hist.gpu]
-            self.query_one(f"#c-{key}", PlotextChart).set_data(series, ranges[key])
+        for k, (key, title, y_range, min_span) in enumerate(GPU_CHARTS):
+            data = [(f"GPU {i}", list(hist.gpu[i][key])) for i in indices if i in hist.gpu]
+            chart = self.query_one(f"#c-{k}", PlotextChart)
+            chart.title = title
+            chart.set_data(data, y_range, epochs, min_span)
+
+
+def fmt_span(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class AlertHistoryScreen(Screen):

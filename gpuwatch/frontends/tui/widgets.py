@@ -242,59 +242,123 @@ class StatusLine(Static):
 _ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
 
 
-class PlotextChart(Widget):
-    """A line chart drawn by plotext 6 (``plotext.figure``), re-rendered only when its data or
-    size changes. textual-plotext does not import with plotext 6, hence this small widget."""
+# Okabe & Ito's colour-blind-safe palette (and a grey): one colour per series, the same in the legend
+PALETTE = ((86, 180, 233), (230, 159, 0), (0, 158, 115), (240, 228, 66), (204, 121, 167), (213, 94, 0),
+           (0, 114, 178), (190, 190, 190))
 
-    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 8; }"
+
+def time_ticks(span_s: float) -> tuple[list[float], list[str]]:
+    """Positions (seconds before now, negative) and labels of the time axis: "-5m" … "now"."""
+    for step in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
+        if span_s / step <= 5:
+            break
+    ticks = [-k * step for k in range(int(span_s // step), -1, -1)]
+    def label(t: float) -> str:
+        if t == 0:
+            return "now"
+        t = -t
+        return f"-{t / 3600:g}h" if t >= 3600 and t % 3600 == 0 else f"-{t / 60:g}m" if t >= 60 and t % 60 == 0 \
+            else f"-{t:g}s"
+    return ticks, [label(t) for t in ticks]
+
+
+def y_limits(values, y_range, min_span: float) -> tuple[float, float]:
+    """The y axis: fixed when given, else the data's range widened to at least ``min_span`` (a
+    flat line at 82.6 % must not look like swings between 82.53 and 82.68)."""
+    if y_range is not None:
+        return y_range
+    lo, hi = min(values), max(values)
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if min(values) >= 0 and lo < 0:
+            lo, hi = 0.0, max(hi - lo, min_span)
+    return lo, hi
+
+
+class PlotextChart(Widget):
+    """A line chart of history drawn by plotext 6 (``plotext.figure``), with a time axis ("-2m" …
+    "now") and a legend of its own in the first line, in the series' colours. Re-rendered only
+    when its data or size changes. textual-plotext does not import with plotext 6, hence this
+    small widget."""
+
+    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 6; }"
 
     def __init__(self, title: str, **kw) -> None:
         super().__init__(**kw)
         self.title = title
         self.series: list[tuple[str, list[float | None]]] = []
+        self.epochs: list[float | None] = []
         self.y_range: tuple[float, float] | None = None
+        self.min_span = 1.0
         self._cache: tuple | None = None
         self._text: Text | None = None
 
-    def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None) -> None:
+    def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None, epochs=None,
+                 min_span: float = 1.0) -> None:
         self.series = series
         self.y_range = y_range
-        self.refresh()
+        self.epochs = list(epochs or [])
+        self.min_span = min_span
+        key = self._key(self.size.width, self.size.height)
+        if key != self._cache:
+            self.refresh()
+
+    def _key(self, w: int, h: int) -> tuple:
+        return (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range,
+                tuple(self.epochs[-1:]), self.min_span)
 
     def render(self) -> Text:
         w, h = self.size.width, self.size.height
-        key = (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range)
+        key = self._key(w, h)
         if key == self._cache and self._text is not None:
             return self._text
         self._cache = key
         self._text = self._draw(w, h)
         return self._text
 
+    def _points(self, values) -> list[tuple[float, float]]:
+        """(seconds before the newest sample, value); series and times aligned at their newest end."""
+        values = list(values)
+        epochs = self.epochs[-len(values):] if self.epochs else []
+        newest = next((e for e in reversed(epochs) if e is not None), None)
+        if newest is None or len(epochs) != len(values):
+            n = len(values)
+            return [(float(i - n + 1), v) for i, v in enumerate(values) if v is not None]
+        return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
+
     def _draw(self, w: int, h: int) -> Text:
         import plotext as plt
 
-        if w < 10 or h < 5:
+        if w < 16 or h < 4:
             return Text("")
+        drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
+        drawn = [d for d in drawn if len(d[1]) >= 2]
+        head = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
+        if not drawn:
+            head.append("  collecting…", style="dim")
+            return head
+        if len(drawn) > 1:  # the legend: each series' name in its colour
+            for name, _, rgb in drawn:
+                head.append("  ━ ", style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
+                head.append(name)
+        head.truncate(w, overflow="ellipsis")
         fig = plt.figure
         fig.clear()
-        fig.theme("clear")
-        drawn = 0
-        for name, values in self.series:
-            pts = [(i, v) for i, v in enumerate(values) if v is not None]
-            if len(pts) < 2:
-                continue
+        fig.theme("simple")  # the terminal's own colours for the frame (no black axes on black)
+        values = []
+        for name, pts, rgb in drawn:
             xs, ys = zip(*pts)
-            sig = fig.signal(list(xs), list(ys))
+            values += ys
+            sig = fig.signal(list(xs), list(ys), marker=plt.marker("braille", pixel=plt.pixel(foreground=rgb)))
             sig.lines(True)
-            sig.label(name)
             fig.draw(sig)
-            drawn += 1
-        if not drawn:
-            return Text(f"{self.title}: collecting…", style="dim")
-        if drawn > 3:  # a legend of many GPUs would cover the plot
-            fig.legend(active=False)
-        fig.plot_size(w, h)
-        fig.title(self.title)
-        out = fig.build().string()
-        return Text.from_ansi(_ANSI_BG.sub("", out), no_wrap=True)
-
+        fig.legend(active=False)
+        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
+        ticks, labels = time_ticks(span)
+        fig.ruler("x").lim(-span, 0)
+        fig.ruler("x").ticks(ticks, labels)
+        fig.ruler("y").lim(*y_limits(values, self.y_range, self.min_span))
+        fig.plot_size(w, h - 1)
+        body = Text.from_ansi(_ANSI_BG.sub("", fig.build().string()), no_wrap=True)
+        return Text("\n").join([head, body])
