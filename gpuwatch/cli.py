@@ -218,8 +218,8 @@ def cmd_snapshot(args) -> int:
 def cmd_dashboard(args) -> int:
     _check_theme(args)
     from .usage import no_terminal_problem
-    if no_terminal_problem(sys.stdin, sys.stdout):
-        raise UsageError(no_terminal_problem(sys.stdin, sys.stdout))
+    if no_terminal_problem(sys.stdin, sys.stdout, sys.__stderr__):
+        raise UsageError(no_terminal_problem(sys.stdin, sys.stdout, sys.__stderr__))
     cfg, interval, backends, discover = _settings(args)
     from .fleet.cli import cmd_fleet_dashboard, prometheus_url  # issue 8: the fleet screen
     url = prometheus_url(args, cfg) if getattr(args, "demo", None) is None else args.prometheus

@@ -41,17 +41,20 @@ def snapshot_flags_problem(args) -> str | None:
     return None
 
 
-def no_terminal_problem(stdin, stdout) -> str | None:
-    """The live dashboard needs a terminal on both ends: without one it would write escape
-    codes into a file and spin. Say so in one line (exit 2) and point to what works there."""
+def no_terminal_problem(stdin, stdout, stderr=None) -> str | None:
+    """The live dashboard needs a terminal: it reads keys from standard input and Textual draws
+    on standard error (``sys.__stderr__``). Without one it would write escape codes into a file
+    and spin. Say so in one line (exit 2) and point to what works there."""
     def tty(f) -> bool:
         try:
             return f is not None and f.isatty()
         except (ValueError, OSError):
             return False
-    if tty(stdin) and tty(stdout):
+    missing = [name for name, f in (("input", stdin), ("output", stdout), ("error", stderr))
+               if f is not None and not tty(f)]
+    if not missing:
         return None
-    which = "standard output is" if tty(stdin) else "standard input is" if tty(stdout) else \
-        "standard input and output are"
-    return (f"the dashboard needs a terminal and {which} not one; for a file or a pipe use "
-            f"`gpuwatch snapshot --json` (one look) or `gpuwatch record -o FILE` (a recording)")
+    which = " and ".join(missing)
+    return (f"the dashboard needs a terminal and standard {which} {'is' if len(missing) == 1 else 'are'} not one; "
+            f"for a file or a pipe use `gpuwatch snapshot --json` (one look) or `gpuwatch record -o FILE` "
+            f"(a recording)")

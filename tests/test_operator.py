@@ -174,3 +174,71 @@ async def test_c_on_an_instance_charts_its_tokens_requests_and_latency():
         text = visible_text(app)
         assert "vllm-a" in text and "tokens/s" in text and "━ generation" in text and "━ waiting" in text
         assert "latency s" in text and "utilization %" not in text
+
+
+def _alerts():
+    from gpuwatch.model import Alert
+    return [
+        Alert(kind="thermal_throttle", severity="critical", subject="GPU 2",
+              message="GPU 2 thermal slowdown (sw_thermal_slowdown): 91 °C (slowdown at 90 °C), shutdown at 92 °C, "
+                      "SM clock 1349 MHz, 32 % below its 1980 MHz max; check airflow, fan curve and slot spacing "
+                      "(a free slot is worth ~15 °C)"),
+        Alert(kind="gpu_lost", severity="critical", subject="GPU 7",
+              message="GPU 7 fell off the bus (NVML: GPU is lost); check `dmesg | grep -i xid` (Xid 79), then "
+                      "reset the GPU (`nvidia-smi -r -i 7`) or reboot"),
+        Alert(kind="pcie_degraded", severity="warning", subject="GPU 1",
+              message="GPU 1 PCIe link Gen5 x4 (max Gen5 x16) while 94 % busy: reseat the card, move it to a x16 "
+                      "slot or check the riser and BIOS lane bifurcation"),
+    ]
+
+
+async def test_alerts_keep_their_remedy_at_every_size():
+    for size in ((80, 24), (120, 40), (200, 60)):
+        src = _history_source()
+        src.snaps.alerts = _alerts()
+        app = GpuWatchApp(src, interval=60)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.4)
+            text = visible_text(app)
+            flat = " ".join(text.split())
+            for tail in ("(a free slot is worth ~15 °C)", "or reboot", "lane bifurcation"):
+                assert tail in flat, (size, tail)  # whole sentences, remedy included
+            assert "more alert" not in text, size  # nothing hidden while there is room
+            # continuation lines start under the message, not under the badge
+            lines = text.splitlines()
+            i = next(k for k, line in enumerate(lines) if "GPU 2 thermal slowdown" in line or "GPU 2" in line and "CRIT" in line)
+            head = lines[i].index("GPU 2") + len("GPU 2 ")
+            assert lines[i + 1][:head].strip() == "", size
+
+
+async def test_120x40_keeps_each_gpus_name_and_instance_and_fills_spare_rows_with_charts():
+    app = GpuWatchApp(_history_source(), interval=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.4)
+        lines = visible_text(app).splitlines()
+        gpu_rows = [line for line in lines[1:] if "H100 80GB HBM3" in line]
+        assert len(gpu_rows) == 8  # every GPU with its model name
+        row0 = lines.index(gpu_rows[0])
+        assert "vllm-a" in lines[row0 + 1] and "temp 50/90°C" in lines[row0 + 1]  # its instance and threshold
+        assert "pwr 400/700W" in lines[row0 + 1]
+        text = "\n".join(lines)
+        assert "utilization %" in text and "now" in text  # spare rows: history with a time axis
+        assert "generation tok/s" in text
+        blank = sum(1 for line in lines if not line.strip())
+        assert blank <= 2, blank
+
+
+async def test_200x60_uses_its_width_for_history():
+    from gpuwatch.frontends.tui.widgets import InstanceCard
+
+    app = GpuWatchApp(_history_source(), interval=60)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.4)
+        text = visible_text(app)
+        assert "utilization %" in text and "power W" in text and "-1m" in text
+        card = app.query_one(InstanceCard)
+        gen = next(line.plain for line in card._lines if line.plain.startswith("gen "))
+        spark = max((run for run in gen.split(" ") if run and set(run) <= set("▁▂▃▄▅▆▇█")), key=len)
+        assert len(spark) >= 15, gen  # the sparkline grows with its panel
+        lines = text.splitlines()
+        assert sum(1 for line in lines if not line.strip()) <= 3

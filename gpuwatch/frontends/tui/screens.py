@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
-from .render import alert_line, instance_lines
+from .render import alert_line, alert_lines, instance_lines
 from .widgets import PlotextChart
 
 

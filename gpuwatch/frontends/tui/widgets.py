@@ -16,7 +16,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
-from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
+from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
+    short_gpu_name
 
 
 def _key(c) -> tuple:
@@ -201,26 +202,36 @@ class InstanceCard(Card):
 
 
 class AlertStrip(Static):
-    """The active alerts, worst first; hidden when there are none."""
+    """The active alerts, worst first, each in full (wrapped under its message) as far as the
+    rows the layout gives it allow; hidden when there are none."""
+
+    ORDER = {"critical": 0, "warning": 1, "info": 2}
 
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
         self._sig = None
-        self.max_lines = 4
+        self.alerts: list[Alert] = []
+        self.budget = 4
+        self.width_for = 78
 
     def refresh_from(self, alerts: list[Alert]) -> None:
-        order = {"critical": 0, "warning": 1, "info": 2}
-        alerts = sorted(alerts, key=lambda a: (order.get(a.severity, 3), a.subject))
-        sig = tuple((a.severity, a.subject, a.message) for a in alerts) + (self.max_lines,)
+        self.alerts = sorted(alerts, key=lambda a: (self.ORDER.get(a.severity, 3), a.subject))
+        self._draw()
+
+    def lines_needed(self, width: int) -> int:
+        return alert_lines_needed(self.alerts, width)
+
+    def fit(self, width: int, budget: int) -> None:
+        self.width_for, self.budget = width, budget
+        self._draw()
+
+    def _draw(self) -> None:
+        sig = tuple((a.severity, a.subject, a.message) for a in self.alerts) + (self.budget, self.width_for)
         if sig == self._sig:
             return
         self._sig = sig
-        self.display = bool(alerts)
-        lines = [alert_line(a) for a in alerts[: self.max_lines]]
-        if len(alerts) > self.max_lines:
-            lines.append(Content.styled(f"  … {len(alerts) - self.max_lines} more (press a for all alerts)",
-                                        "$text-muted"))
-        self.update(Content("\n").join(lines))
+        self.display = bool(self.alerts)
+        self.update(Content("\n").join(fit_alerts(self.alerts, self.width_for, self.budget)))
 
 
 class StatusLine(Static):
@@ -274,6 +285,36 @@ def y_limits(values, y_range, min_span: float) -> tuple[float, float]:
         if min(values) >= 0 and lo < 0:
             lo, hi = 0.0, max(hi - lo, min_span)
     return lo, hi
+
+
+def value_ticks(lo: float, hi: float, count: int) -> tuple[list[float], list[str]]:
+    """Round tick positions on the y axis and short labels (``1.5k``, ``0.25``, ``80``)."""
+    import math
+
+    span = hi - lo
+    if span <= 0 or count < 2:
+        return [lo], [_short(lo)]
+    raw = span / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks, [_short(t) for t in ticks]
+
+
+def _short(v: float) -> str:
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
+    if a >= 100 or v == int(v):
+        return f"{v:.0f}"
+    return f"{v:.3g}"
 
 
 class PlotextChart(Widget):
@@ -338,9 +379,18 @@ class PlotextChart(Widget):
         if not drawn:
             head.append("  collecting…", style="dim")
             return head
-        if len(drawn) > 1:  # the legend: each series' name in its colour
-            for name, _, rgb in drawn:
-                head.append("  ━ ", style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
+        if len(drawn) > 1:  # the legend: each series' name in its colour, shortened to fit
+            names = [name for name, _, _ in drawn]
+            room = w - head.cell_len
+            if sum(len(n) + 4 for n in names) > room:
+                names = [n.split()[-1] for n in names]  # "GPU 3" -> "3"
+                each = max(2, room // len(names) - 3)
+                names = [n if len(n) <= each else n[: each - 1] + "…" for n in names]
+                sep = " ━"
+            else:
+                sep = "  ━ "
+            for name, (_, _, rgb) in zip(names, drawn):
+                head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
         fig = plt.figure
@@ -358,7 +408,9 @@ class PlotextChart(Widget):
         ticks, labels = time_ticks(span)
         fig.ruler("x").lim(-span, 0)
         fig.ruler("x").ticks(ticks, labels)
-        fig.ruler("y").lim(*y_limits(values, self.y_range, self.min_span))
+        lo, hi = y_limits(values, self.y_range, self.min_span)
+        fig.ruler("y").lim(lo, hi)
+        fig.ruler("y").ticks(*value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))))
         fig.plot_size(w, h - 1)
         body = Text.from_ansi(_ANSI_BG.sub("", fig.build().string()), no_wrap=True)
         return Text("\n").join([head, body])
