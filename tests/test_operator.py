@@ -242,3 +242,30 @@ async def test_200x60_uses_its_width_for_history():
         assert len(spark) >= 15, gen  # the sparkline grows with its panel
         lines = text.splitlines()
         assert sum(1 for line in lines if not line.strip()) <= 3
+
+
+def test_doctor_words_are_honest_and_counted_right():
+    from conftest import run_cli
+
+    out = run_cli("doctor", "--demo", "h100x8:idle", timeout=120).stdout
+    assert "imbalance" in out and "over 30 s" not in out  # the run was a few seconds, not 30
+    out = run_cli("doctor", "--demo", "h100x8:ecc", timeout=120).stdout
+    assert "1 warnings" not in out and "1 pairs" not in out and "GPUs 6 single" not in out
+    assert "vllm 0.11.0" not in out and "vLLM 0.11.0" in out and "SGLang" in out
+    ecc = next(line for line in out.splitlines() if line.startswith("WARN  ECC"))
+    assert "since the driver loaded" in ecc
+    alerts = next(line for line in out.splitlines() if " alerts " in line and line.startswith("PASS"))
+    assert "none raised during this" in alerts
+    # a check it could not make is not a pass
+    assert "PASS  NUMA placement" not in out or "no GPU process with a known CPU affinity" not in out
+
+
+def test_the_hot_demo_never_reaches_shutdown_and_says_how_far_it_is():
+    from conftest import run_cli
+    import json as _json
+
+    doc = _json.loads(run_cli("snapshot", "--json", "--demo", "h100x8:hot", timeout=120).stdout)
+    g = next(x for x in doc["gpus"] if x["index"] == 2)
+    assert g["temperature_c"] < g["temperature_shutdown_c"] - 0.5
+    msgs = [a["message"] for a in doc["alerts"] if a["kind"] == "thermal_throttle"]
+    assert msgs and all("below its shutdown" in m or "shutdown" not in m for m in msgs)

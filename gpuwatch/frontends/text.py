@@ -3,6 +3,7 @@ table: no colours, fixed columns, fit for a ticket or a cron mail."""
 
 from __future__ import annotations
 
+from ..collect.engines.names import display_name
 from ..model import Snapshot
 from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
@@ -22,7 +23,7 @@ def render_text(snap: Snapshot) -> str:
     if snap.gpus:
         lines.append("")
         lines.append(f"{'GPU':>3}  {'Name':<24} {'Util':>5} {'Memory':>17} {'Temp':>9} {'Power':>13} "
-                     f"{'SM MHz':>11} {'PCIe':>8} {'PCIe RX/TX':>19}  Throttle")
+                     f"{'SM MHz':>11} {'PCIe':>17} {'PCIe RX/TX':>19}  Throttle")
         for g in snap.gpus:
             name = (g.name or "?")[:24]
             if g.lost:
@@ -32,14 +33,15 @@ def render_text(snap: Snapshot) -> str:
             temp = f"{na(g.temperature_c, '{:.0f}')}/{na(g.temperature_slowdown_c, '{:.0f}')}C"
             power = f"{na(g.power_w, '{:.0f}')}/{na(g.power_limit_w, '{:.0f}')}W"
             clock = f"{na(g.sm_clock_mhz)}/{na(g.sm_clock_max_mhz)}"
-            link = f"G{na(g.pcie.gen)}x{na(g.pcie.width)}"
-            if (g.pcie.width and g.pcie.max_width and g.pcie.width < g.pcie.max_width) or (
-                    g.pcie.gen and g.pcie.max_gen and g.pcie.gen < g.pcie.max_gen):
-                link += "*"
+            link = f"Gen{na(g.pcie.gen)} x{na(g.pcie.width)}"
+            if g.pcie.width and g.pcie.max_width and g.pcie.width < g.pcie.max_width:
+                link += f" of x{g.pcie.max_width}"  # trained below its width: worth saying in words
+            elif g.pcie.gen and g.pcie.max_gen and g.pcie.gen < g.pcie.max_gen:
+                link += " idle" if (g.utilization_gpu_pct or 0) <= 10 else f" of Gen{g.pcie.max_gen}"
             io = f"{fmt_rate(g.pcie.rx_bytes_per_s)}/{fmt_rate(g.pcie.tx_bytes_per_s)}"
             reasons = ",".join(r for r in g.throttle_reasons if r != "gpu_idle") or "-"
             lines.append(f"{g.index:>3}  {name:<24} {fmt_pct(g.utilization_gpu_pct):>5} {mem:>17} {temp:>9} "
-                         f"{power:>13} {clock:>11} {link:>8} {io:>19}  {reasons}")
+                         f"{power:>13} {clock:>11} {link:>17} {io:>19}  {reasons}")
         procs = [(g.index, p) for g in snap.gpus for p in g.processes]
         if procs:
             lines.append("")
@@ -49,14 +51,14 @@ def render_text(snap: Snapshot) -> str:
                              f"{(p.cmdline or p.name or '?')[:80]}")
     if snap.instances:
         lines.append("")
-        lines.append(f"{'Instance':<18} {'Kind':<8} {'Status':<6} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
+        lines.append(f"{'Instance':<18} {'Engine':<9} {'Status':<6} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
                      f"{'run/wait':>9} {'KV':>5}  Model")
         for inst in snap.instances:
             gpus = ",".join(str(i) for i in inst.gpus) or "-"
             models = ", ".join(m.name for m in inst.models) or "-"
             rw = f"{na(inst.requests_running, '{:.0f}')}/{na(inst.requests_waiting, '{:.0f}')}"
             status = inst.status
-            lines.append(f"{inst.name[:18]:<18} {inst.kind:<8} {status:<6} {gpus:<10} {inst.parallelism:<9} "
+            lines.append(f"{inst.name[:18]:<18} {display_name(inst.kind)[:9]:<9} {status:<6} {gpus:<10} {inst.parallelism:<9} "
                          f"{na(inst.generation_tokens_per_s, '{:.1f}'):>9} {rw:>9} "
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:

@@ -239,7 +239,9 @@ class SimBox:
             spec.power_limit_w - spec.power_idle_w) + 0.6 * wobble
         hot = self.hot_progress(gpu, t)
         if hot > 0:
-            target = spec.temp_slowdown_c + 1.5 + 0.8 * wobble
+            # a throttling GPU holds about its slowdown point; it never reaches its shutdown point
+            # (that would power it off)
+            target = min(spec.temp_slowdown_c + 1.0 + 0.4 * wobble, spec.temp_shutdown_c - 1.2)
             temp = temp + (target - temp) * hot
             if hot >= 1.0:
                 reasons |= REASON_SW_THERMAL | REASON_HW_THERMAL

@@ -290,7 +290,8 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     mode = inst.parallelism
     if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
         mode += f" ×{inst.parallel_size}"
-    lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
+    label = "GPU " if len(inst.gpus) == 1 else "GPUs "
+    lines.append(Content.assemble((label, "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
     if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
         lines.append(Content.styled("no token counters: select and press b to benchmark", "$text-muted"))
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":

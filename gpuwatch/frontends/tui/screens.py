@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,7 +14,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
-from .render import alert_line, alert_lines, instance_lines
+from .render import alert_lines, instance_lines
 from .widgets import PlotextChart
 
 
@@ -325,15 +327,22 @@ class AlertHistoryScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#alert-history", DataTable)
-        for key, label in (("time", "Time"), ("state", "State"), ("severity", "Severity"), ("subject", "Subject"),
-                           ("kind", "Kind"), ("message", "Message")):
-            table.add_column(label, key=key)
+        # the message gets the width the other columns leave, and wraps (a row grows) instead of
+        # being cut at the screen's edge
+        for key, label, width in (("time", "Time", 8), ("state", "State", 7), ("severity", "Severity", 8),
+                                  ("subject", "Subject", 12), ("kind", "Kind", 16), ("message", "Message", None)):
+            table.add_column(label, key=key, width=width or self._message_width())
         self.refresh_from(self._snap)
+
+    def _message_width(self) -> int:
+        return max(30, self.app.size.width - (8 + 7 + 8 + 12 + 16) - 6 * 2 - 2)
 
     def refresh_from(self, snap: Snapshot | None) -> None:
         active = snap.alerts if snap is not None else []
+        width = max(30, self.app.size.width - 2)
         self.query_one("#active", Static).update(
-            Content("\n").join(alert_line(a) for a in active) if active else Content.styled("none", "$text-muted"))
+            Content("\n").join(line for a in active for line in alert_lines(a, width)) if active
+            else Content.styled("none", "$text-muted"))
         events = list(getattr(self.engine, "history", None) or [])
         table = self.query_one("#alert-history", DataTable)
         # the history is bounded: compare its newest event, not its length
@@ -344,8 +353,10 @@ class AlertHistoryScreen(Screen):
         table.clear()
         for ev in reversed(events):
             get = (lambda k, ev=ev: ev.get(k) if isinstance(ev, dict) else getattr(ev, k, None))
+            message = str(get("message") or "")
+            lines = textwrap.wrap(message, self._message_width()) or [""]
             table.add_row(_cell(str(get("time") or "")[11:19]), _cell(get("state")), _cell(get("severity")),
-                          _cell(get("subject")), _cell(get("kind")), _cell(get("message")))
+                          _cell(get("subject")), _cell(get("kind")), Text("\n".join(lines)), height=len(lines))
 
 
 HELP = """\

@@ -15,6 +15,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ...collect.engines.names import display_name
 from ...model import GPU, Alert, Instance
 from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
     short_gpu_name
@@ -194,7 +195,7 @@ class InstanceCard(Card):
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
         width = max(20, self.size.width - 4) if self.size.width else 40
-        kind = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}.get(inst.kind, inst.kind)
+        kind = display_name(inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
         status_style = "$success" if inst.status == "up" else "$error bold"
         self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
