@@ -269,3 +269,33 @@ def test_the_hot_demo_never_reaches_shutdown_and_says_how_far_it_is():
     assert g["temperature_c"] < g["temperature_shutdown_c"] - 0.5
     msgs = [a["message"] for a in doc["alerts"] if a["kind"] == "thermal_throttle"]
     assert msgs and all("below its shutdown" in m or "shutdown" not in m for m in msgs)
+
+
+def test_the_demo_is_physically_consistent():
+    import json as _json
+
+    from conftest import run_cli
+
+    GiB = 2 ** 30
+    doc = _json.loads(run_cli("snapshot", "--json", "--demo", "rtx4090x2:offload", timeout=120).stdout)
+    ollama = next(i for i in doc["instances"] if i["kind"] == "ollama")
+    model = ollama["models"][0]
+    held = sum(p["used_memory_bytes"] for g in doc["gpus"] for p in g["processes"] if p["name"] == "ollama")
+    # what the GPUs hold for the model is what Ollama says is in VRAM (not the whole model)
+    assert abs(held - model["size_vram_bytes"]) < 1 * GiB, (held / GiB, model["size_vram_bytes"] / GiB)
+    assert model["cpu_offload_pct"] > 30
+    for g in doc["gpus"]:
+        assert g["memory_used_bytes"] <= g["memory_total_bytes"]
+
+
+def test_demo_bench_is_slower_for_bigger_models():
+    from gpuwatch.collect.bench import run_bench
+    from gpuwatch.sim.demo import start_demo
+
+    d = start_demo("h100x8")
+    try:
+        speed = {name: run_bench(d.servers.url(name), None, timeout=30).generation_tokens_per_s
+                 for name in ("vllm-llama70b", "sglang-mistral")}
+    finally:
+        d.close()
+    assert speed["vllm-llama70b"] < 60 < speed["sglang-mistral"], speed  # 70B vs 7B, one stream each

@@ -219,7 +219,7 @@ class SimBox:
         util = round(100 * load)
         wobble = math.sin(0.37 * t + gpu)
         # memory: weights (and vLLM's preallocated KV cache) stay put; a little activation churn
-        mem_used = sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        mem_used = sum(self.weights_on_gpu(inst, rank) for inst, rank in owners)
         if owners:
             mem_used += int(0.15 * GiB * load)
         mem_used = min(mem_used, spec.memory_total_bytes - spec.memory_reserved_bytes)
@@ -304,10 +304,10 @@ class SimBox:
         owners = self._gpu_owners.get(gpu, [])
         if not owners:
             return []
-        extra = self.gpu_state(gpu).mem_used - sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        extra = self.gpu_state(gpu).mem_used - sum(self.weights_on_gpu(inst, rank) for inst, rank in owners)
         out = []
         for k, (inst, rank) in enumerate(owners):
-            out.append((self.gpu_pid(inst, rank), inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
+            out.append((self.gpu_pid(inst, rank), self.weights_on_gpu(inst, rank) + (extra if k == 0 else 0)))
         return out
 
     # ---- inference servers ---------------------------------------------------------
@@ -377,6 +377,16 @@ class SimBox:
             requests_running=running if up else 0, requests_waiting=waiting if up else 0, kv_cache_usage=kv,
             ttft_s=ttft, itl_s=min(itl, 2.0), preemptions_total=preempt, requests_total=requests_total,
         )
+
+    def weights_on_gpu(self, inst: InstanceSpec, rank: int) -> int:
+        """What the instance holds on its rank-th GPU: an Ollama model partly on the CPU holds
+        only its VRAM share, split like the whole (Ollama's /api/ps size_vram = the sum of it)."""
+        held = inst.weights_bytes_per_gpu[rank]
+        if inst.kind == "ollama":
+            size, vram = self.ollama_size_vram(inst)
+            if size and vram < size:
+                held = int(held * vram / size)
+        return held
 
     def ollama_size_vram(self, inst: InstanceSpec) -> tuple[int, int]:
         size = inst.size_bytes or sum(inst.weights_bytes_per_gpu)
