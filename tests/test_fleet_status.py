@@ -111,9 +111,10 @@ def test_a_killed_box_is_down_and_a_removed_one_stale(tmp_path):
 
 def test_summary_counts_each_severity():
     from gpuwatch.fleet.summary import summarize
+    from gpuwatch.frontends.text import fleet_alert_text
     from gpuwatch.model import Alert, Snapshot
 
     s = Snapshot(time="2026-11-23T10:00:00.000Z", host="h", alerts=[
         Alert(kind="gpu_lost", severity="critical", subject="GPU 1", message="x"),
         Alert(kind="power_cap", severity="warning", subject="GPU 2", message="y")])
-    assert summarize(s).alert_text == "1 crit 1 warn"
+    assert fleet_alert_text(summarize(s)) == "1 crit 1 warn"

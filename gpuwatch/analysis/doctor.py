@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..collect.engines.names import display_name
+from ..vocab import engine_label
 from ..model import Alert, Snapshot
 from .alert_config import AlertConfig
 from .rules import cpu_ranges, link_degraded, link_text, numa_mismatches
@@ -19,7 +19,7 @@ SKIP = "skip"  # the check could not be made (not reported here): unknown is not
 _ORDER = {SKIP: 0, PASS: 0, WARN: 1, FAIL: 2}
 
 
-def _plural(n: int, word: str, many: str | None = None) -> str:
+def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 warning``, ``2 warnings``, ``1 pair``."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
@@ -58,20 +58,6 @@ class DoctorReport:
     def to_dict(self) -> dict:
         return {"host": self.host, "time": self.time, "status": self.status, "exit_code": self.exit_code,
                 "counts": self.counts(), "checks": [c.to_dict() for c in self.checks]}
-
-    def to_text(self) -> str:
-        width = max((len(c.name) for c in self.checks), default=10)
-        lines = [f"gpuwatch doctor — {self.host or '?'} at {self.time or '?'}", ""]
-        for c in self.checks:
-            lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
-            for n in c.notes:
-                lines.append(f"{'':<4}  {'':<{width}}    {n}")
-        n = self.counts()
-        tail = f"{n[PASS]} passed, {_plural(n[WARN], 'warning')}, {n[FAIL]} failed"
-        if n[SKIP]:
-            tail += f", {n[SKIP]} not checked (not reported on this box)"
-        lines += ["", tail]
-        return "\n".join(lines)
 
 
 def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
@@ -176,7 +162,7 @@ def _topology(s: Snapshot) -> Check:
         return Check("topology", SKIP, "not reported (run `nvidia-smi topo -m`)")
     labels = {"NV": "NVLink", "PIX": "same PCIe switch", "PXB": "PCIe bridges", "PHB": "host bridge",
               "NODE": "same NUMA node", "SYS": "cross-socket"}
-    parts = [f"{labels.get(k, k)}: {_plural(len(v), 'pair')}" for k, v in sorted(pairs.items(), key=lambda kv: _TOPO_RANK.get(kv[0], 9))]
+    parts = [f"{labels.get(k, k)}: {plural(len(v), 'pair')}" for k, v in sorted(pairs.items(), key=lambda kv: _TOPO_RANK.get(kv[0], 9))]
     notes = _matrix(s)
     status = PASS
     # a tensor-parallel group that crosses the socket or has no NVLink over >2 GPUs is slow
@@ -247,7 +233,7 @@ def _numa(snapshots: list[Snapshot]) -> Check:
         notes = [f"pid {p.pid} ({p.name or '?'}) on GPU {g.index} runs on CPUs {cpu_ranges(c)}, "
                  f"GPU is local to CPUs {cpu_ranges(g.cpu_affinity)}" for g, p, c in bad]
         notes.append("pin with `numactl --cpunodebind=N` or `taskset -c CPUS` (cross-socket costs 20-40 %)")
-        return Check("NUMA placement", WARN, f"{_plural(len(bad), 'serving process', 'serving processes')} on the "
+        return Check("NUMA placement", WARN, f"{plural(len(bad), 'serving process', 'serving processes')} on the "
                                              f"wrong NUMA node", notes)
     if len(nodes) <= 1:
         if not nodes:
@@ -257,7 +243,7 @@ def _numa(snapshots: list[Snapshot]) -> Check:
     if not procs:
         return Check("NUMA placement", SKIP, f"{len(nodes)} NUMA nodes; no GPU process with a known CPU affinity "
                                             f"to check")
-    return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {_plural(procs, 'GPU process', 'GPU processes')} "
+    return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {plural(procs, 'GPU process', 'GPU processes')} "
                                          f"checked, all local")
 
 
@@ -284,11 +270,11 @@ def _instances(s: Snapshot) -> list[Check]:
         gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
         par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
         if inst.status != "up":
-            out.append(Check(name, FAIL, f"{display_name(inst.kind)} at {inst.url} is {inst.status}: "
+            out.append(Check(name, FAIL, f"{engine_label(inst.kind)} at {inst.url} is {inst.status}: "
                                          f"{inst.error or 'no answer'}"))
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
-        out.append(Check(name, PASS, f"{display_name(inst.kind)} {inst.version or ''} up, {model} on {gpus}{par}{tps}"
+        out.append(Check(name, PASS, f"{engine_label(inst.kind)} {inst.version or ''} up, {model} on {gpus}{par}{tps}"
                          .replace("  ", " ")))
     return out
 

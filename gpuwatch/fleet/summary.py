@@ -1,13 +1,12 @@
-"""One line per host of a fleet: the numbers the fleet screen and ``snapshot --text`` show."""
+"""One line per host of a fleet, as data: the figures the fleet screen and ``snapshot --text``
+word (``frontends/text.py`` turns them into text)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..model import Snapshot
-
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-SEVERITY_SHORT = {"critical": "crit", "warning": "warn", "info": "info"}
+from ..vocab import worst_severity
 
 
 @dataclass
@@ -29,43 +28,10 @@ class HostSummary:
     since: str | None = None
 
     @property
-    def util_text(self) -> str:
-        if self.util_mean is None:
-            return "—"
-        return f"{self.util_mean:.0f}/{self.util_max:.0f}%"
-
-    @property
-    def hot_text(self) -> str:
-        if self.hot_c is None:
-            return "—"
-        limit = f"/{self.hot_slowdown_c:.0f}" if self.hot_slowdown_c is not None else ""
-        return f"{self.hot_c:.0f}{limit}°C"
-
-    @property
     def hot_margin_c(self) -> float | None:
         if self.hot_c is None or self.hot_slowdown_c is None:
             return None
         return self.hot_slowdown_c - self.hot_c
-
-    @property
-    def tok_text(self) -> str:
-        return "—" if self.tok_s is None else f"{self.tok_s:,.0f}"
-
-    @property
-    def alert_text(self) -> str:
-        """``1 crit 1 warn``: each severity counted on its own, worst first."""
-        if not self.alerts:
-            return "0"
-        counts = self.counts or {self.worst or "warning": self.alerts}
-        order = sorted(counts, key=lambda k: -SEVERITY_RANK.get(k, 0))
-        return " ".join(f"{counts[k]} {SEVERITY_SHORT.get(k, k)}" for k in order)
-
-    @property
-    def state_text(self) -> str:
-        """``ok``, ``down since 07:53:10Z``, ``stale since …``."""
-        if self.state == "up":
-            return "no GPUs" if self.problem else "ok"
-        return self.state + (f" since {self.since[11:19]}Z" if self.since else "")
 
 
 def summarize(s: Snapshot) -> HostSummary:
@@ -80,7 +46,7 @@ def summarize(s: Snapshot) -> HostSummary:
         if hot is None or key > hot[0]:
             hot = (key, g)
     toks = [i.generation_tokens_per_s for i in s.instances if i.generation_tokens_per_s is not None]
-    worst = max((a.severity for a in s.alerts), key=lambda x: SEVERITY_RANK.get(x, 0), default=None)
+    worst = worst_severity(a.severity for a in s.alerts)
     return HostSummary(
         host=s.host, gpus=len(s.gpus), lost=len(s.gpus) - len(live),
         util_mean=sum(utils) / len(utils) if utils else None, util_max=max(utils) if utils else None,

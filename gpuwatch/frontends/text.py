@@ -1,10 +1,13 @@
-"""Plain-text rendering of a snapshot (``gpuwatch snapshot`` / ``--text``), like nvidia-smi's
-table: no colours, fixed columns, fit for a ticket or a cron mail."""
+"""Plain text, worded for a terminal, a ticket or a cron mail: a snapshot (``gpuwatch snapshot``,
+like nvidia-smi's table: no colours, fixed columns), the doctor's report and the fleet's hosts.
+The data layer returns data; this module is where it becomes words."""
 
 from __future__ import annotations
 
-from ..collect.engines.names import display_name
+from ..analysis.doctor import FAIL, PASS, SKIP, WARN, DoctorReport, plural
+from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
+from ..vocab import engine_label, severity_rank
 from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
 
@@ -58,7 +61,7 @@ def render_text(snap: Snapshot) -> str:
             models = ", ".join(m.name for m in inst.models) or "-"
             rw = f"{na(inst.requests_running, '{:.0f}')}/{na(inst.requests_waiting, '{:.0f}')}"
             status = inst.status
-            lines.append(f"{inst.name[:18]:<18} {display_name(inst.kind)[:9]:<9} {status:<6} {gpus:<10} {inst.parallelism:<9} "
+            lines.append(f"{inst.name[:18]:<18} {engine_label(inst.kind)[:9]:<9} {status:<6} {gpus:<10} {inst.parallelism:<9} "
                          f"{na(inst.generation_tokens_per_s, '{:.1f}'):>9} {rw:>9} "
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
@@ -68,4 +71,68 @@ def render_text(snap: Snapshot) -> str:
         lines.append("Alerts:")
         for a in snap.alerts:
             lines.append(f"  {a.severity.upper():<8} {a.subject:<16} {a.message}")
+    return "\n".join(lines) + "\n"
+
+
+def render_doctor(report: DoctorReport) -> str:
+    width = max((len(c.name) for c in report.checks), default=10)
+    lines = [f"gpuwatch doctor — {report.host or '?'} at {report.time or '?'}", ""]
+    for c in report.checks:
+        lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
+        for n in c.notes:
+            lines.append(f"{'':<4}  {'':<{width}}    {n}")
+    n = report.counts()
+    tail = f"{n[PASS]} passed, {plural(n[WARN], 'warning')}, {n[FAIL]} failed"
+    if n[SKIP]:
+        tail += f", {n[SKIP]} not checked (not reported on this box)"
+    lines += ["", tail]
+    return "\n".join(lines) + "\n"
+
+
+
+# ---- fleets -----------------------------------------------------------------------------------
+def fleet_util_text(r: HostSummary) -> str:
+    return "—" if r.util_mean is None else f"{r.util_mean:.0f}/{r.util_max:.0f}%"
+
+
+def fleet_hot_text(r: HostSummary) -> str:
+    if r.hot_c is None:
+        return "—"
+    limit = f"/{r.hot_slowdown_c:.0f}" if r.hot_slowdown_c is not None else ""
+    return f"{r.hot_c:.0f}{limit}°C"
+
+
+def fleet_tok_text(r: HostSummary) -> str:
+    return "—" if r.tok_s is None else f"{r.tok_s:,.0f}"
+
+
+SEVERITY_SHORT = {"critical": "crit", "warning": "warn", "info": "info"}
+
+
+def fleet_alert_text(r: HostSummary) -> str:
+    """``1 crit 1 warn``: each severity counted on its own, worst first."""
+    if not r.alerts:
+        return "0"
+    counts = r.counts or {r.worst or "warning": r.alerts}
+    order = sorted(counts, key=lambda k: -severity_rank(k))
+    return " ".join(f"{counts[k]} {SEVERITY_SHORT.get(k, k)}" for k in order)
+
+
+def fleet_state_text(r: HostSummary) -> str:
+    """``ok``, ``down since 07:53:10Z``, ``stale since …``."""
+    if r.state == "up":
+        return "no GPUs" if r.problem else "ok"
+    return r.state + (f" since {r.since[11:19]}Z" if r.since else "")
+
+
+def render_fleet_text(reading, url: str) -> str:
+    """``gpuwatch snapshot --prometheus URL``: one line per host."""
+    lines = [f"fleet via {url}: {len(reading.hosts)} hosts, {reading.refresh_ms:.0f} ms"]
+    if reading.error:
+        lines.append(f"error: {reading.error}")
+    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  {'state':<22} alerts")
+    for s in reading.hosts:
+        r = summarize(s)
+        lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {fleet_util_text(r):>9} {fleet_hot_text(r):>12} "
+                     f"{fleet_tok_text(r):>8}  {fleet_state_text(r):<22} {fleet_alert_text(r)}")
     return "\n".join(lines) + "\n"

@@ -90,13 +90,3 @@ PARALLEL_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
 LLAMACPP_SPLIT_FLAGS = ("--split-mode", "-sm")
 LLAMACPP_SPLIT_MODES = {"row": "tensor", "layer": "pipeline", "none": "single"}
 
-# engines that split a model by layers when it spans several GPUs and nothing says otherwise
-LAYER_SPLIT_BY_DEFAULT = ("ollama", "llamacpp")
-
-
-# ---- how each engine spells its own name (the projects' READMEs) --------------------------
-DISPLAY_NAMES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}
-
-
-def display_name(kind: str | None) -> str:
-    return DISPLAY_NAMES.get(kind or "", kind or "unknown")

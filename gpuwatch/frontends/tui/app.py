@@ -28,10 +28,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from ...config import Settings
 from ...model import Snapshot
+from ...runtime import build_monitor
+from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
-from .render import no_instances_text, short_gpu_name
-from .layout import CHART_MIN_ROWS, plan
+from .render import gpu_card_lines, no_instances_text, short_gpu_name
+from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, PlotextChart, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -55,29 +58,6 @@ class BenchDone(Message):
         self.text = text
 
 
-class LiveSource:
-    """Snapshots from the live pipeline (a Monitor)."""
-
-    live = True
-
-    def __init__(self, monitor) -> None:
-        self.monitor = monitor
-
-    def next(self) -> Snapshot:
-        return self.monitor.tick()
-
-    @property
-    def history(self):
-        return self.monitor.history
-
-    @property
-    def alert_engine(self):
-        return self.monitor.alerts
-
-    def close(self) -> None:
-        self.monitor.close()
-
-
 class GpuWatchApp(App):
     CSS_PATH = Path(__file__).with_name("gpuwatch.tcss")  # absolute: subclasses live elsewhere
     show_self_cost = True  # the monitor's own CPU and ms per collection, top right
@@ -98,7 +78,11 @@ class GpuWatchApp(App):
         Binding("up", "move(0, -1)", "Up", show=False),
     ]
 
-    def __init__(self, source, interval: float = 1.0, theme: str | None = None, title: str | None = None,
+    # the shortest wait between two polls (a poll slower than the interval stretches the period;
+    # never a zero timer: Textual's timer divides by its delay)
+    min_poll_delay = 0.01
+
+    def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False) -> None:
         # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
         # colours makes it apply its NoColor filter instead, so no colour codes are sent at all
@@ -221,7 +205,9 @@ class GpuWatchApp(App):
         n_inst = len(self.snapshot.instances) if self.snapshot else 0
         alert_w = max(20, w - 2)
         inst_rows = self._instance_rows()
-        lay = plan(w, h, n, self._alerts.lines_needed(alert_w), n_inst, inst_rows)
+        card_h = max((len(gpu_card_lines(g, None, 40)) for g in self.snapshot.gpus), default=7) + 2 \
+            if self.snapshot else CARD_HEIGHT
+        lay = plan(w, h, n, self._alerts.lines_needed(alert_w), n_inst, inst_rows, card_h)
         self._layout_for = (w, h, n, n_inst, inst_rows, len(self._alerts.alerts))
         self.layout_plan = lay
         # the widgets' own screen: the one at the bottom of the stack (during on_mount, self.screen may
@@ -231,7 +217,7 @@ class GpuWatchApp(App):
         if lay.compact != self.compact:
             self.compact = lay.compact
             for card in self._grid.query(GpuCard):
-                card._sig = None
+                card.invalidate()
         screen.set_class(bool(lay.compact), "-compact")
         screen.set_class(lay.compact == "tight", "-tight")
         self._grid.styles.grid_size_columns = 1 if lay.compact else min(lay.cols, max(1, n))
@@ -284,6 +270,12 @@ class GpuWatchApp(App):
 
     def on_collected(self, message: "Collected") -> None:
         self._apply_collected(message.snapshot, message.error, message.elapsed)
+        if not self._stopping:
+            self.after_poll(message.snapshot, message.error)
+
+    def after_poll(self, snap: Snapshot | None, error: str | None) -> None:
+        """Called on the UI thread after each poll was shown (``snap`` None when it failed or
+        the source ended): the extension point for apps built on this one."""
 
     def _apply_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
         self._polling = False
@@ -309,11 +301,9 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        # a poll that took longer than the interval stretches the period (never a zero timer:
-        # Textual's timer divides by its delay)
-        delay = max(0.01, self.interval - elapsed)
+        # a poll that took longer than the interval stretches the period
         self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
-        self._timer = self.set_timer(delay, self.poll)
+        self._timer = self.set_timer(max(self.min_poll_delay, self.interval - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
         notice = self._notice
@@ -441,9 +431,8 @@ class GpuWatchApp(App):
                     [(n, list(s["wait"])) for n, s in series.items()], None, epochs, 4.0)
 
     def _notify_new_critical(self) -> None:
-        engine = self.source.alert_engine
-        fresh = getattr(engine, "new_critical", None) if engine is not None else None
-        for a in fresh or []:
+        log = self.source.alert_log
+        for a in (log.new_critical if log is not None else []):
             # what happened, briefly: the alert strip has the whole sentence and the remedy
             what = a.message.split(";")[0]
             what = what if len(what) <= 90 else what[:89] + "…"
@@ -517,7 +506,7 @@ class GpuWatchApp(App):
 
     def action_alert_history(self) -> None:
         from .screens import AlertHistoryScreen
-        self.push_screen(AlertHistoryScreen(self.source.alert_engine, self.snapshot))
+        self.push_screen(AlertHistoryScreen(self.source.alert_log, self.snapshot))
 
     def action_bench(self) -> None:
         focused = self.focused
@@ -525,7 +514,7 @@ class GpuWatchApp(App):
             self.notify("Select an inference instance (tab to it), then press b to benchmark it.", markup=False)
             return
         inst = focused.instance
-        if not getattr(self.source, "live", False):
+        if not self.source.live:
             self.notify("Benchmarks run against live servers only.", markup=False)
             return
         self.notify(f"benchmarking {inst.name}…", timeout=3, markup=False)
@@ -535,9 +524,9 @@ class GpuWatchApp(App):
         try:
             from ...collect.bench import run_bench
             result = run_bench(inst.url, inst.kind, model=inst.models[0].name if inst.models else None, runs=1)
-            collector = getattr(self.source.monitor.sampler, "instances", None)
-            if collector is not None:
-                collector.record_bench(inst.name, result)
+            target = self.source.bench_target
+            if target is not None:
+                target.record_bench(inst.name, result)
             msg = (f"{inst.name}: {result.generation_tokens_per_s:.1f} tok/s"
                    if result.generation_tokens_per_s is not None else f"{inst.name}: {result.error}")
         except Exception as e:
@@ -572,12 +561,9 @@ class GpuWatchApp(App):
         self.exit()
 
 
-def run_dashboard(args, cfg, interval, backends, discover) -> int:
-    from ...pipeline import Monitor, default_alert_engine, make_sampler
-
-    sampler = make_sampler(demo=getattr(args, "demo", None), backends=backends, discover=discover)
-    monitor = Monitor(sampler, alert_engine=default_alert_engine(cfg.alerts))
-    app = GpuWatchApp(LiveSource(monitor), interval=interval, theme=getattr(args, "theme", None) or cfg.theme)
+def run_dashboard(settings: Settings) -> int:
+    monitor = build_monitor(settings)
+    app = GpuWatchApp(LiveSource(monitor), interval=settings.interval, theme=settings.theme)
     try:
         app.run()
     finally:

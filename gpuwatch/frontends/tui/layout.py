@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 CARD_WIDTH = 46  # a full GPU card, border included
-CARD_HEIGHT = 10
+CARD_HEIGHT = 9  # border included; the grid sizes a row by its cards' lines (7 with NVLink)
 INSTANCE_MIN_WIDTH = 44
 NARROW_BELOW = 110  # columns: below this, instances go under the GPUs
 CHART_MIN_ROWS = 8  # a chart with a time axis, a y axis and something to read
@@ -37,9 +37,10 @@ class Layout:
 
 
 def plan(width: int, height: int, gpus: int, alert_lines_wanted: int, instances: int = 0,
-         instance_rows: int = 0) -> Layout:
+         instance_rows: int = 0, card_height: int = CARD_HEIGHT) -> Layout:
     """``alert_lines_wanted``: lines the alerts need in full at this width; ``instance_rows``:
-    the rows the instance cards take (0 when unknown)."""
+    the rows the instance cards take (0 when unknown); ``card_height``: rows of a GPU card as
+    drawn (border included)."""
     narrow = width < NARROW_BELOW
     rows_total = max(1, height - 2)  # the top line and the footer
     n = max(gpus, 0)
@@ -56,11 +57,11 @@ def plan(width: int, height: int, gpus: int, alert_lines_wanted: int, instances:
     alert_lines = min(alert_lines_wanted, alert_room)
     avail = rows_total - alert_lines
     card_rows = math.ceil(n / cols) if n else 0
-    if not narrow and n and card_rows * CARD_HEIGHT <= avail:
+    if not narrow and n and card_rows * card_height <= avail:
         mode = "cards"
         gpu_width = cols * (CARD_WIDTH + 1)  # cards, gutters and the grid's left padding
         inst_width = max(INSTANCE_MIN_WIDTH, width - gpu_width)
-        used = card_rows * CARD_HEIGHT
+        used = card_rows * card_height
     elif n * 2 + (instance_floor if narrow else 0) <= avail and width >= 80:
         mode, used = "rows", n * 2
     else:

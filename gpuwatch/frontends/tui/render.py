@@ -162,7 +162,8 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int, procs_known: bool = Tr
                  and g.sm_clock_mhz < 0.85 * g.sm_clock_max_mhz)
     lines.append(Content.assemble(("SM ", "$text-muted"), (sm, "$warning" if clock_low else ""),
                                   (f"{smax} MHz", "$text-muted"),
-                                  ("  P", "$text-muted"), NA if g.pstate is None else str(g.pstate)))
+                                  ("  P" if g.pstate is not None else "", "$text-muted"),
+                                  "" if g.pstate is None else str(g.pstate)))
     lines.append(Content.assemble(pcie_link(g), "  ", ("↓", "$text-muted"), fmt_rate(g.pcie.rx_bytes_per_s),
                                   (" ↑", "$text-muted"), fmt_rate(g.pcie.tx_bytes_per_s)))
     if g.nvlink is not None:

@@ -15,8 +15,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ...collect.engines.names import display_name
 from ...model import GPU, Alert, Instance
+from ...vocab import engine_label, severity_rank
 from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
     short_gpu_name
 
@@ -53,6 +53,10 @@ class Card(Widget, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._styles: dict[tuple, RichStyle] = {}
         self._drawn_for = None
+
+    def invalidate(self) -> None:
+        """Draw every line again on the next ``show`` (the layout changed what a line holds)."""
+        self._sig = None
 
     def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
         # text and spans, compared as they are (Content's own == looks at the text only)
@@ -195,7 +199,7 @@ class InstanceCard(Card):
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
         width = max(20, self.size.width - 4) if self.size.width else 40
-        kind = display_name(inst.kind)
+        kind = engine_label(inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
         status_style = "$success" if inst.status == "up" else "$error bold"
         self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
@@ -206,8 +210,6 @@ class AlertStrip(Static):
     """The active alerts, worst first, each in full (wrapped under its message) as far as the
     rows the layout gives it allow; hidden when there are none."""
 
-    ORDER = {"critical": 0, "warning": 1, "info": 2}
-
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
         self._sig = None
@@ -216,7 +218,7 @@ class AlertStrip(Static):
         self.width_for = 78
 
     def refresh_from(self, alerts: list[Alert]) -> None:
-        self.alerts = sorted(alerts, key=lambda a: (self.ORDER.get(a.severity, 3), a.subject))
+        self.alerts = sorted(alerts, key=lambda a: (-severity_rank(a.severity), a.subject))
         self._draw()
 
     def lines_needed(self, width: int) -> int:
@@ -238,8 +240,13 @@ class AlertStrip(Static):
 class StatusLine(Static):
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
-        self._sig: str | None = None  # the text shown (tests read it)
+        self._sig: str | None = None  # the text shown
         self._spans: list | None = None
+
+    @property
+    def text(self) -> str:
+        """The plain text shown now ("" before the first ``show``)."""
+        return self._sig or ""
 
     def show(self, content: Content) -> None:
         old = self._sig
@@ -395,6 +402,7 @@ class PlotextChart(Widget):
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
         fig = plt.figure
+        plt.terminal.limit(False, False)  # the widget's size, not the terminal plotext sees, bounds the plot
         fig.clear()
         fig.theme("simple")  # the terminal's own colours for the frame (no black axes on black)
         values = []
