@@ -18,7 +18,7 @@ SHOTS = [
     ("rtx4090x2", "rtx4090x2"),
     ("rtx4090x2-offload", "rtx4090x2:offload,hot=0"),
 ]
-SIZES = ["200x60", "80x24"]
+SIZES = ["200x60", "120x40", "80x24"]
 
 
 def main() -> int:

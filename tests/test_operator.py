@@ -299,3 +299,13 @@ def test_demo_bench_is_slower_for_bigger_models():
     finally:
         d.close()
     assert speed["vllm-llama70b"] < 60 < speed["sglang-mistral"], speed  # 70B vs 7B, one stream each
+
+
+def test_the_hot_demo_has_no_token_spike_when_the_gpu_starts_throttling():
+    from gpuwatch.config import load_settings
+    from gpuwatch.runtime import simulated_history
+
+    m = simulated_history(load_settings(None, demo="h100x8:hot"))
+    toks = list(m.history.instance["vllm-llama70b"]["tok"])[1:]
+    assert None not in toks  # no counter that seemed to go back (a "restart")
+    assert max(toks) <= 2400  # never above the instance's peak

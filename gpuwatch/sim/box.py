@@ -341,7 +341,7 @@ class SimBox:
         wave = self._waves[inst.name]
         step = self._hot_step_time(inst)
         f_now = self._throughput_factor_at(inst, t)
-        if step is None or t <= step:
+        if step is None or t < step:  # at the step itself the GPU throttles: the piecewise sum
             return inst.peak_tokens_per_s * f_now * wave.integral(t)
         f_before = self._throughput_factor_at(inst, step - 1e-6)
         before = inst.peak_tokens_per_s * f_before * wave.integral(step)

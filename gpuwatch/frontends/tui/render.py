@@ -350,7 +350,10 @@ def alert_lines(a: Alert, width: int) -> list[Content]:
     import textwrap
 
     head, message = _alert_head(a)
-    indent = head.cell_length if width - head.cell_length >= 24 else 2
+    badge = len(SEVERITY_MARK.get(a.severity, a.severity)) + 3
+    # under the message; under the subject when the subject is long (a model name), so the
+    # text keeps most of the width
+    indent = head.cell_length if head.cell_length <= max(16, width // 4) else badge
     first = max(8, width - head.cell_length)
     rest = max(8, width - indent)
     chunks = textwrap.wrap(message, first, break_long_words=True, break_on_hyphens=False) or [""]

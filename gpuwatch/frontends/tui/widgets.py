@@ -387,7 +387,7 @@ class PlotextChart(Widget):
         if not drawn:
             head.append("  collecting…", style="dim")
             return head
-        if len(drawn) > 1:  # the legend: each series' name in its colour, shortened to fit
+        if len(self.series) > 1:  # the legend: each series' name in its colour, shortened to fit
             names = [name for name, _, _ in drawn]
             room = w - head.cell_len
             if sum(len(n) + 4 for n in names) > room:
