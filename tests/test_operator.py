@@ -166,9 +166,13 @@ async def test_charts_have_a_time_axis_a_calm_memory_axis_and_a_legend():
 async def test_c_on_an_instance_charts_its_tokens_requests_and_latency():
     app = GpuWatchApp(_history_source(), interval=60)
     async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause(0.3)
         from gpuwatch.frontends.tui.widgets import InstanceCard
+        deadline = time.monotonic() + 10
+        while not isinstance(app.focused, GpuCard):  # the dashboard has drawn and selected GPU 0
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
         app.query_one(InstanceCard).focus()
+        await pilot.pause(0.1)
         await pilot.press("c")
         await pilot.pause(0.4)
         text = visible_text(app)
