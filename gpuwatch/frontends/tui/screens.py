@@ -161,6 +161,17 @@ def gpu_facts(g) -> list[Content]:
         out.append(row("NUMA node", str(g.numa_node)))
     if g.cpu_affinity:
         out.append(row("CPU affinity", _cpulist(g.cpu_affinity)))
+    if g.fabric_state:
+        out.append(row("NVSwitch fabric", g.fabric_state.replace("_", " ")))
+    if g.mig_mode is not None:
+        out.append(row("MIG", "on" if g.mig_mode else "off"))
+    for d in g.mig_devices:  # names and pids come from the driver: plain text, never markup
+        out.append(row(f"  MIG device {d.index}", Content.assemble(
+            _t(d.name), f"  GI {NA if d.gpu_instance_id is None else d.gpu_instance_id}  ",
+            f"{fmt_bytes(d.memory_used_bytes)} of {fmt_bytes(d.memory_total_bytes)}  ",
+            f"pids {', '.join(map(str, d.pids)) or 'none'}")))
+    for field_name, why in g.errors.items():
+        out.append(row(field_name.replace("_", " ")[:21], (why, "$warning")))
     return out
 
 
