@@ -200,6 +200,8 @@ class GpuWatchApp(App):
     def _update_layout(self) -> None:
         if not hasattr(self, "_main_screen"):  # a resize before the first mount
             return
+        if self._stopping or not self.screen_stack or not self._grid.is_attached:
+            return  # a deferred call landing while the app shuts down
         w, h = self.size
         n = self._gpu_count()
         n_inst = len(self.snapshot.instances) if self.snapshot else 0
@@ -313,6 +315,8 @@ class GpuWatchApp(App):
 
     # ---- painting -----------------------------------------------------------------------
     def _paint(self, snap: Snapshot) -> None:
+        if not self.screen_stack:  # the app is being torn down
+            return
         self._paint_top(snap)
         self._alerts.refresh_from(snap.alerts)
         if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus),
