@@ -313,3 +313,12 @@ def test_the_hot_demo_has_no_token_spike_when_the_gpu_starts_throttling():
     toks = list(m.history.instance["vllm-llama70b"]["tok"])[1:]
     assert None not in toks  # no counter that seemed to go back (a "restart")
     assert max(toks) <= 2400  # never above the instance's peak
+
+
+async def test_the_top_line_keeps_the_refresh_rate_at_every_size():
+    for size in ((80, 24), (120, 40), (200, 60)):
+        app = GpuWatchApp(_history_source(), interval=1.0)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.3)
+            top = visible_text(app).splitlines()[0]
+            assert "every 1s" in top and "…" not in top, (size, top)

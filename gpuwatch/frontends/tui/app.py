@@ -340,7 +340,20 @@ class GpuWatchApp(App):
                     pass
 
     def _paint_top(self, snap: Snapshot) -> None:
-        narrow = self.size.width < 110
+        """The top line, in the longest form that fits: the self-cost (how often, at what cost)
+        is never the part that is cut."""
+        width = self.size.width - 2
+        long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s"
+        short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {self.interval:g}s"
+        for narrow, cost in ((False, long), (False, short), (True, short)):
+            head = self._top_head(snap, narrow)
+            if not self.show_self_cost:
+                cost = ""
+            if head.cell_length + len(cost) <= width:
+                break
+        self._top.show(Content.assemble(head, (cost, "$text-muted")))
+
+    def _top_head(self, snap: Snapshot, narrow: bool) -> Content:
         parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
@@ -354,14 +367,7 @@ class GpuWatchApp(App):
         parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
         if self.paused:
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
-        if not self.show_self_cost:
-            self._top.show(Content.assemble(*parts))
-            return
-        long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s"
-        short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {self.interval:g}s"
-        head = Content.assemble(*parts)
-        cost = long if not narrow and head.cell_length + len(long) <= self.size.width - 2 else short
-        self._top.show(Content.assemble(head, (cost, "$text-muted")))
+        return Content.assemble(*parts)
 
     def top_extra(self, snap: Snapshot) -> list:
         return []
