@@ -414,9 +414,12 @@ class _Handler(BaseHTTPRequestHandler):
             # shared a little with the requests already running
             factor = srv.box._throughput_factor_at(spec, srv.box.t())
             rate = max(spec.single_stream_tok_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
-            # Ollama's own timings: eval_duration is the time of the n tokens at that rate (and the
-            # answer is sent after as long, capped, so a wall clock agrees with it)
-            time.sleep(min(2.0, n / rate))
+            # Ollama's own timings: eval_duration is the time of the n tokens at that rate, and the
+            # answer comes after as long (a slow model generates fewer tokens in the 2 s a demo
+            # waits, as num_predict would be cut by a client's timeout): wall clock and
+            # eval_duration agree
+            n = max(1, min(n, int(rate * 2.0)))
+            time.sleep(n / rate)
             self._json({"model": self.body.get("model") or spec.model, "created_at": _iso_in(0), "response": "simulated",
                         "done": True, "total_duration": int((n / rate + 0.2) * 1e9), "load_duration": 2_000_000,
                         "prompt_eval_count": 26, "prompt_eval_duration": int(26 / (rate * 12) * 1e9),
