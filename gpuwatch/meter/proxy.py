@@ -16,7 +16,9 @@ names on a loopback bind). Bodies are never decoded (``Content-Encoding`` passes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -75,11 +77,18 @@ def forward_headers(headers, host: str | None = None) -> CIMultiDict:
 
 
 def _reason(e: BaseException) -> str:
+    """A few words on why the upstream could not be reached ("connection refused")."""
     if isinstance(e, asyncio.TimeoutError):
         return f"no connection within {CONNECT_TIMEOUT_S:g} s"
-    cause = getattr(e, "os_error", None) or e.__cause__ or e
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return " ".join(str(text).split())[:160].lower()
+    cur: BaseException | None = getattr(e, "os_error", None) or e
+    for _ in range(8):
+        if cur is None:
+            break
+        if isinstance(cur, OSError) and cur.errno:
+            return os.strerror(cur.errno).lower()
+        cur = cur.__cause__ or cur.__context__
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())[:160].lower()
 
 
 class Meter:
@@ -178,6 +187,9 @@ class Meter:
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 rs.connect_errors.inc()
                 code = 502
+                if tally is not None and not state["sniff"] and request.body_exists:
+                    with contextlib.suppress(Exception):  # the body was never sent: the model from its start
+                        state["sniff"] = await asyncio.wait_for(request.content.read(SNIFF_BYTES), 1.0)
                 return web.Response(status=502, text=f"gpuwatch meter: upstream {route.upstream} unreachable "
                                                      f"({_reason(e)})\n")
             code = upstream.status
