@@ -188,6 +188,8 @@ class Instance:
     slots_total: int | None = None
     bench: BenchResult | None = None
     source: str = "configured"  # configured | discovered | simulated | prometheus
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    meter: str | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 from _instances_servers import free_port
-from meter_support import meter, wait_until
+from meter_support import MeterProcess, meter, wait_until
 
 from gpuwatch.meter import names
 from gpuwatch.sim.ollama_stream import StreamingOllama
@@ -207,8 +207,7 @@ def test_nothing_of_prompts_completions_or_keys_is_exported_or_logged(upstream):
 def test_sigterm_lets_a_running_stream_finish_then_exits():
     slow = StreamingOllama(rate_tok_s=20, tokens=40).start()  # 2 s of streaming
     try:
-        m_ctx = meter([slow.url], drain_s=30)
-        m = m_ctx.__enter__()
+        m = MeterProcess([slow.url], drain_s=30)
         try:
             with httpx.Client(timeout=30) as c:
                 with c.stream("POST", m.url + "/api/generate", json={"model": "m"}) as r:
@@ -221,7 +220,7 @@ def test_sigterm_lets_a_running_stream_finish_then_exits():
             assert rest[-1]["done"] is True and len(rest) == 40
             assert m.proc.wait(15) == 0
         finally:
-            m_ctx.__exit__(None, None, None)
+            m.stop()
     finally:
         slow.close()
 

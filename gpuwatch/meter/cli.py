@@ -8,7 +8,7 @@ from . import names
 
 
 def _route(text: str):
-    from .proxy import parse_route
+    from .routes import parse_route
     try:
         return parse_route(text)
     except ValueError as e:
@@ -18,7 +18,7 @@ def _route(text: str):
 def _metrics(text: str):
     if text.lower() in ("none", "off", ""):
         return None
-    from .proxy import parse_listen
+    from .routes import parse_listen
     try:
         return parse_listen(text)
     except ValueError as e:

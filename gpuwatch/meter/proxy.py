@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -31,25 +30,13 @@ from multidict import CIMultiDict
 from . import names
 from .metrics import MeterMetrics, Tally
 from .parse import BodyReader, body_format, sniff_model
+from .routes import Route, join_addr
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
                         "trailer", "expect"))
 CONNECT_TIMEOUT_S = 10.0
 SNIFF_BYTES = 64 * 1024  # request body bytes searched for "model" (no parse, no copy kept)
 log = logging.getLogger("gpuwatch.meter")
-
-
-@dataclass(frozen=True)
-class Route:
-    listen: str  # as given: "127.0.0.1:11534"
-    host: str
-    port: int
-    upstream: str  # "http://127.0.0.1:11434" (no trailing slash)
-    upstream_host: str  # Host header value for the upstream
-
-    @property
-    def label(self) -> str:
-        return self.listen
 
 
 def _hop_fields(headers) -> set[str]:
@@ -253,46 +240,6 @@ class Meter:
             yield chunk
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback)."""
-    text = text.strip()
-    if text.isdigit():
-        host, port = "127.0.0.1", text
-    elif text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"invalid address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:11534")
-        host = host or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid port in {text!r}")
-    return host, int(port)
-
-
-def parse_route(text: str) -> Route:
-    """``LISTEN=UPSTREAM``, e.g. ``127.0.0.1:11534=http://127.0.0.1:11434``."""
-    from urllib.parse import urlsplit
-
-    listen, sep, upstream = text.partition("=")
-    if not sep or not listen or not upstream:
-        raise ValueError(f"invalid route {text!r}: expected LISTEN=UPSTREAM, e.g. 127.0.0.1:11534=http://127.0.0.1:11434")
-    host, port = parse_listen(listen)
-    upstream = upstream.strip().rstrip("/")
-    if "://" not in upstream:
-        upstream = "http://" + upstream
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"invalid upstream {upstream!r}: expected http://HOST:PORT")
-    if parts.path or parts.query:
-        raise ValueError(f"invalid upstream {upstream!r}: a route forwards whole servers (no path)")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError(f"invalid port in upstream {upstream!r}") from None
-    return Route(listen=listen.strip(), host=host, port=port, upstream=upstream, upstream_host=parts.netloc.rpartition("@")[2])
-
-
 async def serve(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: float,
                 ready=None) -> int:
     """Run until SIGTERM/SIGINT, then drain. ``ready``: called once listening."""
@@ -310,18 +257,13 @@ async def serve(routes: list[Route], metrics_addr: tuple[str, int] | None, drain
     for r in routes:
         print(f"gpuwatch meter: {r.listen} -> {r.upstream}", file=sys.stderr)
     if metrics_addr is not None:
-        print(f"gpuwatch meter: metrics on http://{_join(metrics_addr)}/metrics", file=sys.stderr)
+        print(f"gpuwatch meter: metrics on http://{join_addr(metrics_addr)}/metrics", file=sys.stderr)
     sys.stderr.flush()
     if ready is not None:
         ready()
     await stop.wait()
     await meter.stop()
     return 0
-
-
-def _join(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: float = 5.0) -> int:
@@ -333,4 +275,4 @@ def run(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: floa
     return asyncio.run(serve(routes, metrics_addr, drain_s))
 
 
-__all__ = ["Meter", "Route", "forward_headers", "parse_listen", "parse_route", "run", "serve"]
+__all__ = ["Meter", "forward_headers", "run", "serve"]
