@@ -109,3 +109,59 @@ def test_a_bad_meters_entry_is_one_line(tmp_path):
     cfg.write_text('[[meters]]\nurl = "127.0.0.1:9836"\n')
     r = run_cli("snapshot", "--json", "--demo", "rtx4090x2", "--config", str(cfg))
     assert r.returncode == 2 and "meters[0].url" in r.stderr and "Traceback" not in r.stderr
+
+
+def _ollama_routes(metrics=None):
+    from _instances_servers import fixture
+    routes = {"/api/version": fixture("ollama-api-version-docs.json"), "/api/ps": fixture("ollama-api-ps-docs.json")}
+    if metrics is not None:
+        routes["/metrics"] = metrics
+    return routes
+
+
+def test_an_ollama_built_with_metrics_is_read_through_its_table(servers):
+    from gpuwatch.sim.box import ManualClock
+    clock = ManualClock()
+    total = {"eval": 1000.0}
+    text = lambda h: ("# TYPE ollama_eval_total counter\n"  # noqa: E731
+                      f'ollama_eval_total{{model="llama3.2",reason="stop"}} {total["eval"]}\n'
+                      '# TYPE ollama_prompt_eval_total counter\nollama_prompt_eval_total{model="llama3.2",reason="stop"} 70\n'
+                      "# TYPE ollama_requests_queued gauge\nollama_requests_queued 2\n")
+    srv = servers(_ollama_routes(text))
+    with InstanceCollector([BackendConfig(url=srv.url)], discover=False, clock=clock.now) as col:
+        col.collect()
+        clock.advance(2.0)
+        total["eval"] += 90
+        (inst,) = col.collect()
+    assert inst.kind == "ollama" and inst.status == "up"
+    assert inst.generation_tokens_per_s == pytest.approx(45.0)
+    assert inst.requests_waiting == 2 and inst.meter is None
+
+
+def test_an_ollama_without_metrics_is_asked_for_them_only_now_and_then(servers):
+    from gpuwatch.sim.box import ManualClock
+    clock = ManualClock()
+    srv = servers(_ollama_routes())
+    with InstanceCollector([BackendConfig(url=srv.url)], discover=False, clock=clock.now) as col:
+        col.collect()  # recognises the engine, and finds no /metrics
+        before = len(srv.requests)
+        for _ in range(10):
+            clock.advance(1.0)
+            (inst,) = col.collect()
+        assert [p for _, p, _ in srv.requests[before:]] == ["/api/ps"] * 10  # one request per refresh
+        clock.advance(10.0)
+        col.collect()
+    assert inst.status == "up" and inst.models
+    assert "/metrics" in [p for _, p, _ in srv.requests[before + 10:]]  # asked again after 15 s
+
+
+def test_a_meter_in_front_of_ollama_wins_over_its_end_of_request_counters_but_not_over_vllms():
+    from gpuwatch.collect.engines.base import Reading
+    from gpuwatch.collect.meters import attach
+    meter_reading = Reading(gauges={"requests_running": 3.0}, counters={"generation_tokens": 500.0})
+    ollama = Reading(gauges={"requests_waiting": 1.0}, counters={"generation_tokens": 320.0})
+    attach(ollama, meter_reading, prefer_meter=True)
+    assert ollama.counters["generation_tokens"] == 500.0 and ollama.gauges["requests_running"] == 3.0
+    vllm = Reading(gauges={"requests_running": 7.0}, counters={"generation_tokens": 9000.0})
+    attach(vllm, meter_reading, prefer_meter=False)
+    assert vllm.counters["generation_tokens"] == 9000.0 and vllm.gauges["requests_running"] == 7.0

@@ -20,6 +20,7 @@ import httpx
 
 from ..meter import names as meter_names
 from ..meter.routes import parse_listen
+from .engines import names as engine_names
 from .engines.base import FetchError, Fetcher, Histogram, PromScrape, Reading, flag_value
 
 WANTED = {meter_names.ROUTE_INFO} | {n for n in meter_names.READ.values()} | {
@@ -180,14 +181,18 @@ def _sum(a: Reading, b: Reading) -> Reading:
     return r
 
 
-def attach(reading: Reading, m: Reading) -> None:
+def attach(reading: Reading, m: Reading, prefer_meter: bool = False) -> None:
     """Fill in what the engine did not report from the meter: the engine's own figures win
-    (vLLM behind a meter keeps its counters; an Ollama built with OLLAMA_METRICS too)."""
+    (vLLM behind a meter keeps its counters), except token counters that move only when a
+    request ends (``prefer_meter``: an Ollama built with OLLAMA_METRICS)."""
     for k, v in m.gauges.items():
         if reading.gauges.get(k) is None:
             reading.gauges[k] = v
     for k, v in m.counters.items():
-        reading.counters.setdefault(k, v)
+        if prefer_meter:
+            reading.counters[k] = v
+        else:
+            reading.counters.setdefault(k, v)
     for k, v in m.histograms.items():
         reading.histograms.setdefault(k, v)
 
@@ -218,5 +223,5 @@ def attach_meters(targets, results, metered: dict[tuple, MeterReading], all_targ
                 res.error = FetchError("a gpuwatch meter in front of a watched server")
                 continue
         if m is not None and res.reading is not None:
-            attach(res.reading, m.reading)
+            attach(res.reading, m.reading, prefer_meter=(res.kind or t.kind) in engine_names.METER_PREFERRED)
             res.meter = m.meter
