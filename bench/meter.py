@@ -122,6 +122,18 @@ async def relay(listen: int, upstream: int) -> None:
     await server.serve_forever()
 
 
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
 def start(args: list[str], ready: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,6 +156,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--stack", choices=("aiohttp", "asgi"), default="aiohttp",
+                    help="aiohttp: `gpuwatch meter` itself; asgi: the same proxy on uvicorn+httptools and httpx "
+                         "(bench/meter_asgi.py, needs `pip install uvicorn httptools`)")
     ap.add_argument("--relay", nargs=2, type=int, metavar=("LISTEN", "UPSTREAM"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.relay:
@@ -154,8 +169,13 @@ def main() -> None:
     upstream = start(["-m", "gpuwatch.sim.ollama_stream", "--port", str(up_port), "--rate", str(args.rate),
                       "--stamp"])
     upstream.stdout.readline()
-    meter = start(["-m", "gpuwatch", "meter", "--route", f"127.0.0.1:{listen}=http://127.0.0.1:{up_port}",
-                   "--metrics", f"127.0.0.1:{metrics}"], ready="metrics on")
+    if args.stack == "aiohttp":
+        meter = start(["-m", "gpuwatch", "meter", "--route", f"127.0.0.1:{listen}=http://127.0.0.1:{up_port}",
+                       "--metrics", f"127.0.0.1:{metrics}"], ready="metrics on")
+    else:
+        meter = start([str(Path(__file__).with_name("meter_asgi.py")), str(listen), f"http://127.0.0.1:{up_port}"],
+                      ready="asgi ready")
+    wait_port(listen)
     relay_port = free_port()
     relayp = start([str(Path(__file__).resolve()), "--relay", str(relay_port), str(up_port)], ready="relay ready")
     mp = psutil.Process(meter.pid)
@@ -187,12 +207,13 @@ def main() -> None:
         for p in (meter, relayp, upstream):
             p.terminate()
             p.wait(10)
-    out = {"clients": args.clients, "rate_per_stream": args.rate, "seconds": args.seconds, "rounds": rows,
+    out = {"stack": args.stack, "clients": args.clients, "rate_per_stream": args.rate, "seconds": args.seconds, "rounds": rows,
            "meter_peak_rss_mib": hwm / 1024, "nproc": os.cpu_count()}
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{args.clients} streams x {args.rate:g} tok/s, {args.seconds:g} s per phase, {os.cpu_count()} CPUs")
+    print(f"{args.stack}: {args.clients} streams x {args.rate:g} tok/s, {args.seconds:g} s per phase, "
+          f"{os.cpu_count()} CPUs")
     print("| round | per-chunk latency direct p50/p99 | through meter p50/p99 | added p50/p99 | plain TCP relay added "
           "p50/p99 | TTFB p50 direct/meter | tok/s | meter CPU per 1k tokens | meter CPU |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -277,3 +277,18 @@ def test_a_port_in_use_is_one_line_and_exit_2():
     finally:
         s.close()
     assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_expect_100_continue_is_answered_so_uploads_do_not_wait(upstream, metered):
+    body = json.dumps({"model": "m", "prompt": "x" * 100_000}).encode()
+    with socket.create_connection(("127.0.0.1", metered.listen_ports[0]), timeout=30) as s:
+        s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # before any body byte was sent
+        s.sendall(body)
+        got = b""
+        while b'"done": true' not in got:
+            data = s.recv(65536)
+            assert data
+            got += data
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")

@@ -109,7 +109,7 @@ class Meter:
             cookie_jar=aiohttp.DummyCookieJar())
         for route in self.routes:
             ws = web.Server(self._handler_for(route), handler_cancellation=True, access_log=None,
-                            keepalive_timeout=75.0, max_field_size=65536)
+                            keepalive_timeout=75.0, max_field_size=65536, max_line_size=65536)
             self._web_servers.append(ws)
             self._servers.append(await loop.create_server(ws, route.host, route.port, reuse_address=True))
         if metrics_addr is not None:
@@ -233,6 +233,12 @@ class Meter:
 
     async def _request_body(self, request: web.BaseRequest, state: dict, counted: bool):
         """The client's body, chunk by chunk as it arrives (flow-controlled: never whole)."""
+        if request.version >= aiohttp.HttpVersion11 and \
+                request.headers.get("Expect", "").lower() == "100-continue":
+            # the body is about to be forwarded: say so, as nginx does when it starts reading
+            # a body (curl waits a second for this on uploads over 1 MiB)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         async for chunk in request.content.iter_any():
             state["bytes"] += len(chunk)
             if counted and len(state["sniff"]) < SNIFF_BYTES:
