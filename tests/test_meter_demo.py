@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 
 from gpuwatch.analysis.alerts import AlertEngine
-from gpuwatch.pipeline import make_sampler
+from gpuwatch.runtime import make_sampler
 from gpuwatch.sim.box import ManualClock
 
 

@@ -64,12 +64,11 @@ class MeterWatch:
     """The meters of this box. ``discover()`` from the collector's process scan; ``poll()`` on
     the collector's event loop; ``by_upstream`` keyed by the collector's ``url_key``."""
 
-    def __init__(self, urls=(), key=None) -> None:
-        from .instances import normalize_url, url_key
-
-        self._normalize = normalize_url
-        self._key = key or url_key
-        self.configured = [normalize_url(u) for u in urls]
+    def __init__(self, urls, key, normalize) -> None:
+        """``key``: the collector's server identity of a URL (``instances.url_key``);
+        ``normalize``: its URL normalisation."""
+        self._key = key
+        self.configured = [normalize(u) for u in urls]
         self.discovered: list[str] = []
         self._client: httpx.AsyncClient | None = None
         self._series: dict[str, dict] = {}
@@ -197,20 +196,19 @@ def attach(reading: Reading, m: Reading, prefer_meter: bool = False) -> None:
         reading.histograms.setdefault(k, v)
 
 
-def attach_meters(targets, results, metered: dict[tuple, MeterReading], all_targets: dict) -> None:
+def attach_meters(targets, results, metered: dict[tuple, MeterReading], all_targets: dict, key) -> None:
     """Give each polled server the figures of the meter routes that forward to it (or that it
-    was reached through: a server configured at a meter's LISTEN address). A server found only
+    was reached through: a server configured at a meter's LISTEN address; ``key``: the
+    collector's ``url_key``). A server found only
     by discovery at a meter's LISTEN address while its upstream is watched too is the same
     server twice: it is dropped."""
     if not metered:
         return
-    from .instances import url_key
-
     fronts: dict[tuple, tuple[tuple, MeterReading]] = {}
     for up_key, m in metered.items():
         for listen in m.fronts:
             try:
-                fronts[url_key("http://" + listen)] = (up_key, m)
+                fronts[key("http://" + listen)] = (up_key, m)
             except ValueError:
                 continue
     for t, res in zip(targets, results):

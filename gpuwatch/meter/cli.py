@@ -49,15 +49,13 @@ def add_meter_parser(sub) -> None:
 
 
 def cmd_meter(args) -> int:
-    import sys
+    from ..errors import UsageError
 
     routes = args.route
     seen = {args.metrics} if args.metrics else set()
     for r in routes:
         if (r.host, r.port) in seen:
-            print(f"gpuwatch: {r.listen} is given twice (routes and --metrics need one address each)",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"{r.listen} is given twice (routes and --metrics need one address each)")
         seen.add((r.host, r.port))
     from .proxy import run
     return run(routes, args.metrics, drain_s=args.drain)

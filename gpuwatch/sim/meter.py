@@ -64,13 +64,11 @@ class _SimMeter(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, box: SimBox) -> None:
+    def __init__(self, box: SimBox, histogram) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        from .servers import ITL_BUCKETS, TTFT_BUCKETS, _Hist
-
         self.box = box
         self.lock = threading.Lock()
-        self.hists = {s.name: (_Hist(TTFT_BUCKETS), _Hist(ITL_BUCKETS)) for s in metered(box)}
+        self.hists = {s.name: (histogram(names.TTFT_BUCKETS), histogram(names.ITL_BUCKETS)) for s in metered(box)}
 
     def exposition(self) -> str:
         lines = []
@@ -103,8 +101,8 @@ class _SimMeter(ThreadingHTTPServer):
 
 
 class SimMeter:
-    def __init__(self, box: SimBox) -> None:
-        self.server = _SimMeter(box)
+    def __init__(self, box: SimBox, histogram) -> None:
+        self.server = _SimMeter(box, histogram)
         box.ports[PORT_KEY] = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                        name="sim-meter", daemon=True)
@@ -116,6 +114,7 @@ class SimMeter:
         self.thread.join(timeout=1)
 
 
-def start_sim_meter(box: SimBox) -> SimMeter | None:
-    """A meter when the scenario has an instance to front (after the instances' servers)."""
-    return SimMeter(box) if metered(box) else None
+def start_sim_meter(box: SimBox, histogram) -> SimMeter | None:
+    """A meter when the scenario has an instance to front (after the instances' servers).
+    ``histogram(bounds)``: the simulated servers' growing histogram (``servers._Hist``)."""
+    return SimMeter(box, histogram) if metered(box) else None

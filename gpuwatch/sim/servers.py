@@ -328,7 +328,7 @@ class SimServers:
             th.start()
             self._threads.append(th)
         from .meter import start_sim_meter  # issue 14: a meter in front of the Ollama instances
-        self.meter = start_sim_meter(box)
+        self.meter = start_sim_meter(box, _Hist)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.box.ports[name]}"
