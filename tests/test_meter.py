@@ -292,3 +292,38 @@ def test_expect_100_continue_is_answered_so_uploads_do_not_wait(upstream, metere
             assert data
             got += data
     assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_upstream_that_cuts_a_stream_short_cuts_the_clients_too_and_is_counted():
+    """The upstream sends its headers and two chunks, then closes: the client must see a cut
+    answer (not a clean end), and the meter counts a reset."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(2):
+            line = json.dumps({"model": "m", "response": f"{i} ", "done": False}).encode() + b"\n"
+            conn.sendall(b"%x\r\n%s\r\n" % (len(line), line))
+        time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with meter([f"http://127.0.0.1:{srv.getsockname()[1]}"]) as m:
+            got = []
+            with pytest.raises(httpx.HTTPError):
+                with httpx.Client(timeout=30) as c:
+                    with c.stream("POST", m.url + "/api/generate", json={"model": "m"}) as r:
+                        for line in r.iter_lines():
+                            got.append(line)
+            assert len(got) == 2
+            assert wait_until(lambda: m.sample(names.UPSTREAM_ERRORS, reason="reset") == 1)
+            assert m.sample(names.REQUESTS, code="reset", model="m") == 1
+            assert m.sample(names.GENERATION_TOKENS_ESTIMATED, model="m") == 2
+    finally:
+        srv.close()

@@ -35,6 +35,7 @@ def test_the_demo_ollama_shows_the_meters_tok_s_running_and_itl():
     t_prev, t_last = snaps[-2], snaps[-1]
     ollama = next(i for i in t_last.instances if i.kind == "ollama")
     assert ollama.meter is not None and ollama.meter.startswith("http://127.0.0.1:")
+    assert ollama.meter_routes == ["127.0.0.1:11534"]
     spec = box.instance("ollama")
     # the box's own token integral over the last step: what simulated clients received
     expected = (box.instance_state("ollama", box.t() - 2.0).generation_tokens_total

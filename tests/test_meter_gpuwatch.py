@@ -81,6 +81,7 @@ def test_the_ollama_instance_shows_the_tok_s_its_clients_receive(streaming):
     truth = (c1 - c0) / (t1 - t0)
     assert truth == pytest.approx(RATE * CLIENTS, rel=0.25)  # the stand-in kept its pace
     assert inst.kind == "ollama" and inst.meter == m.metrics_url.removesuffix("/metrics")
+    assert inst.meter_routes == [f"127.0.0.1:{m.listen_ports[0]}"]  # where clients reach it through the meter
     assert inst.generation_tokens_per_s == pytest.approx(truth, rel=0.10)
     assert inst.requests_running == CLIENTS
     assert inst.itl_p50_s == pytest.approx(1 / RATE, rel=0.5)

@@ -169,6 +169,7 @@ class _PollResult:
     error: FetchError | None = None
     kind: str | None = None
     meter: str | None = None  # metrics URL of the gpuwatch meter whose figures were attached
+    meter_routes: tuple[str, ...] = ()  # LISTEN addresses of the routes to it
 
 
 def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
@@ -469,6 +470,7 @@ class InstanceCollector:
         r = res.reading
         inst.status = "up"
         inst.meter = res.meter
+        inst.meter_routes = list(res.meter_routes)
         inst.version = r.version
         t.version = r.version
         inst.models = r.models

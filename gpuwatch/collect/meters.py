@@ -223,3 +223,4 @@ def attach_meters(targets, results, metered: dict[tuple, MeterReading], all_targ
         if m is not None and res.reading is not None:
             attach(res.reading, m.reading, prefer_meter=(res.kind or t.kind) in engine_names.METER_PREFERRED)
             res.meter = m.meter
+            res.meter_routes = tuple(m.fronts)
