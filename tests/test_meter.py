@@ -327,3 +327,30 @@ def test_an_upstream_that_cuts_a_stream_short_cuts_the_clients_too_and_is_counte
             assert m.sample(names.GENERATION_TOKENS_ESTIMATED, model="m") == 2
     finally:
         srv.close()
+
+
+def test_hop_by_hop_fields_stop_at_the_meter_and_the_rest_pass(servers):
+    up = servers({"/api/tags": {"models": []}})
+    with meter([up.url]) as m:
+        r = httpx.get(m.url + "/api/tags", headers={
+            "Authorization": "Bearer k", "X-Request-Id": "abc", "Accept": "application/json",
+            "Connection": "keep-alive, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5", "TE": "trailers",
+            "Proxy-Connection": "keep-alive"})
+    assert r.status_code == 200 and r.json() == {"models": []}
+    (_, path, headers), = up.requests
+    got = {k.lower(): v for k, v in headers.items()}
+    assert got["authorization"] == "Bearer k" and got["x-request-id"] == "abc" and got["accept"] == "application/json"
+    for hop in ("x-hop", "keep-alive", "te", "proxy-connection"):
+        assert hop not in got
+    assert got["host"] == f"127.0.0.1:{up.port}"  # the upstream's name, as nginx's default
+
+
+def test_forward_headers_drops_what_connection_names_in_answers_too():
+    from multidict import CIMultiDict
+
+    from gpuwatch.meter.proxy import forward_headers
+    h = CIMultiDict([("Content-Type", "application/x-ndjson"), ("Connection", "close, X-Internal"),
+                     ("X-Internal", "1"), ("Transfer-Encoding", "chunked"), ("Set-Cookie", "a=1"),
+                     ("Set-Cookie", "b=2"), ("Upgrade", "h2c")])
+    out = forward_headers(h)
+    assert list(out.items()) == [("Content-Type", "application/x-ndjson"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
