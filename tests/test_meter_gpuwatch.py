@@ -67,8 +67,9 @@ def streaming():
 
 def test_the_ollama_instance_shows_the_tok_s_its_clients_receive(streaming):
     up, m, clients = streaming
+    # the meter's LISTEN port is probed as a default port would be: through it an Ollama answers
     collector = InstanceCollector([BackendConfig(url=up.url, name="ollama-a")], discover=True,
-                                  process_table=ProcessTable(), timeout_s=5.0, probe_ports=())
+                                  process_table=ProcessTable(), timeout_s=5.0, probe_ports=(m.listen_ports[0],))
     try:
         collector.collect()
         c0, t0 = clients.count(), time.monotonic()
