@@ -187,3 +187,14 @@ def test_a_meter_is_recognised_by_its_command_line(argv, url):
 def test_other_processes_are_not_meters(argv):
     from gpuwatch.collect.meters import is_meter_process
     assert not is_meter_process(argv[0], argv)
+
+
+def test_what_a_meter_says_is_bounded():
+    from gpuwatch.collect.engines.base import PromScrape
+    from gpuwatch.collect.meters import routes_of
+    lines = [f'gpuwatch_meter_route_info{{route="127.0.0.1:{10000 + i}",upstream="http://127.0.0.1:1"}} 1'
+             for i in range(1000)]
+    lines += ['gpuwatch_meter_route_info{route="' + "x" * 5000 + '",upstream="http://127.0.0.1:1"} 1',
+              'gpuwatch_meter_route_info{upstream="http://127.0.0.1:1"} 1']
+    got = routes_of(PromScrape("\n".join(lines) + "\n"))
+    assert len(got) == 256 and all(len(route) < 100 for _, route, _ in got)

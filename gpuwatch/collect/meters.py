@@ -23,6 +23,7 @@ from ..meter.routes import parse_listen
 from .engines import names as engine_names
 from .engines.base import FetchError, Fetcher, Histogram, PromScrape, Reading, flag_value
 
+MAX_ROUTES, MAX_LABEL = 256, 256
 WANTED = {meter_names.ROUTE_INFO} | {n for n in meter_names.READ.values()} | {
     meter_names.TTFT + "_bucket", meter_names.ITL + "_bucket"}
 
@@ -130,10 +131,10 @@ class MeterWatch:
 def routes_of(scrape: PromScrape) -> list[tuple[str, str, Reading]]:
     """(upstream, route, reading) for every route of one meter's scrape."""
     out = []
-    for labels, _ in scrape.samples.get(meter_names.ROUTE_INFO, ()):
+    for labels, _ in scrape.samples.get(meter_names.ROUTE_INFO, ())[:MAX_ROUTES]:
         route, upstream = labels.get("route"), labels.get("upstream")
-        if not route or not upstream:
-            continue
+        if not route or not upstream or len(route) > MAX_LABEL or len(upstream) > MAX_LABEL:
+            continue  # what a meter says is bounded like any other outside text
         r = Reading()
 
         def total(name: str) -> float | None:
