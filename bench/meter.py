@@ -7,13 +7,16 @@ subprocess), and the clients (one asyncio process, ``--clients`` streams of ``/a
 each starting a new request when one ends). For every NDJSON line a client receives it takes
 ``perf_counter_ns()`` minus the stamp: the delivery latency of that chunk (CLOCK_MONOTONIC is
 one clock for all processes of the machine). The same load runs direct to the stand-in and
-through the meter, alternating, ``--rounds`` times (and through a plain asyncio TCP relay with
-no HTTP, the floor for any extra process hop on the machine); added latency is the meter's quantile minus
-the direct one (same round). Time to first byte is per request, from sending it to the first
-byte of the answer. The meter's CPU is its process's user+system time over the metered phase,
-per 1,000 tokens the clients received; RSS is its peak (VmHWM) at the end.
+through the meter, one after the other, ``--rounds`` times (and through a plain asyncio TCP
+relay with no HTTP, the floor for any extra process hop on the machine); added latency is the
+meter's quantile minus the direct one of the same round. ``--side-by-side`` runs the direct and
+the metered clients at the same time instead, so noise from other jobs on the machine falls on
+both alike. Time to first byte is per request, from sending it to the first byte of the answer.
+The meter's CPU is its process's user+system time over the metered phase, per 1,000 tokens the
+clients received; RSS is its peak (VmHWM) at the end.
 
-    python bench/meter.py [--clients 50] [--rate 20] [--seconds 20] [--rounds 2] [--json]
+    python bench/meter.py [--clients 50] [--rate 20] [--seconds 20] [--rounds 2] [--side-by-side]
+                          [--stack aiohttp|asgi] [--json]
 """
 
 from __future__ import annotations
@@ -159,6 +162,9 @@ def main() -> None:
     ap.add_argument("--stack", choices=("aiohttp", "asgi"), default="aiohttp",
                     help="aiohttp: `gpuwatch meter` itself; asgi: the same proxy on uvicorn+httptools and httpx "
                          "(bench/meter_asgi.py, needs `pip install uvicorn httptools`)")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run the direct and the metered clients at the same time (each --clients streams), so "
+                         "both see the same load from other jobs on the machine")
     ap.add_argument("--relay", nargs=2, type=int, metavar=("LISTEN", "UPSTREAM"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.relay:
@@ -182,10 +188,19 @@ def main() -> None:
     rows = []
     try:
         for _ in range(args.rounds):
-            direct = asyncio.run(load(f"http://127.0.0.1:{up_port}", args.clients, args.tokens, args.seconds))
-            c0 = mp.cpu_times()
-            metered = asyncio.run(load(f"http://127.0.0.1:{listen}", args.clients, args.tokens, args.seconds))
-            c1 = mp.cpu_times()
+            if args.side_by_side:
+                async def both():
+                    return await asyncio.gather(
+                        load(f"http://127.0.0.1:{up_port}", args.clients, args.tokens, args.seconds),
+                        load(f"http://127.0.0.1:{listen}", args.clients, args.tokens, args.seconds))
+                c0 = mp.cpu_times()
+                direct, metered = asyncio.run(both())
+                c1 = mp.cpu_times()
+            else:
+                direct = asyncio.run(load(f"http://127.0.0.1:{up_port}", args.clients, args.tokens, args.seconds))
+                c0 = mp.cpu_times()
+                metered = asyncio.run(load(f"http://127.0.0.1:{listen}", args.clients, args.tokens, args.seconds))
+                c1 = mp.cpu_times()
             relayed = asyncio.run(load(f"http://127.0.0.1:{relay_port}", args.clients, args.tokens, args.seconds))
             cpu_s = (c1.user - c0.user) + (c1.system - c0.system)
             rows.append({
