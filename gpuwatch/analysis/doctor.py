@@ -301,7 +301,13 @@ def _instance_checks(s: Snapshot) -> list[Check]:
             out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
-        out.append(Check(name, PASS, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " ")))
+        notes = []
+        if inst.meter_routes:  # issue 14: figures from a gpuwatch meter in front of it
+            tps += f" (through gpuwatch meter {', '.join(inst.meter_routes)})"
+        elif inst.kind == "ollama" and inst.generation_tokens_per_s is None:
+            notes.append("no token counters: run `gpuwatch meter` in front of it for live tok/s (docs/METER.md)")
+        out.append(Check(name, PASS, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " "),
+                         notes))
     return out
 
 

@@ -122,5 +122,10 @@ def cmd_serve(args) -> int:
         monitor.close()
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
+def cmd_meter(args) -> int:  # issue 14
+    from ..meter.cli import cmd_meter as run
+    return run(args)
+
+
+COMMANDS = {"meter": cmd_meter, "snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
             "replay": cmd_replay, "serve": cmd_serve}

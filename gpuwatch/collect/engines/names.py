@@ -149,18 +149,36 @@ TGI = {
 # (the upstream's base URL), "ttl", "name", "description"}]}.
 LLAMASWAP_STARTING = "starting"
 
-METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG, "tgi": TGI}
+# Builds with a /metrics behind OLLAMA_METRICS=1 come only from unmerged pull requests whose
+# names differ: ollama/ollama#11159 (on #6537's OpenTelemetry exporter) and #16998 both export
+# ``ollama_eval_total`` and ``ollama_prompt_eval_total`` {model}, added when a request
+# *finishes* (from its final eval_count / prompt_eval_count); #16998 adds the gauge
+# ``ollama_requests_queued``. Read when present (issue 14); for the token rates a gpuwatch
+# meter in front of the server wins (it counts tokens as they stream, see METER_PREFERRED).
+OLLAMA = {
+    "requests_waiting": ("ollama_requests_queued",),
+    "generation_tokens": ("ollama_eval_total",),  # per finished request
+    "prompt_tokens": ("ollama_prompt_eval_total",),  # per finished request
+}
+
+METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG, "tgi": TGI,
+                                                  "ollama": OLLAMA}
 
 # engines whose generated-token counter moves only when a request finishes (see above): their
 # live rate comes from a per-iteration counter or a rate gauge when the server has one
-COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp")
+COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp", "ollama")
+
+# engines whose token counters a gpuwatch meter's (per streamed chunk) replace when a meter fronts
+# the server: those counting at the end of a request (their per-iteration counter or rate gauge,
+# when they have one, still comes first); the others keep their own counters
+METER_PREFERRED = COUNTS_AT_REQUEST_END
 
 # label carrying the served model's name
 MODEL_LABEL = {"vllm": "model_name", "sglang": "model_name"}
 
 # a /metrics body containing a series with this prefix identifies the engine
 METRIC_PREFIX = {"vllm": "vllm:", "llamacpp": "llamacpp:", "sglang": "sglang:", "tgi": "tgi_",
-                 "llamaswap": "llamaswap_"}
+                 "llamaswap": "llamaswap_", "ollama": "ollama_"}
 
 # ---- processes ----------------------------------------------------------------------------
 # TGI: launcher ``--port`` default 3000 (launcher/src/main.rs; the Docker image sets PORT=80);
