@@ -122,9 +122,16 @@ def cmd_serve(args) -> int:
         monitor.close()
 
 
-def cmd_meter(args) -> int:  # issue 14
-    from ..meter.cli import cmd_meter as run
-    return run(args)
+def cmd_meter(args) -> int:
+    from ..errors import UsageError
+    from ..meter.proxy import run
+
+    seen = {args.metrics} if args.metrics else set()
+    for r in args.route:
+        if (r.host, r.port) in seen:
+            raise UsageError(f"{r.listen} is given twice (routes and --metrics need one address each)")
+        seen.add((r.host, r.port))
+    return run(args.route, args.metrics, drain_s=args.drain)
 
 
 COMMANDS = {"meter": cmd_meter, "snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,

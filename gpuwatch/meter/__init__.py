@@ -9,5 +9,5 @@ on the instance whose URL is a route's upstream.
 
 Modules: ``names`` (the public names, no HTTP stack), ``parse`` (reading bodies as they pass),
 ``metrics`` (prometheus_client series and the per-request tally), ``proxy`` (aiohttp server and
-client), ``cli`` (the subcommand).
+client). The subcommand's grammar is in :mod:`gpuwatch.cli`.
 """
