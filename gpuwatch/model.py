@@ -188,6 +188,9 @@ class Instance:
     slots_total: int | None = None
     bench: BenchResult | None = None
     source: str = "configured"  # configured | discovered | simulated | prometheus
+    # serving settings read from the server process's environment where it is readable
+    # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,6 +223,8 @@ class Snapshot:
     collect_ms: float | None = None
     source: str = "nvml"  # nvml | simulated | replay | prometheus
     scenario: str | None = None
+    # replica groups: nginx upstreams whose servers are watched instances
+    pools: list[Pool] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -250,6 +255,39 @@ class Snapshot:
         return None
 
 
+@dataclass
+class PoolMember:
+    """One ``server`` line of an nginx upstream."""
+
+    url: str  # as nginx has it, with a scheme: http://127.0.0.1:11434
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout_s: float = 10.0
+    backup: bool = False
+    down: bool = False  # marked `down` in the config
+    instance: str | None = None  # the watched instance it resolves to
+    via: str | None = None  # the meter route it goes through (LISTEN URL), when it does
+    # expected share of the work: weight / sum of the weights of the members that take work
+    weight_share: float | None = None
+    # over the pool's window (fractions 0..1): requests started, running requests (time
+    # average) and generated tokens, each against the pool's total
+    request_share: float | None = None
+    running_share: float | None = None
+    token_share: float | None = None
+
+
+@dataclass
+class Pool:
+    """An nginx ``upstream`` whose servers are watched inference instances: a replica group."""
+
+    name: str
+    source: str  # where it was read from: /etc/nginx/conf.d/llm.conf:12
+    method: str = "round_robin"  # round_robin | least_conn | ip_hash | hash | random | least_time
+    members: list[PoolMember] = field(default_factory=list)
+    window_s: float | None = None  # the span the shares cover
+    model: str | None = None  # the model its members serve, normalised (None: none or several)
+
+
 _NESTED: dict[tuple[str, str], type] = {
     ("GPU", "pcie"): Pcie,
     ("GPU", "nvlink"): NvLink,
@@ -259,4 +297,6 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "pools"): Pool,
+    ("Pool", "members"): PoolMember,
 }

@@ -46,6 +46,7 @@ class Sampler:
     analyzers: list = field(default_factory=default_analyzers)
     on_close: list = field(default_factory=list)
     instance_wait_s: float = 5.0  # the longest a waiting sample() waits for the servers
+    pools: object | None = None  # anything with collect() -> list[Pool] (collect/nginx.py)
 
     def __post_init__(self) -> None:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
@@ -77,12 +78,18 @@ class Sampler:
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario,
+            scenario=self.scenario, pools=self._pools(),
         )
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
         return snap
+
+    def _pools(self) -> list:
+        try:
+            return self.pools.collect() if self.pools is not None else []
+        except Exception:  # a config that trips the parser must not stop the GPU picture
+            return []
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -107,7 +114,8 @@ def _copy_instance(inst: Instance) -> Instance:
 
 def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,
                  latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
-                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0) -> Sampler:
+                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0,
+                 nginx_conf: str | None = None, pool_window_s: float | None = None) -> Sampler:
     """Build the pipeline for a real box (``demo=None``) or the simulated one."""
     instances = None
     if demo is not None:
@@ -121,6 +129,7 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
                           wall=d.wall, host=f"demo-{d.box.scenario.name}")
         sampler.demo = d
         sampler.on_close.append(d.close)
+        _add_pools(sampler, nginx_conf or getattr(d, "nginx_conf", None), nginx_conf is not None, pool_window_s)
         return sampler
     from .collect.procs import ProcessTable
     table = ProcessTable()
@@ -128,7 +137,19 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
     instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic)
     sampler = Sampler(nvml=nvml, instances=instances)
     sampler.demo = None
+    _add_pools(sampler, nginx_conf, nginx_conf is not None, pool_window_s)
     return sampler
+
+
+def _add_pools(sampler: Sampler, path: str | None, required: bool, window_s: float | None) -> None:
+    """nginx upstreams as replica pools (collect/nginx.py, analysis/pools.py)."""
+    from .analysis.pools import DEFAULT_WINDOW_S, PoolAnalysis
+    from .collect.nginx import DEFAULT_NGINX_CONF, NginxPools
+
+    if path is None and sampler.source == "simulated":
+        return  # the simulated box has no nginx unless its scenario brings one
+    sampler.pools = NginxPools(path or DEFAULT_NGINX_CONF, required=required)
+    sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S))
 
 
 def _instance_collector(backends, discover, table, timeout_s, clock):
