@@ -285,7 +285,8 @@ class Pool:
     method: str = "round_robin"  # round_robin | least_conn | ip_hash | hash | random | least_time
     members: list[PoolMember] = field(default_factory=list)
     window_s: float | None = None  # the span the shares cover
-    model: str | None = None  # the model its members serve, normalised (None: none or several)
+    # the model its members serve, as the first one spells it (None: none, or different models)
+    model: str | None = None
 
 
 _NESTED: dict[tuple[str, str], type] = {

@@ -138,7 +138,7 @@ def test_members_resolve_directly_and_through_meter_routes_and_foreign_upstreams
     third = members["http://127.0.0.1:11436"]
     assert third.instance == "ollama-2" and third.via == "http://127.0.0.1:11436"
     assert members["http://127.0.0.1:11437"].instance is None
-    assert pool.model == "llama3.1:8b"
+    assert pool.model == "llama3.1:8b"  # library/llama3.1:8b is the same model
     assert [round(m.weight_share, 2) for m in pool.members] == [0.5, 0.25, 0.25, 0.0, 0.0]
     # and it survives the JSON round trip of recordings and replay
     back = Snapshot.from_dict(json.loads(json.dumps(s.to_dict())))

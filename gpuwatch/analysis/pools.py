@@ -116,7 +116,8 @@ class PoolAnalysis:
             if not insts:
                 continue
             keys = {instance_model_key(i) for i in insts.values()}
-            pool.model = keys.pop() if len(keys) == 1 else None
+            first = next(iter(insts.values()))
+            pool.model = first.models[0].name if len(keys) == 1 and None not in keys else None
             shares = weight_shares(pool.members)
             for m in pool.members:
                 m.weight_share = shares.get(m.url, 0.0)

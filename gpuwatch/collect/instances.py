@@ -146,6 +146,15 @@ def expected_port(kind: str, argv: list[str], env: dict[str, str] | None) -> int
     return names.DEFAULT_PORTS[kind]
 
 
+def serving_settings(kind: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The variables of ``names.SERVING_ENV`` set in a server's environment (empty when the
+    environment is not readable: another user's process)."""
+    if not env:
+        return {}
+    return {k: "".join(ch if ch.isprintable() else "?" for ch in env[k][:200])
+            for k in names.SERVING_ENV.get(kind or "", names.CUDA_ENV) if k in env}
+
+
 # ---- per-server state ------------------------------------------------------------------------
 
 @dataclass
@@ -169,6 +178,7 @@ class _Target:
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -345,6 +355,7 @@ class InstanceCollector:
                 engine = ENGINES.get(kind) if kind else None
                 if engine is not None:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+                t.settings = serving_settings(kind, self.table.environ(pid))
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
             if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
@@ -461,7 +472,7 @@ class InstanceCollector:
             t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
-                        bench=copy.deepcopy(t.bench))
+                        bench=copy.deepcopy(t.bench), settings=dict(t.settings))
         if res.error is not None:
             if t.error_since is None:
                 t.error_since = _now_iso()

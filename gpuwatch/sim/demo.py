@@ -4,6 +4,9 @@ speak each engine's format."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -20,12 +23,16 @@ class Demo:
     process_table: object
     servers: object = None
     wall_t0: float = field(default_factory=time.time)
+    nginx_conf: str | None = None  # the scenario's nginx configuration, written for this run
 
     def wall(self) -> float:
         """Wall-clock time of the simulated box (moves with the box's clock in tests)."""
         return self.wall_t0 + self.box.t()
 
     def close(self) -> None:
+        if self.nginx_conf is not None:
+            shutil.rmtree(os.path.dirname(self.nginx_conf), ignore_errors=True)
+            self.nginx_conf = None
         if self.servers is not None:
             self.servers.close()
             self.servers = None
@@ -53,5 +60,31 @@ def start_demo(spec: str | None = None, clock=None, latency_s: float = 0.0, pcie
         if start_sim_servers is not None:
             handle = start_sim_servers(box)
     demo = Demo(spec=spec or scenario.name, box=box, lib=lib, process_table=table, servers=handle)
+    if scenario.pools and handle is not None:
+        demo.nginx_conf = write_nginx_conf(box, tempfile.mkdtemp(prefix="gpuwatch-demo-nginx-"))
     demo.wall_t0 = (time.time() if wall_t0 is None else wall_t0) - box.t()
     return demo
+
+
+def nginx_conf_text(box: SimBox) -> str:
+    """An nginx.conf with the scenario's upstreams, pointing at the simulated servers' real ports."""
+    lines = ["# written by gpuwatch --demo: the scenario's nginx upstreams", "events {}", "http {"]
+    for pool in box.scenario.pools:
+        lines.append(f"    upstream {pool.name} {{")
+        if pool.method:
+            lines.append(f"        {pool.method};")
+        for name, weight in pool.members:
+            port = box.ports.get(name)
+            if port is not None:
+                lines.append(f"        server 127.0.0.1:{port}" + (f" weight={weight}" if weight != 1 else "") + ";")
+        lines += ["        keepalive 16;", "    }",
+                  f"    server {{ listen 127.0.0.1:{pool.listen}; location / {{ proxy_pass http://{pool.name}; }} }}"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_nginx_conf(box: SimBox, folder: str) -> str:
+    path = os.path.join(folder, "nginx.conf")
+    with open(path, "w") as fh:
+        fh.write(nginx_conf_text(box))
+    return path

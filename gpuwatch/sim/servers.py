@@ -75,7 +75,10 @@ class _SimServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, box: SimBox, spec: InstanceSpec) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        try:  # the instance's own port (the demo then looks like the real layout), else any
+            super().__init__(("127.0.0.1", spec.port or 0), _Handler)
+        except OSError:
+            super().__init__(("127.0.0.1", 0), _Handler)
         self.box = box
         self.spec = spec
         self.lock = threading.Lock()

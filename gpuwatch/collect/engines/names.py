@@ -92,3 +92,20 @@ LLAMACPP_SPLIT_MODES = {"row": "tensor", "layer": "pipeline", "none": "single"}
 
 # engines that split a model by layers when it spans several GPUs and nothing says otherwise
 LAYER_SPLIT_BY_DEFAULT = ("ollama", "llamacpp")
+
+# ---- serving settings from the process environment ------------------------------------------
+# Environment variables that shape how a server serves, shown with the instance where the
+# process environment is readable (same user, or root). Sources: Ollama's envconfig/config.go
+# (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE default "5m",
+# OLLAMA_SCHED_SPREAD, OLLAMA_FLASH_ATTENTION, OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_QUEUE);
+# CUDA's environment variables (CUDA C Programming Guide, "CUDA Environment Variables"):
+# CUDA_VISIBLE_DEVICES picks and orders the GPUs a process sees, CUDA_DEVICE_ORDER=PCI_BUS_ID
+# makes CUDA number them as nvidia-smi does (the default, FASTEST_FIRST, puts the fastest first).
+CUDA_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+SERVING_ENV = {
+    "ollama": ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_QUEUE",
+               "OLLAMA_SCHED_SPREAD", "OLLAMA_FLASH_ATTENTION", "OLLAMA_CONTEXT_LENGTH", *CUDA_ENV),
+    "vllm": CUDA_ENV,
+    "llamacpp": CUDA_ENV,
+    "sglang": CUDA_ENV,
+}
