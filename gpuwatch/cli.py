@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
     from .fleet.cli import add_fleet_parsers  # issue 8: `serve`
     add_fleet_parsers(sub, _add_source_options)
+    from .meter.cli import add_meter_parser  # issue 14: `meter`
+    add_meter_parser(sub)
     return parser
 
 
@@ -259,7 +261,12 @@ def cmd_serve(args) -> int:  # issue 8
     return run(args)
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
+def cmd_meter(args) -> int:  # issue 14
+    from .meter.cli import cmd_meter as run
+    return run(args)
+
+
+COMMANDS = {"meter": cmd_meter, "snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
             "replay": cmd_replay, "serve": cmd_serve}
 
 
