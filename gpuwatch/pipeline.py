@@ -144,12 +144,14 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
 def _add_pools(sampler: Sampler, path: str | None, required: bool, window_s: float | None) -> None:
     """nginx upstreams as replica pools (collect/nginx.py, analysis/pools.py)."""
     from .analysis.pools import DEFAULT_WINDOW_S, PoolAnalysis
-    from .collect.nginx import DEFAULT_NGINX_CONF, NginxPools
+    from .collect.nginx import DEFAULT_NGINX_CONF, MeterRoutes, NginxPools
 
     if path is None and sampler.source == "simulated":
         return  # the simulated box has no nginx unless its scenario brings one
     sampler.pools = NginxPools(path or DEFAULT_NGINX_CONF, required=required)
-    sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S))
+    table = getattr(sampler.nvml, "procs", None)
+    routes = MeterRoutes(table) if table is not None else None
+    sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S, routes=routes))
 
 
 def _instance_collector(backends, discover, table, timeout_s, clock):

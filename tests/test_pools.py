@@ -249,3 +249,13 @@ def test_unpooled_replicas_are_grouped_across_spellings():
     [a] = [x for x in f.run(12) if x.kind == "replica_imbalance"]
     assert "a carries 13.0" in a.message
 
+
+
+def test_meter_routes_are_read_from_the_meters_command_line():
+    from gpuwatch.collect.nginx import meter_routes_in
+
+    argv = ["/usr/bin/python3", "/usr/local/bin/gpuwatch", "meter", "--route", "127.0.0.1:11534=http://127.0.0.1:11434",
+            "--route=11535=127.0.0.1:11435", "--route", "junk", "--metrics", "127.0.0.1:9836"]
+    assert meter_routes_in(argv) == {"http://127.0.0.1:11534": "http://127.0.0.1:11434",
+                                     "http://127.0.0.1:11535": "http://127.0.0.1:11435"}
+    assert meter_routes_in(["nginx", "--route", "1=2"]) == {}

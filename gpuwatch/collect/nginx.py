@@ -225,3 +225,52 @@ class NginxPools:
             return
         self._pools, self._files, self.error = read_nginx_conf(self.path)
         self._mtimes = _stamp(self._files)
+
+
+# ---- meter routes: an upstream member may be a `gpuwatch meter` in front of an instance ----------
+def meter_routes_in(argv: list[str]) -> dict[str, str]:
+    """{LISTEN URL: UPSTREAM URL} from a ``gpuwatch meter --route LISTEN=UPSTREAM ...`` command
+    line (the meter's own parser); {} for any other command."""
+    joined = " ".join(argv)
+    if "gpuwatch" not in joined or "meter" not in argv:
+        return {}
+    from ..meter.proxy import parse_route
+
+    out = {}
+    texts = [b for a, b in zip(argv, argv[1:]) if a == "--route"]
+    texts += [a[len("--route="):] for a in argv if a.startswith("--route=")]
+    for text in texts:
+        try:
+            r = parse_route(text)
+        except ValueError:
+            continue
+        out[f"http://{r.host}:{r.port}"] = r.upstream
+    return out
+
+
+@dataclass
+class MeterRoutes:
+    """The routes of the meters running on this box, from their command lines (looked at every
+    ``recheck_s``). Called by the pool analysis to resolve members that are meter routes."""
+
+    table: object
+    recheck_s: float = 10.0
+    clock: object = time.monotonic
+    _routes: dict = field(default_factory=dict)
+    _checked: float | None = None
+
+    def __call__(self) -> dict[str, str]:
+        now = self.clock()
+        if self._checked is None or now - self._checked >= self.recheck_s:
+            self._checked = now
+            routes = {}
+            try:
+                pids = {lst.pid for lst in self.table.listeners()}
+                for pid in pids:
+                    info = self.table.info(pid)
+                    if info is not None:
+                        routes.update(meter_routes_in(info.cmdline))
+            except Exception:  # the process table is best effort
+                pass
+            self._routes = routes
+        return dict(self._routes)
