@@ -53,7 +53,7 @@ def _size(text: str) -> tuple[int, int]:
 def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     d = {"default": argparse.SUPPRESS} if sub else {}
     p.add_argument("--demo", nargs="?", const="h100x8", metavar="SCENARIO",
-                   help="use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs) or rtx4090x2, with faults as "
+                   help="use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs), rtx4090x2 or ollama3x, with faults as "
                         "SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
                         "unsupported olddriver offload ecc; 'none' clears defaults)", **d)
     p.add_argument("--backend", action="append", type=_url, metavar="URL",
@@ -61,6 +61,8 @@ def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     p.add_argument("--no-discover", action="store_true", help="do not look for local inference servers", **d)
     p.add_argument("--config", metavar="PATH", help="config file (default ~/.config/gpuwatch/config.toml)", **d)
     p.add_argument("--interval", type=_interval, metavar="S", help="seconds between samples", **d)
+    p.add_argument("--nginx-conf", metavar="PATH", help="nginx config whose upstreams are replica pools "
+                   "(default /etc/nginx/nginx.conf)", **d)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,13 +161,16 @@ def _settings(args):
     interval = getattr(args, "interval", None) or cfg.interval
     backends = list(cfg.backends) + [Backend(url=u) for u in (getattr(args, "backend", None) or [])]
     discover = cfg.discover and not getattr(args, "no_discover", False)
+    args.nginx_conf = getattr(args, "nginx_conf", None) or cfg.nginx_conf
+    if args.nginx_conf and not os.path.exists(args.nginx_conf):
+        raise ConfigError(f"nginx config {args.nginx_conf} does not exist")
     return cfg, interval, backends, discover
 
 
 def _make_sampler(args, backends, discover, start_offset_s: float = 0.0):
     from .pipeline import make_sampler
     return make_sampler(demo=getattr(args, "demo", None), backends=backends, discover=discover,
-                        start_offset_s=start_offset_s)
+                        start_offset_s=start_offset_s, nginx_conf=getattr(args, "nginx_conf", None))
 
 
 def alert_config(cfg):

@@ -4,6 +4,7 @@
 interval = 1.0
 theme = "gpuwatch"
 discover = true
+nginx_conf = "/etc/nginx/nginx.conf"   # upstreams of watched instances are shown as pools
 
 [[backends]]
 url = "http://127.0.0.1:8000"
@@ -55,6 +56,7 @@ class Config:
     alerts: dict = field(default_factory=dict)
     prometheus_url: str | None = None
     prometheus_timeout_s: float = 3.0
+    nginx_conf: str | None = None  # nginx config whose upstreams are replica pools
 
 
 def config_dir() -> Path:
@@ -93,7 +95,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file {p}: {e}") from None
 
 
-KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus"}
+KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus", "nginx_conf"}
 
 
 def parse_config(data: dict, path: Path | None = None) -> Config:
@@ -109,6 +111,8 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
         cfg.theme = _expect(data, "theme", str, "")
     if "discover" in data:
         cfg.discover = _expect(data, "discover", bool, "")
+    if "nginx_conf" in data:
+        cfg.nginx_conf = os.path.expanduser(_expect(data, "nginx_conf", str, ""))
     backends = data.get("backends", [])
     if not isinstance(backends, list):
         raise ConfigError("backends: expected an array of tables ([[backends]])")
