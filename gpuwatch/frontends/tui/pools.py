@@ -22,7 +22,7 @@ def share_basis(pool: Pool) -> tuple[str, str]:
     for attr in order + ("token_share",):
         if any(getattr(m, attr) is not None for m in pool.members):
             break
-    words = {"running_share": "running requests", "request_share": "requests", "token_share": "tokens"}[attr]
+    words = {"running_share": "running reqs", "request_share": "requests", "token_share": "tokens"}[attr]
     return attr, words
 
 
@@ -55,16 +55,14 @@ def member_lines(m: PoolMember, inst: Instance | None, basis: str, width: int) -
         gpus = ",".join(map(str, inst.gpus)) if inst.gpus else "?"
         tail += [("  gen ", "$text-muted"), (tok, "bold"), (" tok/s", "$text-muted"), ("  run ", "$text-muted"), run,
                  ("  GPU ", "$text-muted"), gpus]
-    if m.via:
-        tail += [("  via meter", "$text-muted")]
     lines.append(Content.assemble(*tail))
     return lines
 
 
 def pool_lines(pool: Pool, instances: dict[str, Instance], width: int) -> list[Content]:
     basis, words = share_basis(pool)
-    window = f" over {pool.window_s:.0f} s" if pool.window_s else ""
-    lines = [Content.styled(f"share of {words}{window} / weight", "$text-muted")]
+    window = f" ({pool.window_s:.0f} s)" if pool.window_s else ""
+    lines = [Content.styled(f"{words}: share / weight{window}", "$text-muted")]
     for m in pool.members:
         lines += member_lines(m, instances.get(m.instance) if m.instance else None, basis, width)
     return lines
