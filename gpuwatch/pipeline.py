@@ -73,12 +73,13 @@ class Sampler:
     def sample(self, wait_instances: bool = False) -> Snapshot:
         start = time.perf_counter()
         reading = self.nvml.collect()
+        pools = self._pools()  # first: it tells the instance collector where nginx's servers are
         instances = self._instances(wait_instances)
         snap = Snapshot(
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario, pools=self._pools(),
+            scenario=self.scenario, pools=pools,
         )
         for step in self.analyzers:
             step(snap)
@@ -87,7 +88,10 @@ class Sampler:
 
     def _pools(self) -> list:
         try:
-            return self.pools.collect() if self.pools is not None else []
+            pools = self.pools.collect() if self.pools is not None else []
+            if pools and hasattr(self.instances, "probe"):  # look for the servers nginx names
+                self.instances.probe(self.pools.server_urls(pools))
+            return pools
         except Exception:  # a config that trips the parser must not stop the GPU picture
             return []
 
@@ -148,9 +152,9 @@ def _add_pools(sampler: Sampler, path: str | None, required: bool, window_s: flo
 
     if path is None and sampler.source == "simulated":
         return  # the simulated box has no nginx unless its scenario brings one
-    sampler.pools = NginxPools(path or DEFAULT_NGINX_CONF, required=required)
     table = getattr(sampler.nvml, "procs", None)
     routes = MeterRoutes(table) if table is not None else None
+    sampler.pools = NginxPools(path or DEFAULT_NGINX_CONF, required=required, routes=routes)
     sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S, routes=routes))
 
 

@@ -259,3 +259,29 @@ def test_meter_routes_are_read_from_the_meters_command_line():
     assert meter_routes_in(argv) == {"http://127.0.0.1:11534": "http://127.0.0.1:11434",
                                      "http://127.0.0.1:11535": "http://127.0.0.1:11435"}
     assert meter_routes_in(["nginx", "--route", "1=2"]) == {}
+
+
+def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
+    """An Ollama on 11435 is neither a default port nor (as a stand-in) an `ollama` process:
+    listed in an upstream (directly or behind a meter route), it is found and polled."""
+    from _instances_servers import free_port
+    from gpuwatch.collect.instances import InstanceCollector
+    from gpuwatch.collect.nginx import probe_urls
+    from gpuwatch.sim.ollama_stream import StreamingOllama
+
+    with StreamingOllama() as direct, StreamingOllama() as behind:
+        route = free_port()
+        pools, _, _ = read_nginx_conf(str(conf / "nginx.conf"))
+        for m in pools[0].members:  # nothing listens on these
+            m.url = f"http://127.0.0.1:{free_port()}"
+        pools[0].members[1].url = direct.url
+        pools[0].members[2].url = f"http://127.0.0.1:{route}"
+        urls = probe_urls(pools, {f"http://127.0.0.1:{route}": behind.url})
+        assert direct.url in urls and behind.url in urls
+        with InstanceCollector([], discover=True, probe_ports=(), discovery_interval_s=0) as c:
+            assert c.collect() == []
+            c.probe(urls)
+            found = {i.url: i for i in c.collect()}
+            assert found[direct.url].kind == "ollama" and found[direct.url].status == "up"
+            assert found[behind.url].name == f"ollama:{behind.port}"
+            assert len(found) == 2  # members where nothing answers are not shown

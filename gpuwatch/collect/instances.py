@@ -229,6 +229,7 @@ class InstanceCollector:
         self._benches: dict[str, BenchResult] = {}
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
+        self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
         for b in backends:
             if isinstance(b, str):
                 b = BackendConfig(url=b)
@@ -285,6 +286,12 @@ class InstanceCollector:
             else:
                 self._benches[key] = result  # for an instance not seen yet
 
+    def probe(self, urls) -> None:
+        """Loopback servers to look for at the next discovery scans, as the default ports are
+        (shown once they answer as a known engine): the members of an nginx upstream."""
+        with self._lock:
+            self._probe_urls = {normalize_url(u) for u in urls}
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -334,12 +341,13 @@ class InstanceCollector:
         self._listener_pids = port_pid
         if self.discover:
             self._discover_processes(listeners, now)
-            for port in self.probe_ports:
-                key = ("127.0.0.1", port, "")
-                if key not in self._targets:
-                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
-                                                 kind=None, source="discovered", tentative=True, last_seen=now,
-                                                 discovered=True)
+            probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
+            for url in probes:
+                key = url_key(url)
+                if key[0] == "127.0.0.1" and key not in self._targets:
+                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{key[1]}{key[2]}",
+                                                 name=f"127.0.0.1:{key[1]}", kind=None, source="discovered",
+                                                 tentative=True, last_seen=now, discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
             if t.key[0] != "127.0.0.1":

@@ -202,6 +202,7 @@ class NginxPools:
     required: bool = False
     recheck_s: float = 10.0
     clock: object = time.monotonic
+    routes: object = None  # MeterRoutes: members that are meter routes stand for their upstreams
     error: str | None = None
     _pools: list[Pool] = field(default_factory=list)
     _mtimes: tuple | None = None
@@ -214,6 +215,10 @@ class NginxPools:
             self._checked = now
             self._refresh()
         return copy.deepcopy(self._pools)
+
+    def server_urls(self, pools: list[Pool]) -> list[str]:
+        """Where the pools' servers listen (for the instance collector to look there)."""
+        return probe_urls(pools, self.routes() if self.routes is not None else {})
 
     def _refresh(self) -> None:
         if not os.path.exists(self.path):
@@ -274,3 +279,18 @@ class MeterRoutes:
                 pass
             self._routes = routes
         return dict(self._routes)
+
+
+def probe_urls(pools: list[Pool], routes: dict[str, str]) -> list[str]:
+    """Where the servers of the pools' members are: the member's own address, or the upstream
+    of the meter route it is (``routes``: {LISTEN URL: UPSTREAM URL})."""
+    from .instances import url_key
+
+    by_key = {url_key(k): v for k, v in routes.items()}
+    out = []
+    for pool in pools:
+        for m in pool.members:
+            if m.url.startswith("unix:"):
+                continue
+            out.append(by_key.get(url_key(m.url), m.url))
+    return out
