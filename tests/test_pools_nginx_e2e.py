@@ -162,6 +162,76 @@ def sampler_for(stack):
                         discover=False, nginx_conf=str(stack["tmp"] / "nginx.conf"), pool_window_s=30)
 
 
+def run_timed_clients(url: str, clients: int, seconds: float) -> dict[int, list[float]]:
+    """Like run_clients, with the arrival time (monotonic) of every token chunk, per replica."""
+    got: dict[int, list[float]] = {}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client():
+        with httpx.Client(timeout=30, trust_env=False) as c:
+            while time.monotonic() < end:
+                stamps, who = [], None
+                with c.stream("POST", url + "/api/generate",
+                              json={"model": "llama3.2:3b", "prompt": "hi", "stream": True}) as r:
+                    for line in r.iter_lines():
+                        if not line:
+                            continue
+                        chunk = json.loads(line)
+                        if chunk.get("done"):
+                            who = chunk.get("prompt_eval_count")
+                        elif chunk.get("response"):
+                            stamps.append(time.monotonic())
+                with lock:
+                    got.setdefault(who, []).extend(stamps)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    return got
+
+
+def test_live_tok_s_through_the_meter_matches_the_clients_and_shares_track_weights(stack):
+    pytest.importorskip("gpuwatch.collect.meters", reason="the meter collector (issue 14, part 1) is not merged")
+    stands = stack["stands"]
+    got: dict[int, list[float]] = {}
+    seconds = 10.0
+    load = threading.Thread(target=lambda: got.update(
+        run_timed_clients(f"http://127.0.0.1:{stack['listen']}", 8, seconds)))
+    sampler = sampler_for(stack)
+    try:
+        sampler.sample(wait_instances=True)  # first poll: counters known from here on
+        load.start()
+        t_start = time.monotonic()
+        samples = []  # (monotonic time, snapshot)
+        while time.monotonic() - t_start < seconds - 1:
+            snap = sampler.sample(wait_instances=True)
+            samples.append((time.monotonic(), snap))
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - samples[-1][0])))
+        load.join(60)
+    finally:
+        sampler.close()
+    steady = samples[2:]  # from the third second on every client is streaming
+    assert len(steady) >= 4, "too few samples on this machine"
+    a, b = steady[0][0], steady[-1][0]
+    for i, stand in enumerate(stands):
+        name = f"ollama-{i}"
+        counted = 0.0
+        for (t0, _), (t1, snap) in zip(steady, steady[1:]):
+            inst = next(x for x in snap.instances if x.name == name)
+            assert inst.generation_tokens_per_s is not None, f"{name}: no tok/s from the meter"
+            counted += inst.generation_tokens_per_s * (t1 - t0)
+        received = sum(1 for t in got.get(26 + i, []) if a <= t <= b)
+        assert received > 0
+        assert counted == pytest.approx(received, rel=0.10), (name, counted / (b - a), received / (b - a))
+    (pool,) = samples[-1][1].pools
+    for m in pool.members:  # least_conn with weights 2:1:1: running requests 50/25/25 %
+        assert m.running_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.running_share)
+        assert m.token_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.token_share)
+
+
 def test_the_pool_is_seen_through_nginx_and_the_meter_and_a_stopped_replica_is_named(stack):
     got: dict[int, int] = {}
     load = threading.Thread(target=lambda: got.update(run_clients(f"http://127.0.0.1:{stack['listen']}", 8, 4.0)))
@@ -191,3 +261,4 @@ def test_the_pool_is_seen_through_nginx_and_the_meter_and_a_stopped_replica_is_n
         assert pool_alerts[0].message.startswith("pool llm_backends runs on 2 of 3 replicas: ollama-2 (down")
     finally:
         sampler.close()
+
