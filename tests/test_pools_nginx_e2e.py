@@ -153,10 +153,10 @@ def run_clients(url: str, clients: int, seconds: float) -> dict[int, int]:
 
 
 def sampler_for(stack):
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
 
     backends = [f"http://127.0.0.1:{s.port}" for s in stack["stands"]]
-    from gpuwatch.collect.instances import BackendConfig
+    from gpuwatch.collect.targets import BackendConfig
 
     return make_sampler(backends=[BackendConfig(url=u, name=f"ollama-{i}") for i, u in enumerate(backends)],
                         discover=False, nginx_conf=str(stack["tmp"] / "nginx.conf"), pool_window_s=30)

@@ -18,7 +18,7 @@ def test_only_the_serving_variables_are_kept_and_made_printable():
 
 
 def test_simulated_ollama_instances_show_their_settings():
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
 
     sampler = make_sampler(demo="ollama3x")
     try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from ..errors import ScenarioError
+
 GiB = 1024**3
 
 
@@ -278,10 +280,6 @@ DEFAULT_FAULT_GPU = {
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
 DEFAULT_FAULT_GPU["ollama3x"] = {"hot": 1, "idle": 3, "pcie": 1, "lost": 2, "power": 0, "ecc": 0}
-
-
-class ScenarioError(ValueError):
-    pass
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:

@@ -90,9 +90,6 @@ PARALLEL_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
 LLAMACPP_SPLIT_FLAGS = ("--split-mode", "-sm")
 LLAMACPP_SPLIT_MODES = {"row": "tensor", "layer": "pipeline", "none": "single"}
 
-# engines that split a model by layers when it spans several GPUs and nothing says otherwise
-LAYER_SPLIT_BY_DEFAULT = ("ollama", "llamacpp")
-
 # ---- serving settings from the process environment ------------------------------------------
 # Environment variables that shape how a server serves, shown with the instance where the
 # process environment is readable (same user, or root). Sources: Ollama's envconfig/config.go
