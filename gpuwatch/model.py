@@ -191,6 +191,8 @@ class Instance:
     # serving settings read from the server process's environment where it is readable
     # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
     settings: dict[str, str] = field(default_factory=dict)
+    # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
+    requests_per_s: float | None = None
 
 
 @dataclass

@@ -151,14 +151,16 @@ def test_shares_are_taken_over_the_window(conf):
     for k in range(90):
         busy = 6.0 if k < 30 else 2.0  # ollama-0 is busy early on only: it leaves the window
         insts = [ollama("ollama-0", 11434, [0], requests_running=busy, generation_tokens_per_s=300.0),
-                 ollama("ollama-1", 11435, [1], requests_running=2.0, generation_tokens_per_s=100.0),
+                 ollama("ollama-1", 11435, [1], requests_running=2.0, generation_tokens_per_s=100.0,
+                        requests_per_s=None if k < 80 else 1.0),
                  ollama("ollama-2", 11436, [2], requests_running=0.0, generation_tokens_per_s=0.0)]
         last = analysis(pool_snapshot(conf, T0 + k, insts))
     m = {x.instance: x for x in last.pools[0].members}
     assert m["ollama-0"].running_share == pytest.approx(0.5)
     assert m["ollama-2"].running_share == 0.0
     assert m["ollama-0"].token_share == pytest.approx(0.75)
-    assert m["ollama-0"].request_share is None  # nothing counts requests started here
+    assert m["ollama-0"].request_share is None  # nothing counts its requests
+    assert m["ollama-1"].request_share == 1.0  # the only member whose requests are counted
     assert last.pools[0].window_s == 60
 
 
@@ -285,3 +287,20 @@ def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
             assert found[direct.url].kind == "ollama" and found[direct.url].status == "up"
             assert found[behind.url].name == f"ollama:{behind.port}"
             assert len(found) == 2  # members where nothing answers are not shown
+
+
+def test_vllm_finished_requests_become_a_rate():
+    """vLLM's request_success_total (and SGLang's num_requests_total) give requests_per_s, the
+    basis of a round-robin pool's request shares."""
+    from gpuwatch.runtime import make_sampler
+    from gpuwatch.sim.box import ManualClock
+
+    clock = ManualClock()
+    sampler = make_sampler(demo="h100x8", clock=clock)
+    try:
+        sampler.sample(wait_instances=True)
+        clock.advance(5.0)
+        by = {i.name: i for i in sampler.sample(wait_instances=True).instances}
+    finally:
+        sampler.close()
+    assert by["vllm-llama70b"].requests_per_s > 0 and by["sglang-mistral"].requests_per_s > 0

@@ -77,11 +77,6 @@ def weight_shares(members: Iterable[PoolMember]) -> dict[str, float]:
     return {m.url: (m.weight / total if total else 0.0) for m in active}
 
 
-def _rate_field(inst: Instance) -> float | None:
-    # requests started per second, where something counts them (the meter's request counter)
-    return getattr(inst, "requests_per_s", None)
-
-
 class PoolAnalysis:
     """Pipeline analyzer: resolves pools and fills their shares. ``routes()`` gives the meter
     routes known now as {LISTEN URL: UPSTREAM URL}."""
@@ -154,7 +149,7 @@ class PoolAnalysis:
             inst = insts.get(m.url)
             if inst is not None:
                 if inst.status == "up":
-                    dq.append((t, inst.requests_running, inst.generation_tokens_per_s, _rate_field(inst)))
+                    dq.append((t, inst.requests_running, inst.generation_tokens_per_s, inst.requests_per_s))
                 else:  # a member that is down does no work
                     dq.append((t, 0.0, 0.0, 0.0))
             while dq and dq[0][0] <= t - self.window_s:
@@ -239,7 +234,7 @@ def pool_alerts(ctx) -> list:
 
 def _share_alert(ctx, pool: Pool, ups: list[PoolMember], insts: dict, subject: str) -> list:
     # least_conn evens out connections per weight: compare running requests; round robin and
-    # random hand out requests per weight: compare requests started (running when not counted)
+    # random hand out requests per weight: compare requests finished (running when not counted)
     basis = "running_share" if pool.method == "least_conn" else "request_share"
     if any(getattr(m, basis) is None for m in ups):
         basis = "running_share" if basis == "request_share" else "request_share"

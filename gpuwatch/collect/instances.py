@@ -497,6 +497,7 @@ class InstanceCollector:
         inst.generation_tokens_per_s = _rate(c.get("generation_tokens"), pc.get("generation_tokens"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
+        inst.requests_per_s = _rate(c.get("requests"), pc.get("requests"), dt)
         hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
         queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
         if hits is not None and queries:

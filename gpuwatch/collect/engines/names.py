@@ -26,6 +26,8 @@ VLLM = {
     "generation_tokens": ("vllm:generation_tokens_total",),
     "prompt_tokens": ("vllm:prompt_tokens_total",),
     "preemptions": ("vllm:num_preemptions_total",),
+    # finished requests, labelled by finished_reason (fixtures/real/vllm-metric-names-subset.txt)
+    "requests": ("vllm:request_success_total",),
     "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "prefix_cache_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
     "ttft": ("vllm:time_to_first_token_seconds",),
@@ -50,6 +52,7 @@ SGLANG = {
     "prefix_cache_hit_fraction": ("sglang:cache_hit_rate",),
     "generation_tokens": ("sglang:generation_tokens_total",),
     "prompt_tokens": ("sglang:prompt_tokens_total",),
+    "requests": ("sglang:num_requests_total",),  # finished requests (fixtures/real/sglang-metric-names.txt)
     "ttft": ("sglang:time_to_first_token_seconds",),
     "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
 }
