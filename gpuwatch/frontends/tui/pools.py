@@ -15,6 +15,9 @@ _METHOD_TEXT = {"least_conn": "least_conn", "round_robin": "round robin", "ip_ha
                 "random": "random", "least_time": "least_time"}
 
 
+ONE_LINE_WIDTH = 66  # columns from which a member fits on one line
+
+
 def share_basis(pool: Pool) -> tuple[str, str]:
     """(member attribute, words) of the share compared with the weights: least_conn evens out
     running requests per weight, round robin hands out requests per weight."""
@@ -44,10 +47,9 @@ def member_lines(m: PoolMember, inst: Instance | None, basis: str, width: int) -
     else:
         want = m.weight_share
         off = share is not None and want is not None and abs(share - want) > 0.15
-        barw = max(4, min(10, width - 30))
+        barw = 6 if width >= ONE_LINE_WIDTH else max(4, min(10, width - 30))
         head += [bar(share, barw, "$warning" if off else "$accent"), " ",
                  (f"{_pct(share):>4}", "$warning bold" if off else "bold"), ("/", "$text-muted"), _pct(want)]
-    lines = [Content.assemble(*head)]
     tail: list = [("  w", "$text-muted"), str(m.weight)]
     if inst is not None and inst.status == "up":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
@@ -55,8 +57,9 @@ def member_lines(m: PoolMember, inst: Instance | None, basis: str, width: int) -
         gpus = ",".join(map(str, inst.gpus)) if inst.gpus else "?"
         tail += [("  gen ", "$text-muted"), (tok, "bold"), (" tok/s", "$text-muted"), ("  run ", "$text-muted"), run,
                  ("  GPU ", "$text-muted"), gpus]
-    lines.append(Content.assemble(*tail))
-    return lines
+    if width >= ONE_LINE_WIDTH:  # a wide column (small terminals put it under the GPUs): one line each
+        return [Content.assemble(*head, *tail)]
+    return [Content.assemble(*head), Content.assemble(*tail)]
 
 
 def pool_lines(pool: Pool, instances: dict[str, Instance], width: int) -> list[Content]:
@@ -72,9 +75,19 @@ class PoolCard(Card):
     def __init__(self, name: str, **kw) -> None:
         super().__init__(**kw)
         self.name_key = name
+        self._last: tuple | None = None
+
+    def on_resize(self) -> None:
+        if self._last is not None:  # one line or two per member depends on the width
+            self.refresh_from(*self._last)
 
     def refresh_from(self, pool: Pool, instances: dict[str, Instance]) -> None:
-        width = max(20, self.size.width - 4) if self.size.width else 40
+        self._last = (pool, instances)
+        outer = self.size.width
+        if not outer and self.app.screen.has_class("-compact"):
+            # before its first layout the card has no size; small terminals give it the full width
+            outer = self.app.size.width - 2
+        width = max(20, outer - 4) if outer > 0 else 40
         title = Content.assemble(("pool ", "$text-muted"), (pool.name, "bold"), " · ",
                                  _METHOD_TEXT.get(pool.method, pool.method))
         up = sum(1 for m in pool.members if m.instance and instances.get(m.instance) is not None
