@@ -62,3 +62,12 @@ async def test_pool_names_are_not_markup():
     async with app.run_test(size=(200, 60)) as pilot:
         await pilot.pause(0.3)
         assert "pool [b]x[/b]" in visible_text(app)
+
+
+async def test_small_terminal_puts_each_member_on_one_line():
+    app = GpuWatchApp(FakeSource(pooled_snapshot()), interval=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        text = visible_text(app)
+        rows = [line for line in text.splitlines() if "ollama-0" in line and "50%/50%" in line]
+        assert rows and "gen 121.5 tok/s" in rows[0] and "GPU 0" in rows[0], text
