@@ -193,7 +193,7 @@ def test_a_listed_replica_that_is_down_raises_the_pool_alert_naming_it(conf):
 def test_a_replica_with_nothing_listening_counts_as_down(conf):
     f = feed(conf, lambda t: balanced(t)[:2])
     [a] = only_pool(f.run(15))
-    assert "2 of 3 replicas" in a.message and "http://127.0.0.1:11436 (nothing answers there)" in a.message
+    assert "2 of 3 replicas" in a.message and "http://127.0.0.1:11436 (no inference server answers there)" in a.message
 
 
 def test_balanced_pool_raises_nothing(conf):

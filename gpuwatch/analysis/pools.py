@@ -130,13 +130,11 @@ class PoolAnalysis:
         if k is None:
             return None
         inst = by_key.get(k)
-        if inst is None and k in routes:
-            up = _url_key(routes[k])
-            inst = by_key.get(up) if up is not None else None
-            if inst is not None:
-                m.via = m.url
-        elif inst is not None and inst.url != m.url and k in routes:
+        if k in routes:
             m.via = m.url
+            if inst is None:
+                up = _url_key(routes[k])
+                inst = by_key.get(up) if up is not None else None
         if inst is not None:
             m.instance = inst.name
         return inst
@@ -202,7 +200,8 @@ def pool_alerts(ctx) -> list:
             if inst is not None and inst.status != "up":
                 down.append((m, f"{inst.name} ({inst.status}: {inst.error or 'not answering'})"))
             elif inst is None and is_loopback_url(m.url):
-                down.append((m, f"{m.url} (nothing answers there)"))
+                where = "behind this meter route" if m.via else "there"
+                down.append((m, f"{m.url} (no inference server answers {where})"))
         if down and primaries:
             up = len(primaries) - len(down)
             fails = {(m.max_fails, m.fail_timeout_s) for m, _ in down}
