@@ -196,6 +196,13 @@ def test_a_replica_with_nothing_listening_counts_as_down(conf):
     assert "2 of 3 replicas" in a.message and "http://127.0.0.1:11436 (no inference server answers there)" in a.message
 
 
+def test_a_meter_route_with_no_server_behind_it_is_named_as_such(conf):
+    analysis = PoolAnalysis(window_s=60, routes=lambda: {"http://127.0.0.1:11436": "http://127.0.0.1:21436"})
+    f = Feed(lambda t: analysis(pool_snapshot(conf, T0 + t, balanced(t)[:2])))
+    [a] = only_pool(f.run(15))
+    assert "http://127.0.0.1:11436 (no inference server answers behind this meter route)" in a.message
+
+
 def test_balanced_pool_raises_nothing(conf):
     f = feed(conf, balanced)
     f.run(90)
