@@ -16,6 +16,9 @@ raise_after_s = 10
 
 [prometheus]
 url = "http://127.0.0.1:9090"
+
+[[meters]]                    # a `gpuwatch meter` not found by itself (docs/METER.md)
+url = "http://127.0.0.1:9836"
 ```
 """
 
@@ -89,7 +92,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file {p}: {e}") from None
 
 
-KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus", "nginx_conf"}
+KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus", "meters", "nginx_conf"}
 
 
 def parse_config(data: dict, path: Path | None = None) -> Config:
@@ -126,6 +129,7 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
             api_key_env=_expect(b, "api_key_env", str, where) if "api_key_env" in b else None,
             kind=_expect(b, "kind", str, where) if "kind" in b else None,
         ))
+    _parse_meters(data.get("meters", []), cfg)
     alerts = data.get("alerts", {})
     if not isinstance(alerts, dict):
         raise ConfigError("alerts: expected a table ([alerts])")
@@ -183,3 +187,21 @@ def load_settings(config_path: str | os.PathLike | None = None, *, interval: flo
         config_path=cfg.path,
         nginx_conf=nginx_conf,
     )
+
+
+def _parse_meters(meters, cfg: Config) -> None:
+    """``[[meters]] url = ...``: kept as backends of kind "meter" (the instance collector reads
+    the meter and attaches its figures to the servers it fronts)."""
+    if not isinstance(meters, list):
+        raise ConfigError("meters: expected an array of tables ([[meters]])")
+    for i, m in enumerate(meters):
+        where = f"meters[{i}]."
+        if not isinstance(m, dict) or "url" not in m:
+            raise ConfigError(f"meters[{i}]: each meter needs a url (its --metrics address)")
+        extra = set(m) - {"url"}
+        if extra:
+            raise ConfigError(f"{where}{sorted(extra)[0]}: unknown key (known: url)")
+        url = _expect(m, "url", str, where)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
+        cfg.backends.append(BackendConfig(url=url.rstrip("/"), kind="meter"))

@@ -193,6 +193,11 @@ class Instance:
     settings: dict[str, str] = field(default_factory=dict)
     # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
     requests_per_s: float | None = None
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    meter: str | None = None
+    # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
+    # what clients and nginx upstreams point at when they reach it through a meter
+    meter_routes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -265,9 +265,9 @@ def test_meter_routes_are_read_from_the_meters_command_line():
 
     argv = ["/usr/bin/python3", "/usr/local/bin/gpuwatch", "meter", "--route", "127.0.0.1:11534=http://127.0.0.1:11434",
             "--route=11535=127.0.0.1:11435", "--route", "junk", "--metrics", "127.0.0.1:9836"]
-    assert meter_routes_in(argv) == {"http://127.0.0.1:11534": "http://127.0.0.1:11434",
+    assert meter_routes_in("python3", argv) == {"http://127.0.0.1:11534": "http://127.0.0.1:11434",
                                      "http://127.0.0.1:11535": "http://127.0.0.1:11435"}
-    assert meter_routes_in(["nginx", "--route", "1=2"]) == {}
+    assert meter_routes_in("nginx", ["nginx", "--route", "1=2"]) == {}
 
 
 def test_servers_nginx_names_are_looked_for_like_default_ports(conf):

@@ -87,8 +87,9 @@ def stack(tmp_path_factory):
     stands = [StreamingOllama(rate_tok_s=RATE, tokens=TOKENS, model="llama3.2:3b", prompt_tokens=26 + i).start()
               for i in range(3)]
     routes = [free_port() for _ in stands]
+    metrics = free_port()
     meter = subprocess.Popen(
-        [sys.executable, "-m", "gpuwatch", "meter", "--metrics", "none"]
+        [sys.executable, "-m", "gpuwatch", "meter", "--metrics", f"127.0.0.1:{metrics}"]
         + [a for p, s in zip(routes, stands) for a in ("--route", f"127.0.0.1:{p}={s.url}")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     listen = free_port()
@@ -107,7 +108,8 @@ def stack(tmp_path_factory):
         except AssertionError:
             nginx.kill()
             pytest.skip(f"nginx did not start: {nginx.stderr.read()[-300:]}")
-        yield {"tmp": tmp, "stands": stands, "routes": routes, "listen": listen, "meter": meter}
+        yield {"tmp": tmp, "stands": stands, "routes": routes, "listen": listen, "meter": meter,
+               "metrics": f"http://127.0.0.1:{metrics}"}
     finally:
         for proc in (nginx, meter):
             if proc is not None:
@@ -158,7 +160,9 @@ def sampler_for(stack):
     backends = [f"http://127.0.0.1:{s.port}" for s in stack["stands"]]
     from gpuwatch.collect.targets import BackendConfig
 
-    return make_sampler(backends=[BackendConfig(url=u, name=f"ollama-{i}") for i, u in enumerate(backends)],
+    # the meter as `[[meters]] url = ...` would give it: its figures go to the instances it fronts
+    meter = BackendConfig(url=stack["metrics"], kind="meter")
+    return make_sampler(backends=[BackendConfig(url=u, name=f"ollama-{i}") for i, u in enumerate(backends)] + [meter],
                         discover=False, nginx_conf=str(stack["tmp"] / "nginx.conf"), pool_window_s=30)
 
 
@@ -194,7 +198,6 @@ def run_timed_clients(url: str, clients: int, seconds: float) -> dict[int, list[
 
 
 def test_live_tok_s_through_the_meter_matches_the_clients_and_shares_track_weights(stack):
-    pytest.importorskip("gpuwatch.collect.meters", reason="the meter collector (issue 14, part 1) is not merged")
     stands = stack["stands"]
     got: dict[int, list[float]] = {}
     seconds = 10.0
@@ -225,9 +228,12 @@ def test_live_tok_s_through_the_meter_matches_the_clients_and_shares_track_weigh
             counted += inst.generation_tokens_per_s * (t1 - t0)
         received = sum(1 for t in got.get(26 + i, []) if a <= t <= b)
         assert received > 0
+        print(f"{name}: gpuwatch {counted / (b - a):.1f} tok/s, clients received {received / (b - a):.1f} tok/s")
         assert counted == pytest.approx(received, rel=0.10), (name, counted / (b - a), received / (b - a))
     (pool,) = samples[-1][1].pools
     for m in pool.members:  # least_conn with weights 2:1:1: running requests 50/25/25 %
+        print(f"{m.instance}: weight share {m.weight_share:.2f}, running {m.running_share:.2f}, "
+              f"tokens {m.token_share:.2f}, requests {m.request_share}")
         assert m.running_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.running_share)
         assert m.token_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.token_share)
 

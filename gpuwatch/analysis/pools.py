@@ -97,6 +97,11 @@ class PoolAnalysis:
             if k is not None:
                 by_key.setdefault(k, inst)
         routes = {}
+        for inst in snap.instances:  # the meter routes the collector saw forward to each instance
+            for listen in inst.meter_routes:
+                lk = _url_key(listen)
+                if lk is not None:
+                    routes[lk] = inst.url
         for listen, upstream in (self.routes() or {}).items():
             lk = _url_key(listen)
             if lk is not None:

@@ -176,6 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address to serve on (default {DEFAULT_LISTEN}: this machine only; "
                             f"0.0.0.0:9835 for every interface)")
     serve.add_argument("--host-label", metavar="NAME", help="the host label on every series (default: the host name)")
-    from ..meter.cli import add_meter_parser  # issue 14: `meter`
+    from ..meter.cli import add_meter_parser  # issue 14: `meter` (its grammar lives with it)
     add_meter_parser(sub)
     return parser

@@ -28,6 +28,7 @@ import httpx
 from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
+from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
 
@@ -177,6 +178,8 @@ class _PollResult:
     t: float | None = None
     error: FetchError | None = None
     kind: str | None = None
+    meter: str | None = None  # metrics URL of the gpuwatch meter whose figures were attached
+    meter_routes: tuple[str, ...] = ()  # LISTEN addresses of the routes to it
 
 
 def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
@@ -219,6 +222,10 @@ class InstanceCollector:
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
         self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
+        # issue 14: `[[meters]]` arrive as backends of kind "meter"; the rest are servers
+        self.meters = MeterWatch([b.url for b in backends if getattr(b, "kind", None) == "meter"], url_key,
+                                 normalize_url)
+        backends = [b for b in backends if getattr(b, "kind", None) != "meter"]
         for b in backends:
             if isinstance(b, str):
                 b = BackendConfig(url=b)
@@ -284,9 +291,10 @@ class InstanceCollector:
             if self._closed:
                 return
             self._closed = True
-        if self._clients:
+        if self._clients or self.meters:
             try:
                 asyncio.run_coroutine_threadsafe(self._close_clients(list(self._clients)), self._loop).result(timeout=2)
+                asyncio.run_coroutine_threadsafe(self.meters.close(), self._loop).result(timeout=2)
             except Exception:
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -327,6 +335,7 @@ class InstanceCollector:
                 port_pid.setdefault(lst.port, lst.pid)
         self._listener_pids = port_pid
         if self.discover:
+            self.meters.discover(listeners, self.table)
             self._discover_processes(listeners, now)
             probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
             for url in probes:
@@ -406,7 +415,8 @@ class InstanceCollector:
         if gone:
             await self._close_clients(gone)
         coros = [self._poll_bounded(self._client_for(t.key), t) for t in targets]
-        results = await asyncio.gather(*coros)
+        results, metered = await asyncio.gather(asyncio.gather(*coros), self.meters.poll(self.timeout_s))
+        attach_meters(targets, results, metered, self._targets, url_key)
         return {t.key: r for t, r in zip(targets, results)}
 
     async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
@@ -478,6 +488,8 @@ class InstanceCollector:
         t.error_since = None
         r = res.reading
         inst.status = "up"
+        inst.meter = res.meter
+        inst.meter_routes = list(res.meter_routes)
         inst.version = r.version
         t.version = r.version
         inst.models = r.models

@@ -233,14 +233,14 @@ class NginxPools:
 
 
 # ---- meter routes: an upstream member may be a `gpuwatch meter` in front of an instance ----------
-def meter_routes_in(argv: list[str]) -> dict[str, str]:
+def meter_routes_in(name: str | None, argv: list[str]) -> dict[str, str]:
     """{LISTEN URL: UPSTREAM URL} from a ``gpuwatch meter --route LISTEN=UPSTREAM ...`` command
-    line (the meter's own parser); {} for any other command."""
-    joined = " ".join(argv)
-    if "gpuwatch" not in joined or "meter" not in argv:
-        return {}
-    from ..meter.proxy import parse_route
+    line (the meter's own parser); {} for any other process."""
+    from ..meter.routes import parse_route
+    from .meters import is_meter_process
 
+    if not is_meter_process(name, argv):
+        return {}
     out = {}
     texts = [b for a, b in zip(argv, argv[1:]) if a == "--route"]
     texts += [a[len("--route="):] for a in argv if a.startswith("--route=")]
@@ -274,7 +274,7 @@ class MeterRoutes:
                 for pid in pids:
                     info = self.table.info(pid)
                     if info is not None:
-                        routes.update(meter_routes_in(info.cmdline))
+                        routes.update(meter_routes_in(info.name, info.cmdline))
             except Exception:  # the process table is best effort
                 pass
             self._routes = routes

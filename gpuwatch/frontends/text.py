@@ -70,7 +70,7 @@ def render_text(snap: Snapshot) -> str:
                      f"running / tokens over {na(pool.window_s, '{:.0f}')} s")
         for m in pool.members:
             flags = "".join(f" {f}" for f in ("backup", "down") if getattr(m, f))
-            via = f" via {m.via}" if m.via else ""
+            via = " (meter route)" if m.via else ""
             lines.append(f"  {(m.instance or '-')[:18]:<18} {m.url}{via}{flags}  weight {m.weight} "
                          f"({fmt_pct(None if m.weight_share is None else 100 * m.weight_share)})  "
                          + " / ".join(fmt_pct(None if v is None else 100 * v)

@@ -8,7 +8,7 @@ from . import names
 
 
 def _route(text: str):
-    from .proxy import parse_route
+    from .routes import parse_route
     try:
         return parse_route(text)
     except ValueError as e:
@@ -18,7 +18,7 @@ def _route(text: str):
 def _metrics(text: str):
     if text.lower() in ("none", "off", ""):
         return None
-    from .proxy import parse_listen
+    from .routes import parse_listen
     try:
         return parse_listen(text)
     except ValueError as e:
@@ -49,15 +49,13 @@ def add_meter_parser(sub) -> None:
 
 
 def cmd_meter(args) -> int:
-    import sys
+    from ..errors import UsageError
 
     routes = args.route
     seen = {args.metrics} if args.metrics else set()
     for r in routes:
         if (r.host, r.port) in seen:
-            print(f"gpuwatch: {r.listen} is given twice (routes and --metrics need one address each)",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"{r.listen} is given twice (routes and --metrics need one address each)")
         seen.add((r.host, r.port))
     from .proxy import run
     return run(routes, args.metrics, drain_s=args.drain)

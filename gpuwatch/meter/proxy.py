@@ -16,11 +16,12 @@ names on a loopback bind). Bodies are never decoded (``Content-Encoding`` passes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -29,25 +30,13 @@ from multidict import CIMultiDict
 from . import names
 from .metrics import MeterMetrics, Tally
 from .parse import BodyReader, body_format, sniff_model
+from .routes import Route, join_addr
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
                         "trailer", "expect"))
 CONNECT_TIMEOUT_S = 10.0
 SNIFF_BYTES = 64 * 1024  # request body bytes searched for "model" (no parse, no copy kept)
 log = logging.getLogger("gpuwatch.meter")
-
-
-@dataclass(frozen=True)
-class Route:
-    listen: str  # as given: "127.0.0.1:11534"
-    host: str
-    port: int
-    upstream: str  # "http://127.0.0.1:11434" (no trailing slash)
-    upstream_host: str  # Host header value for the upstream
-
-    @property
-    def label(self) -> str:
-        return self.listen
 
 
 def _hop_fields(headers) -> set[str]:
@@ -75,11 +64,18 @@ def forward_headers(headers, host: str | None = None) -> CIMultiDict:
 
 
 def _reason(e: BaseException) -> str:
+    """A few words on why the upstream could not be reached ("connection refused")."""
     if isinstance(e, asyncio.TimeoutError):
         return f"no connection within {CONNECT_TIMEOUT_S:g} s"
-    cause = getattr(e, "os_error", None) or e.__cause__ or e
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return " ".join(str(text).split())[:160].lower()
+    cur: BaseException | None = getattr(e, "os_error", None) or e
+    for _ in range(8):
+        if cur is None:
+            break
+        if isinstance(cur, OSError) and cur.errno:
+            return os.strerror(cur.errno).lower()
+        cur = cur.__cause__ or cur.__context__
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())[:160].lower()
 
 
 class Meter:
@@ -113,7 +109,7 @@ class Meter:
             cookie_jar=aiohttp.DummyCookieJar())
         for route in self.routes:
             ws = web.Server(self._handler_for(route), handler_cancellation=True, access_log=None,
-                            keepalive_timeout=75.0, max_field_size=65536)
+                            keepalive_timeout=75.0, max_field_size=65536, max_line_size=65536)
             self._web_servers.append(ws)
             self._servers.append(await loop.create_server(ws, route.host, route.port, reuse_address=True))
         if metrics_addr is not None:
@@ -178,6 +174,9 @@ class Meter:
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 rs.connect_errors.inc()
                 code = 502
+                if tally is not None and not state["sniff"] and request.body_exists:
+                    with contextlib.suppress(Exception):  # the body was never sent: the model from its start
+                        state["sniff"] = await asyncio.wait_for(request.content.read(SNIFF_BYTES), 1.0)
                 return web.Response(status=502, text=f"gpuwatch meter: upstream {route.upstream} unreachable "
                                                      f"({_reason(e)})\n")
             code = upstream.status
@@ -234,51 +233,17 @@ class Meter:
 
     async def _request_body(self, request: web.BaseRequest, state: dict, counted: bool):
         """The client's body, chunk by chunk as it arrives (flow-controlled: never whole)."""
+        if request.version >= aiohttp.HttpVersion11 and \
+                request.headers.get("Expect", "").lower() == "100-continue":
+            # the body is about to be forwarded: say so, as nginx does when it starts reading
+            # a body (curl waits a second for this on uploads over 1 MiB)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         async for chunk in request.content.iter_any():
             state["bytes"] += len(chunk)
             if counted and len(state["sniff"]) < SNIFF_BYTES:
                 state["sniff"] += chunk[: SNIFF_BYTES - len(state["sniff"])]
             yield chunk
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback)."""
-    text = text.strip()
-    if text.isdigit():
-        host, port = "127.0.0.1", text
-    elif text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"invalid address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:11534")
-        host = host or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid port in {text!r}")
-    return host, int(port)
-
-
-def parse_route(text: str) -> Route:
-    """``LISTEN=UPSTREAM``, e.g. ``127.0.0.1:11534=http://127.0.0.1:11434``."""
-    from urllib.parse import urlsplit
-
-    listen, sep, upstream = text.partition("=")
-    if not sep or not listen or not upstream:
-        raise ValueError(f"invalid route {text!r}: expected LISTEN=UPSTREAM, e.g. 127.0.0.1:11534=http://127.0.0.1:11434")
-    host, port = parse_listen(listen)
-    upstream = upstream.strip().rstrip("/")
-    if "://" not in upstream:
-        upstream = "http://" + upstream
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"invalid upstream {upstream!r}: expected http://HOST:PORT")
-    if parts.path or parts.query:
-        raise ValueError(f"invalid upstream {upstream!r}: a route forwards whole servers (no path)")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError(f"invalid port in upstream {upstream!r}") from None
-    return Route(listen=listen.strip(), host=host, port=port, upstream=upstream, upstream_host=parts.netloc.rpartition("@")[2])
 
 
 async def serve(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: float,
@@ -298,18 +263,13 @@ async def serve(routes: list[Route], metrics_addr: tuple[str, int] | None, drain
     for r in routes:
         print(f"gpuwatch meter: {r.listen} -> {r.upstream}", file=sys.stderr)
     if metrics_addr is not None:
-        print(f"gpuwatch meter: metrics on http://{_join(metrics_addr)}/metrics", file=sys.stderr)
+        print(f"gpuwatch meter: metrics on http://{join_addr(metrics_addr)}/metrics", file=sys.stderr)
     sys.stderr.flush()
     if ready is not None:
         ready()
     await stop.wait()
     await meter.stop()
     return 0
-
-
-def _join(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: float = 5.0) -> int:
@@ -321,4 +281,4 @@ def run(routes: list[Route], metrics_addr: tuple[str, int] | None, drain_s: floa
     return asyncio.run(serve(routes, metrics_addr, drain_s))
 
 
-__all__ = ["Meter", "Route", "forward_headers", "parse_listen", "parse_route", "run", "serve"]
+__all__ = ["Meter", "forward_headers", "run", "serve"]

@@ -56,7 +56,12 @@ def start_demo(spec: str | None = None, clock=None, latency_s: float = 0.0, pcie
 
 
 def nginx_conf_text(box: SimBox) -> str:
-    """An nginx.conf with the scenario's upstreams, pointing at the simulated servers' real ports."""
+    """An nginx.conf with the scenario's upstreams, as the README lays them out: each member is
+    the simulated meter's route in front of an instance (the instance's own port where no meter
+    fronts it)."""
+    from .meter import routes
+
+    fronted = {spec.name: listen for listen, _, spec in routes(box)}
     lines = ["# written by gpuwatch --demo: the scenario's nginx upstreams", "events {}", "http {"]
     for pool in box.scenario.pools:
         lines.append(f"    upstream {pool.name} {{")
@@ -64,8 +69,9 @@ def nginx_conf_text(box: SimBox) -> str:
             lines.append(f"        {pool.method};")
         for name, weight in pool.members:
             port = box.ports.get(name)
-            if port is not None:
-                lines.append(f"        server 127.0.0.1:{port}" + (f" weight={weight}" if weight != 1 else "") + ";")
+            address = fronted.get(name) or (f"127.0.0.1:{port}" if port is not None else None)
+            if address is not None:
+                lines.append(f"        server {address}" + (f" weight={weight}" if weight != 1 else "") + ";")
         lines += ["        keepalive 16;", "    }",
                   f"    server {{ listen 127.0.0.1:{pool.listen}; location / {{ proxy_pass http://{pool.name}; }} }}"]
     lines.append("}")

@@ -133,7 +133,7 @@ class StreamingOllama:
         if path == "/upload":
             return await self._upload(request)
         try:
-            body = json.loads(await request.read() or b"{}")
+            body = json.loads(b"".join([c async for c in request.content.iter_any()]) or b"{}")
         except ValueError:
             return web.json_response({"error": "invalid JSON"}, status=400)
         if not isinstance(body, dict):

@@ -330,6 +330,8 @@ class SimServers:
                                   name=f"sim-{spec.name}", daemon=True)
             th.start()
             self._threads.append(th)
+        from .meter import start_sim_meter  # issue 14: a meter in front of the Ollama instances
+        self.meter = start_sim_meter(box, _Hist)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.box.ports[name]}"
@@ -341,6 +343,8 @@ class SimServers:
                 for s in self.box.scenario.instances]
 
     def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
         for srv in self.servers.values():
             srv.shutdown()
             srv.server_close()

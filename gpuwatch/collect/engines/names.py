@@ -57,13 +57,31 @@ SGLANG = {
     "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
 }
 
-METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG}
+# Ollama has no /metrics in any release; builds with one behind OLLAMA_METRICS=1 come from
+# unmerged pull requests whose names differ: ollama/ollama#11159 (on #6537's OpenTelemetry
+# exporter) and #16998 both export ``ollama_eval_total`` and ``ollama_prompt_eval_total``
+# {model}, added when a request *finishes* (from its final eval_count / prompt_eval_count);
+# #16998 adds the gauge ``ollama_requests_queued``. Read when present; for the token rates a
+# gpuwatch meter in front of it is preferred (it counts tokens as they stream, see
+# METER_PREFERRED).
+OLLAMA = {
+    "requests_waiting": ("ollama_requests_queued",),
+    "generation_tokens": ("ollama_eval_total",),
+    "prompt_tokens": ("ollama_prompt_eval_total",),
+}
+
+METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG,
+                                                  "ollama": OLLAMA}
+
+# engines whose own token counters move only when a request ends: a gpuwatch meter's counts
+# (per streamed chunk) replace them for the live rates when a meter fronts the server
+METER_PREFERRED = ("ollama",)
 
 # label carrying the served model's name
 MODEL_LABEL = {"vllm": "model_name", "sglang": "model_name"}
 
 # a /metrics body containing a series with this prefix identifies the engine
-METRIC_PREFIX = {"vllm": "vllm:", "llamacpp": "llamacpp:", "sglang": "sglang:"}
+METRIC_PREFIX = {"vllm": "vllm:", "llamacpp": "llamacpp:", "sglang": "sglang:", "ollama": "ollama_"}
 
 # ---- processes ----------------------------------------------------------------------------
 DEFAULT_PORTS = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080, "sglang": 30000}

@@ -84,7 +84,7 @@ class PoolCard(Card):
     def refresh_from(self, pool: Pool, instances: dict[str, Instance]) -> None:
         self._last = (pool, instances)
         outer = self.size.width
-        if not outer and self.app.screen.has_class("-compact"):
+        if not outer and getattr(self.app, "compact", None):
             # before its first layout the card has no size; small terminals give it the full width
             outer = self.app.size.width - 2
         width = max(20, outer - 4) if outer > 0 else 40

@@ -1,0 +1,68 @@
+"""The demo's simulated meter: `gpuwatch --demo rtx4090x2` shows live Ollama tok/s, found the way
+a real meter is found (its process in the process table), and the rules work on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from gpuwatch.analysis.alerts import AlertEngine
+from gpuwatch.runtime import make_sampler
+from gpuwatch.sim.box import ManualClock
+
+
+def run(spec: str, seconds: float, step: float = 2.0):
+    clock = ManualClock()
+    sampler = make_sampler(demo=spec, clock=clock, discover=True)
+    engine = AlertEngine(clock=clock)
+    snaps = []
+    try:
+        for _ in range(int(seconds / step)):
+            snap = sampler.sample(wait_instances=True)
+            engine.update(snap)
+            snaps.append(snap)
+            clock.advance(step)
+        box = sampler.demo.box
+    finally:
+        sampler.close()
+    return box, engine, snaps
+
+
+def test_the_demo_ollama_shows_the_meters_tok_s_running_and_itl():
+    box, _, snaps = run("rtx4090x2:none", 20)
+    t_prev, t_last = snaps[-2], snaps[-1]
+    ollama = next(i for i in t_last.instances if i.kind == "ollama")
+    assert ollama.meter is not None and ollama.meter.startswith("http://127.0.0.1:")
+    assert ollama.meter_routes == ["127.0.0.1:11534"]
+    spec = box.instance("ollama")
+    # the box's own token integral over the last step: what simulated clients received
+    expected = (box.instance_state("ollama", box.t() - 2.0).generation_tokens_total
+                - box.instance_state("ollama", box.t() - 4.0).generation_tokens_total) / 2.0
+    assert ollama.generation_tokens_per_s == pytest.approx(expected, abs=1.0)
+    assert 0 < ollama.generation_tokens_per_s <= spec.peak_tokens_per_s
+    assert ollama.prompt_tokens_per_s > 0 and ollama.requests_running is not None
+    assert ollama.itl_p50_s is not None
+    # the idle llama-server has its own counters and no meter
+    assert all(i.meter is None for i in t_last.instances if i.kind != "ollama")
+    assert t_prev.instances and len([i for i in t_last.instances if i.kind == "ollama"]) == 1
+
+
+def test_throughput_drop_fires_on_the_metered_ollama_when_its_gpu_throttles():
+    _, engine, _ = run("rtx4090x2:none,hot=0", 110, step=2.0)
+    drops = [e for e in engine.history if e.kind == "throughput_drop" and e.state == "raised"]
+    assert [d.subject for d in drops] == ["ollama"]
+    assert "GPU 0 was in thermal slowdown" in drops[0].message
+
+
+def test_gpuwatch_snapshot_of_the_demo_has_ollama_tok_s():
+    r = run_cli("snapshot", "--json", "--demo", "rtx4090x2", "--interval", "0.5")
+    assert r.returncode == 0, r.stderr
+    (ollama,) = [i for i in json.loads(r.stdout)["instances"] if i["kind"] == "ollama"]
+    assert ollama["generation_tokens_per_s"] > 0 and ollama["meter"]
+
+
+def test_the_healthy_demo_with_its_meter_raises_nothing():
+    _, engine, _ = run("rtx4090x2:none", 240, step=4.0)
+    assert engine.history == [], [(e.kind, e.subject, e.message) for e in engine.history]
