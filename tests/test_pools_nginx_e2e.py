@@ -236,6 +236,7 @@ def test_live_tok_s_through_the_meter_matches_the_clients_and_shares_track_weigh
               f"tokens {m.token_share:.2f}, requests {m.request_share}")
         assert m.running_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.running_share)
         assert m.token_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.token_share)
+        assert m.request_share == pytest.approx(m.weight_share, abs=0.1), (m.instance, m.request_share)
 
 
 def test_the_pool_is_seen_through_nginx_and_the_meter_and_a_stopped_replica_is_named(stack):
