@@ -82,6 +82,20 @@ class NvLink:
 
 
 @dataclass
+class MigDevice:
+    """A MIG device (a GPU instance with its compute instance) of a GPU in MIG mode."""
+
+    index: int  # its slot on the parent GPU (nvmlDeviceGetMigDeviceHandleByIndex)
+    uuid: str | None = None
+    name: str | None = None  # "NVIDIA H100 80GB HBM3 MIG 3g.40gb"
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    pids: list[int] = field(default_factory=list)  # its processes (also in GPU.processes)
+
+
+@dataclass
 class GPU:
     index: int
     uuid: str | None = None
@@ -119,8 +133,15 @@ class GPU:
     processes: list[Process] = field(default_factory=list)
     # names of inference instances that use this GPU (filled by analysis)
     instances: list[str] = field(default_factory=list)
-    # fields that could not be read this tick, with the reason ("not supported", ...)
+    # field (or rule) -> why it is unavailable on this GPU, in a sentence an operator can act on
     errors: dict[str, str] = field(default_factory=dict)
+    # MIG: None where the GPU has no MIG (GeForce) or the driver does not say
+    mig_mode: bool | None = None
+    mig_devices: list[MigDevice] = field(default_factory=list)
+    # NVSwitch fabric (HGX): completed | in_progress | not_started | failed; None where not reported
+    fabric_state: str | None = None
+    # °C left before T.Limit (the GPU's nearest slowdown point), where the driver reports it
+    temperature_margin_c: float | None = None
 
     @property
     def memory_used_pct(self) -> float | None:
@@ -232,6 +253,9 @@ class Snapshot:
     scenario: str | None = None
     # replica groups: nginx upstreams whose servers are watched instances
     pools: list[Pool] = field(default_factory=list)
+    # "container" when gpuwatch runs in a PID namespace of its own: NVML's PIDs are the host's and
+    # are neither named nor tied to servers; "host" or None otherwise
+    pid_namespace: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -300,6 +324,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("GPU", "pcie"): Pcie,
     ("GPU", "nvlink"): NvLink,
     ("GPU", "processes"): Process,
+    ("GPU", "mig_devices"): MigDevice,
     ("Instance", "models"): ModelInfo,
     ("Instance", "bench"): BenchResult,
     ("Snapshot", "gpus"): GPU,

@@ -80,6 +80,7 @@ class Sampler:
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario, pools=pools,
         )
+        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)

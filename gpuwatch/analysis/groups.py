@@ -14,6 +14,8 @@ def assign_gpus(snapshot: Snapshot) -> Snapshot:
     """Fill ``instance.gpus`` (sorted indices), ``instance.gpu_memory_bytes`` ({"0": bytes}),
     ``parallelism``/``parallel_size``, and ``GPU.instances``. Idempotent; returns the snapshot."""
     owner: dict[int, list[tuple[int, int | None]]] = {}  # pid -> [(gpu index, used bytes)]
+    if snapshot.pid_namespace == "container":
+        return snapshot  # NVML's pids are the host's: a match here would tie the wrong process to a GPU
     for gpu in snapshot.gpus:
         for proc in gpu.processes:
             owner.setdefault(proc.pid, []).append((gpu.index, proc.used_memory_bytes))

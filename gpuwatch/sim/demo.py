@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .box import RealClock, SimBox
+from .host import write_host_tree
 from .nvml import FakeNvmlLibrary, install, uninstall
 from .procs import SimProcessTable
 from .scenarios import parse_scenario
@@ -24,19 +25,22 @@ class Demo:
     process_table: object
     servers: object = None
     wall_t0: float = field(default_factory=time.time)
-    nginx_conf: str | None = None  # the scenario's nginx configuration, written for this run
+    nginx_conf: str | None = None  # the scenario's nginx configuration (in host_root/etc/nginx)
+    host: object = None  # the simulated /proc and /sys (gpuwatch.collect.host.HostView)
+    host_root: str | None = None
 
     def wall(self) -> float:
         """Wall-clock time of the simulated box (moves with the box's clock in tests)."""
         return self.wall_t0 + self.box.t()
 
     def close(self) -> None:
-        if self.nginx_conf is not None:
-            shutil.rmtree(os.path.dirname(self.nginx_conf), ignore_errors=True)
-            self.nginx_conf = None
+        self.nginx_conf = None  # it lives in host_root
         if self.servers is not None:
             self.servers.close()
             self.servers = None
+        if self.host_root is not None:
+            shutil.rmtree(self.host_root, ignore_errors=True)
+            self.host_root = None
         uninstall()
 
 
@@ -48,9 +52,11 @@ def start_demo(spec: str | None = None, clock=None, latency_s: float = 0.0, pcie
     lib = install(FakeNvmlLibrary(box, latency_s=latency_s, pcie_sample_s=pcie_sample_s))
     table = SimProcessTable(box)
     handle = start_sim_servers(box) if servers else None
-    demo = Demo(spec=spec or scenario.name, box=box, lib=lib, process_table=table, servers=handle)
+    root = tempfile.mkdtemp(prefix="gpuwatch-demo-host-")
+    demo = Demo(spec=spec or scenario.name, box=box, lib=lib, process_table=table, servers=handle,
+                host=write_host_tree(lib, root), host_root=root)
     if scenario.pools and handle is not None:
-        demo.nginx_conf = write_nginx_conf(box, tempfile.mkdtemp(prefix="gpuwatch-demo-nginx-"))
+        demo.nginx_conf = write_nginx_conf(box, os.path.join(root, "etc", "nginx"))
     demo.wall_t0 = (time.time() if wall_t0 is None else wall_t0) - box.t()
     return demo
 
@@ -79,6 +85,7 @@ def nginx_conf_text(box: SimBox) -> str:
 
 
 def write_nginx_conf(box: SimBox, folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "nginx.conf")
     with open(path, "w") as fh:
         fh.write(nginx_conf_text(box))

@@ -128,21 +128,27 @@ def badges(g: GPU) -> Content:
 def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     """The body of a full GPU card (the title goes in the border)."""
     if g.lost:
-        return [
+        lines = [
             Content.styled("GPU LOST", "$error bold reverse"),
             Content.styled("fell off the bus (NVML: GPU is lost)", "$error"),
             Content.styled("check `dmesg | grep -i xid`; a reset or", "$text-muted"),
             Content.styled("reboot is needed to bring it back", "$text-muted"),
         ]
+        if g.pci_bus_id:
+            lines.insert(2, Content.assemble(("PCI ", "$text-muted"), g.pci_bus_id))
+        return lines
     inner = max(20, width)
     barw = max(6, inner - 24)
     util = g.utilization_gpu_pct
     uf = None if util is None else util / 100
     mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
     spark_w = max(0, inner - barw - 16)
+    util_line = Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
+                                 sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else "")
+    if util is None and g.mig_mode:  # say why the figure is missing
+        util_line = Content.assemble(("util ", "$text-muted"), ("n/a in MIG mode (no whole-GPU figure)", "$warning"))
     lines = [
-        Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
-                         sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else ""),
+        util_line,
         Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, memory_style(mem_frac)),
                          f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"),
     ]
@@ -168,13 +174,35 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
                                   (" ↑", "$text-muted"), fmt_rate(g.pcie.tx_bytes_per_s)))
     if g.nvlink is not None:
         nv = g.nvlink
-        lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
-                                      fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
-                                      fmt_rate(nv.tx_bytes_per_s)))
+        if fabric_down(g):
+            state = f" fabric {g.fabric_state.replace('_', ' ')}" if g.fabric_state not in (None, "completed") else ""
+            lines.append(Content.assemble(("NVLink ", "$text-muted"),
+                                          (f"{nv.links_active}/{nv.links_total} active{state}", "$error bold")))
+        else:
+            lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
+                                          fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
+                                          fmt_rate(nv.tx_bytes_per_s)))
     procs = len(g.processes)
-    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
+    garbled = " (+ garbled PIDs: driver bug)" if "processes" in g.errors else ""
+    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s") + garbled, "$text-muted"),
+                            (mig_text(g), "$warning"))
     lines.append(tail)
     return lines
+
+
+def mig_text(g: GPU) -> str:
+    """' · MIG 3g.40gb 18.0GiB/39.6GiB, 3g.40gb 0B/39.6GiB' for a GPU in MIG mode, else ''."""
+    if not g.mig_mode:
+        return ""
+    devs = ", ".join(f"{(d.name or f'MIG {d.index}').rsplit(' ', 1)[-1]} "
+                     f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}" for d in g.mig_devices)
+    return f" · MIG {devs or 'on, no device'}"
+
+
+def fabric_down(g: GPU) -> bool:
+    nv = g.nvlink
+    return g.fabric_state in ("not_started", "failed") or bool(
+        nv is not None and nv.links_total and nv.links_active < nv.links_total)
 
 
 def gpu_row_lines(g: GPU, width: int) -> list[Content]:
