@@ -270,6 +270,23 @@ def test_meter_routes_are_read_from_the_meters_command_line():
     assert meter_routes_in("nginx", ["nginx", "--route", "1=2"]) == {}
 
 
+class NoProcesses:
+    """A process table with nothing in it: discovery then finds only what it is told to probe
+    (whatever else runs on the test machine)."""
+
+    def listeners(self):
+        return []
+
+    def info(self, pid):
+        return None
+
+    def children(self, pid):
+        return []
+
+    def environ(self, pid):
+        return None
+
+
 def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
     """An Ollama on 11435 is neither a default port nor (as a stand-in) an `ollama` process:
     listed in an upstream (directly or behind a meter route), it is found and polled."""
@@ -287,7 +304,8 @@ def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
         pools[0].members[2].url = f"http://127.0.0.1:{route}"
         urls = probe_urls(pools, {f"http://127.0.0.1:{route}": behind.url})
         assert direct.url in urls and behind.url in urls
-        with InstanceCollector([], discover=True, probe_ports=(), discovery_interval_s=0) as c:
+        with InstanceCollector([], discover=True, probe_ports=(), discovery_interval_s=0,
+                               process_table=NoProcesses()) as c:
             assert c.collect() == []
             c.probe(urls)
             found = {i.url: i for i in c.collect()}
