@@ -53,9 +53,7 @@ def make_app(upstream: str, route: str):
         tally = Tally(metrics, route, start) if counted else None
         r = await client.send(req, stream=True)
         try:
-            out = [(k.encode(), v.encode()) for k, v in r.headers.raw_items() if k.lower() not in HOP_BY_HOP] \
-                if hasattr(r.headers, "raw_items") else \
-                [(k, v) for k, v in r.headers.raw if k.decode().lower() not in HOP_BY_HOP]
+            out = [(k, v) for k, v in r.headers.raw if k.decode().lower() not in HOP_BY_HOP]
             await send({"type": "http.response.start", "status": r.status_code, "headers": out})
             reader = BodyReader(body_format(r.headers.get("content-type")), tally) if tally else None
             async for chunk in r.aiter_raw():

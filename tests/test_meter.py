@@ -163,7 +163,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_request():
 
 
 def test_a_client_that_disconnects_before_the_first_token_cancels_too():
-    slow = StreamingOllama(rate_tok_s=0.2, tokens=5).start()  # first token at once, the next in 5 s
+    slow = StreamingOllama(rate_tok_s=0.05, tokens=3).start()  # first token at once, the next in 20 s
     try:
         with meter([slow.url]) as m:
             s = socket.create_connection(("127.0.0.1", m.listen_ports[0]))
@@ -172,6 +172,7 @@ def test_a_client_that_disconnects_before_the_first_token_cancels_too():
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             assert slow.wait_for(lambda st: st.active == 1, timeout=15)
             s.close()
+            # long before the next token (20 s away): the close itself cancels the upstream request
             assert slow.wait_for(lambda st: st.cancelled == 1, timeout=15)
     finally:
         slow.close()

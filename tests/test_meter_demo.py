@@ -66,3 +66,15 @@ def test_gpuwatch_snapshot_of_the_demo_has_ollama_tok_s():
 def test_the_healthy_demo_with_its_meter_raises_nothing():
     _, engine, _ = run("rtx4090x2:none", 240, step=4.0)
     assert engine.history == [], [(e.kind, e.subject, e.message) for e in engine.history]
+
+
+def test_the_demo_dashboard_shows_ollama_tok_s_instead_of_no_counters(tmp_path):
+    import html
+    import re
+    out = tmp_path / "shot.svg"
+    r = run_cli("snapshot", "--svg", str(out), "--demo", "rtx4090x2", "--size", "200x60", timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = html.unescape("".join(re.findall(r"<text[^>]*>(.*?)</text>", out.read_text()))).replace("\xa0", " ")
+    panel = text[text.index("Ollama 0.12.6"):]
+    assert "no token counters" not in text
+    assert re.search(r"gen \d+\.\d\s*tok/s", panel) and "TTFT p50/95" in panel and "ITL" in panel

@@ -67,8 +67,9 @@ def streaming():
 
 def test_the_ollama_instance_shows_the_tok_s_its_clients_receive(streaming):
     up, m, clients = streaming
+    # the meter's LISTEN port is probed as a default port would be: through it an Ollama answers
     collector = InstanceCollector([BackendConfig(url=up.url, name="ollama-a")], discover=True,
-                                  process_table=ProcessTable(), timeout_s=5.0, probe_ports=())
+                                  process_table=ProcessTable(), timeout_s=5.0, probe_ports=(m.listen_ports[0],))
     try:
         collector.collect()
         c0, t0 = clients.count(), time.monotonic()
@@ -166,3 +167,23 @@ def test_a_meter_in_front_of_ollama_wins_over_its_end_of_request_counters_but_no
     vllm = Reading(gauges={"requests_running": 7.0}, counters={"generation_tokens": 9000.0})
     attach(vllm, meter_reading, prefer_meter=False)
     assert vllm.counters["generation_tokens"] == 9000.0 and vllm.gauges["requests_running"] == 7.0
+
+
+@pytest.mark.parametrize("argv,url", [
+    (["/usr/bin/python3", "/home/u/.local/bin/gpuwatch", "meter", "--route", "11534=http://127.0.0.1:11434"],
+     "http://127.0.0.1:9836"),
+    (["python3", "-m", "gpuwatch", "meter", "--route", "a=b", "--metrics", "0.0.0.0:9900"], "http://127.0.0.1:9900"),
+    (["gpuwatch", "meter", "--metrics=[::1]:9901"], "http://[::1]:9901"),
+    (["gpuwatch", "meter", "--metrics", "none"], None),
+])
+def test_a_meter_is_recognised_by_its_command_line(argv, url):
+    from gpuwatch.collect.meters import is_meter_process, metrics_url
+    assert is_meter_process("python3", argv)
+    assert metrics_url(argv) == url
+
+
+@pytest.mark.parametrize("argv", [["gpuwatch", "serve"], ["ollama", "serve"], ["python3", "meter.py"],
+                                  ["python3", "-m", "gpuwatch", "snapshot", "meter"]])
+def test_other_processes_are_not_meters(argv):
+    from gpuwatch.collect.meters import is_meter_process
+    assert not is_meter_process(argv[0], argv)

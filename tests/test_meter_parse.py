@@ -152,3 +152,14 @@ def test_model_labels_from_the_wire_are_bounded():
     values = {s.labels["model"] for s in m.requests.collect()[0].samples}
     assert len(values) <= 65 and "other" in values
     assert all(len(v) <= 128 and "\x1b" not in v for v in values)
+
+
+def test_a_usage_repeated_in_every_chunk_counts_once_with_its_last_value():
+    # vLLM with stream_options.continuous_usage_stats: a growing usage in every chunk
+    out = b""
+    for i in range(1, 6):
+        d = {"model": "q", "choices": [{"index": 0, "delta": {"content": f"t{i}"}}],
+             "usage": {"prompt_tokens": 9, "completion_tokens": i}}
+        out += b"data: " + json.dumps(d).encode() + b"\n\n"
+    ev = read(SSE, out + b"data: [DONE]\n\n")
+    assert ev.count == 5 and [r[:2] for r in ev.reports] == [(9, 5)]

@@ -62,7 +62,8 @@ class MeterReading:
 
 class MeterWatch:
     """The meters of this box. ``discover()`` from the collector's process scan; ``poll()`` on
-    the collector's event loop; ``by_upstream`` keyed by the collector's ``url_key``."""
+    the collector's event loop gives their readings keyed by the upstream's ``url_key``. A meter
+    that does not answer contributes nothing that poll (its servers show no meter figures)."""
 
     def __init__(self, urls, key, normalize) -> None:
         """``key``: the collector's server identity of a URL (``instances.url_key``);
@@ -72,7 +73,6 @@ class MeterWatch:
         self.discovered: list[str] = []
         self._client: httpx.AsyncClient | None = None
         self._series: dict[str, dict] = {}
-        self.errors: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.configured or self.discovered)
@@ -100,10 +100,7 @@ class MeterWatch:
         out: dict[tuple, MeterReading] = {}
         for url, routes in zip(urls, got):
             if isinstance(routes, BaseException):
-                self.errors[url] = (routes.message if isinstance(routes, FetchError)
-                                    else f"no answer within {timeout_s:g} s")
                 continue
-            self.errors.pop(url, None)
             for upstream, listen, reading in routes:
                 try:
                     key = self._key(upstream)
@@ -198,10 +195,9 @@ def attach(reading: Reading, m: Reading, prefer_meter: bool = False) -> None:
 
 def attach_meters(targets, results, metered: dict[tuple, MeterReading], all_targets: dict, key) -> None:
     """Give each polled server the figures of the meter routes that forward to it (or that it
-    was reached through: a server configured at a meter's LISTEN address; ``key``: the
-    collector's ``url_key``). A server found only
+    was reached through: a server configured at a meter's LISTEN address). A server found only
     by discovery at a meter's LISTEN address while its upstream is watched too is the same
-    server twice: it is dropped."""
+    server twice: it is dropped. ``key``: the collector's ``url_key``."""
     if not metered:
         return
     fronts: dict[tuple, tuple[tuple, MeterReading]] = {}

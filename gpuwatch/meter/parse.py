@@ -60,7 +60,7 @@ def sniff_model(head: bytes) -> str | None:
 class BodyReader:
     """Feeds one response body to a :class:`Sink`. ``fmt``: NDJSON, SSE, JSON or OTHER."""
 
-    __slots__ = ("fmt", "sink", "max_line", "_buf", "_over", "_head", "_tail", "_model_seen", "_final")
+    __slots__ = ("fmt", "sink", "max_line", "_buf", "_over", "_head", "_tail", "_model_seen", "_counts")
 
     def __init__(self, fmt: str, sink: Sink, max_line: int = MAX_LINE) -> None:
         self.fmt = fmt
@@ -71,7 +71,7 @@ class BodyReader:
         self._head = b""
         self._tail = b""
         self._model_seen = False
-        self._final = False
+        self._counts: tuple | None = None  # the last counts the server reported
 
     def feed(self, data: bytes) -> None:
         if self.fmt == OTHER:
@@ -100,13 +100,18 @@ class BodyReader:
             self._extend(data[start:] if start else data)
 
     def close(self) -> None:
-        """The body ended: what is left is the last line (or the whole JSON document)."""
+        """The body ended (or was cut): what is left is the last line (or the whole JSON
+        document); then the server's last reported counts go to the sink, once. The last, as
+        vLLM's ``continuous_usage_stats`` repeats a growing ``usage`` in every chunk."""
         if self._over:
             self._oversize()
         elif self._buf:
             line = bytes(self._buf)
             self._buf.clear()
             self._line(line)
+        if self._counts is not None:
+            counts, self._counts = self._counts, None
+            self.sink.reported(*counts)
 
     # ---- internals ------------------------------------------------------------------------
     def _extend(self, part: bytes) -> None:
@@ -191,8 +196,6 @@ class BodyReader:
             self._report(d)
 
     def _report(self, d: dict) -> None:
-        if self._final:
-            return
         prompt = _int(d.get("prompt_eval_count"))
         completion = _int(d.get("eval_count"))
         if prompt is None:
@@ -201,13 +204,12 @@ class BodyReader:
             completion = _int(d.get(names.USAGE_COMPLETION))
         if prompt is None and completion is None:
             return
-        self._final = True
         durations = {}
         for key in names.OLLAMA_DURATIONS_NS:
             v = _int(d.get(key))
             if v is not None:
                 durations[key] = v / 1e9
-        self.sink.reported(prompt, completion, durations)
+        self._counts = (prompt, completion, durations)
 
 
 def _int(v) -> int | None:
