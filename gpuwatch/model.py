@@ -181,9 +181,9 @@ class BenchResult:
 @dataclass
 class Instance:
     name: str
-    kind: str  # ollama | vllm | llamacpp | sglang | unknown
+    kind: str  # ollama | vllm | llamacpp | sglang | tgi | tabbyapi | lmstudio | llamaswap | unknown
     url: str
-    status: str = "down"  # up | down | error
+    status: str = "down"  # up | down | error | loading | sleeping
     error: str | None = None
     error_since: str | None = None
     version: str | None = None
@@ -219,6 +219,27 @@ class Instance:
     # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
     # what clients and nginx upstreams point at when they reach it through a meter
     meter_routes: list[str] = field(default_factory=list)
+    # since when ``status`` has had its current value (ISO time)
+    status_since: str | None = None
+    # why it is loading / sleeping ("sleep level 1: weights offloaded to CPU memory")
+    status_detail: str | None = None
+    # Docker container it runs in (discovered through the Docker Engine API), and the GPUs the
+    # container was given (DeviceRequests / NVIDIA_VISIBLE_DEVICES: indices or UUIDs, or "all")
+    container: str | None = None
+    container_gpus: list[str] = field(default_factory=list)
+    # energy: the power of the instance's own GPUs (a GPU shared with other instances counted
+    # by this instance's share of the memory used on it: ``power_shared``), joules per generated
+    # token and generated tokens per second per kW of that power
+    power_w: float | None = None
+    power_shared: bool = False
+    joules_per_token: float | None = None
+    tokens_per_s_per_kw: float | None = None
+    # vLLM / SGLang --enable-mfu-metrics: model FLOP/s and memory read bytes/s per GPU, and as % of the
+    # GPU model's peak (analysis/peaks.py)
+    flops_per_gpu_per_s: float | None = None
+    read_bytes_per_gpu_per_s: float | None = None
+    mfu_pct: float | None = None
+    mem_bw_util_pct: float | None = None
 
 
 @dataclass
@@ -256,6 +277,8 @@ class Snapshot:
     # "container" when gpuwatch runs in a PID namespace of its own: NVML's PIDs are the host's and
     # are neither named nor tied to servers; "host" or None otherwise
     pid_namespace: str | None = None
+    # one line each for what server discovery could not look at (no Docker socket, no permission)
+    discovery_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .analysis.alert_config import AlertConfig
 from .analysis.alerts import AlertEngine, evaluate_once
+from .analysis.efficiency import instance_efficiency
 from .analysis.groups import assign_gpus
 from .analysis.history import History
 from .collect.nvml import NvmlCollector
@@ -31,7 +32,7 @@ def iso(ts: float) -> str:
 
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
-    return [assign_gpus]
+    return [assign_gpus, instance_efficiency]
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Sampler:
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario, pools=pools,
+            discovery_notes=list(getattr(self.instances, "notes", ())),
         )
         snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:

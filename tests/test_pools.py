@@ -274,6 +274,15 @@ class NoProcesses:
     """A process table with nothing in it: discovery then finds only what it is told to probe
     (whatever else runs on the test machine)."""
 
+    probe_default_ports = False
+    discovered_source = "discovered"
+
+    def server_name(self, pid):
+        return None
+
+    def processes(self):
+        return []
+
     def listeners(self):
         return []
 

@@ -279,6 +279,11 @@ def _ecc(s: Snapshot) -> Check | None:
 
 
 def _instances(s: Snapshot) -> list[Check]:
+    out = [Check("discovery", PASS, note) for note in s.discovery_notes]
+    return out + _instance_checks(s)
+
+
+def _instance_checks(s: Snapshot) -> list[Check]:
     if not s.instances:
         return [Check("instances", WARN, "no inference server found",
                       ["configure [[backends]] or check that Ollama/vLLM/llama.cpp/SGLang are listening"])]
@@ -288,6 +293,11 @@ def _instances(s: Snapshot) -> list[Check]:
         model = inst.models[0].name if inst.models else "no model loaded"
         gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
         par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
+        if inst.status in ("loading", "sleeping"):  # not a fault (vLLM sleep mode, weights loading)
+            detail = f": {inst.status_detail}" if inst.status_detail else ""
+            out.append(Check(name, WARN if inst.status == "loading" else PASS,
+                             f"{inst.kind} at {inst.url} is {inst.status} since {inst.status_since or '?'}{detail}"))
+            continue
         if inst.status != "up":
             out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
             continue

@@ -76,6 +76,13 @@ def render_text(snap: Snapshot) -> str:
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
                 lines.append(f"{'':<18} error: {inst.error}")
+            if inst.status in ("loading", "sleeping"):
+                lines.append(f"{'':<18} {inst.status} since {inst.status_since or '?'}"
+                             + (f": {inst.status_detail}" if inst.status_detail else ""))
+            if inst.joules_per_token is not None:
+                lines.append(f"{'':<18} energy: {inst.joules_per_token:.2f} J/token, "
+                             f"{inst.tokens_per_s_per_kw or 0:.0f} tok/s per kW of {inst.power_w or 0:.0f} W"
+                             + (" (shared GPUs split by memory share)" if inst.power_shared else ""))
     for pool in snap.pools:
         lines.append("")
         lines.append(f"Pool {pool.name} ({pool.method}, {pool.source}): member, weight share, share of requests / "

@@ -251,7 +251,13 @@ def gpu_line(g: GPU, width: int) -> Content:
 
 def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     lines: list[Content] = []
-    if inst.status != "up":
+    if inst.status in ("loading", "sleeping"):
+        # not a fault: weights loading, or vLLM sleep mode
+        lines.append(Content.assemble((f" {inst.status.upper()} ", "$warning bold reverse"), " ",
+                                      (inst.status_detail or "", "$warning")))
+        if inst.status_since:
+            lines.append(Content.styled(f"since {inst.status_since}", "$text-muted"))
+    elif inst.status != "up":
         lines.append(Content.assemble((f" {inst.status.upper()} ", "$error bold reverse"), " ",
                                       (inst.error or "no answer", "$error")))
         if inst.error_since:
@@ -301,6 +307,9 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
         itl95 = "" if inst.itl_p95_s is None else f"/{inst.itl_p95_s * 1000:.0f}"
         lines.append(Content.assemble(("TTFT p50/95 ", "$text-muted"), ttft + ttft95,
                                       ("  ITL ", "$text-muted"), itl + itl95))
+    energy = energy_line(inst)
+    if energy is not None:
+        lines.append(energy)
     if inst.bench is not None:
         b = inst.bench
         if b.error:
@@ -321,6 +330,22 @@ def ollama_settings_line(inst: Instance) -> Content | None:
     for key, short in _OLLAMA_SHORT:
         if key in inst.settings:
             parts += [(f"{short} " if not parts else f"  {short} ", "$text-muted"), inst.settings[key]]
+    return Content.assemble(*parts) if parts else None
+
+
+def energy_line(inst: Instance) -> Content | None:
+    """Energy per token from the power of the instance's own GPUs; MFU / memory bandwidth when
+    vLLM reports its estimated FLOPs and bytes."""
+    parts: list = []
+    if inst.power_w is not None and inst.generation_tokens_per_s:
+        jpt = NA if inst.joules_per_token is None else f"{inst.joules_per_token:.2f}"
+        parts += [("energy ", "$text-muted"), (jpt, "bold"), (" J/tok ", "$text-muted"),
+                  f"{inst.tokens_per_s_per_kw or 0:.0f}", (" tok/s/kW", "$text-muted"),
+                  (f"  {inst.power_w:.0f} W" + (" (shared GPUs split by memory)" if inst.power_shared else ""),
+                   "$text-muted")]
+    if inst.mfu_pct is not None or inst.mem_bw_util_pct is not None:
+        parts += [("  MFU " if parts else "MFU ", "$text-muted"), fmt_pct(inst.mfu_pct),
+                  ("  mem BW ", "$text-muted"), fmt_pct(inst.mem_bw_util_pct)]
     return Content.assemble(*parts) if parts else None
 
 
