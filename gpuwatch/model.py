@@ -209,16 +209,6 @@ class Instance:
     slots_total: int | None = None
     bench: BenchResult | None = None
     source: str = "configured"  # configured | discovered | simulated | prometheus
-    # serving settings read from the server process's environment where it is readable
-    # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
-    settings: dict[str, str] = field(default_factory=dict)
-    # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
-    requests_per_s: float | None = None
-    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
-    meter: str | None = None
-    # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
-    # what clients and nginx upstreams point at when they reach it through a meter
-    meter_routes: list[str] = field(default_factory=list)
     # since when ``status`` has had its current value (ISO time)
     status_since: str | None = None
     # why it is loading / sleeping ("sleep level 1: weights offloaded to CPU memory")
@@ -240,6 +230,16 @@ class Instance:
     read_bytes_per_gpu_per_s: float | None = None
     mfu_pct: float | None = None
     mem_bw_util_pct: float | None = None
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    meter: str | None = None
+    # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
+    # what clients and nginx upstreams point at when they reach it through a meter
+    meter_routes: list[str] = field(default_factory=list)
+    # serving settings read from the server process's environment where it is readable
+    # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
+    settings: dict[str, str] = field(default_factory=dict)
+    # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
+    requests_per_s: float | None = None
 
 
 @dataclass

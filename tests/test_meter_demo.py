@@ -78,3 +78,16 @@ def test_the_demo_dashboard_shows_ollama_tok_s_instead_of_no_counters(tmp_path):
     panel = text[text.index("Ollama 0.12.6"):]
     assert "no token counters" not in text
     assert re.search(r"gen \d+\.\d\s*tok/s", panel) and "TTFT p50/95" in panel and "ITL" in panel
+
+
+def test_doctor_names_the_meter_or_suggests_one_for_ollama():
+    from gpuwatch.analysis.doctor import run_doctor
+    from gpuwatch.model import Instance, Snapshot
+    metered = Instance(name="ollama-a", kind="ollama", url="http://127.0.0.1:11434", status="up",
+                       generation_tokens_per_s=42.0, meter="http://127.0.0.1:9836", meter_routes=["127.0.0.1:11534"])
+    bare = Instance(name="ollama-b", kind="ollama", url="http://127.0.0.1:11435", status="up")
+    r = run_doctor([Snapshot(time="2026-12-02T08:00:00Z", host="h", instances=[metered, bare])], alerts=[])
+    checks = {c.name: c for c in r.checks}
+    assert "42 tok/s (through gpuwatch meter 127.0.0.1:11534)" in checks["instance ollama-a"].detail
+    assert checks["instance ollama-a"].notes == []
+    assert any("gpuwatch meter" in n for n in checks["instance ollama-b"].notes)

@@ -303,6 +303,10 @@ def _instance_checks(s: Snapshot) -> list[Check]:
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
         notes = [" ".join(f"{k}={v}" for k, v in inst.settings.items())] if inst.settings else []
+        if inst.meter_routes:  # issue 14: figures from a gpuwatch meter in front of it
+            tps += f" (through gpuwatch meter {', '.join(inst.meter_routes)})"
+        elif inst.kind == "ollama" and inst.generation_tokens_per_s is None:
+            notes.append("no token counters: run `gpuwatch meter` in front of it for live tok/s (docs/METER.md)")
         status = PASS
         order = device_order_problem(s, inst)
         if order:

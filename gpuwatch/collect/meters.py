@@ -180,7 +180,7 @@ def _sum(a: Reading, b: Reading) -> Reading:
 def attach(reading: Reading, m: Reading, prefer_meter: bool = False) -> None:
     """Fill in what the engine did not report from the meter: the engine's own figures win
     (vLLM behind a meter keeps its counters), except token counters that move only when a
-    request ends (``prefer_meter``: an Ollama built with OLLAMA_METRICS)."""
+    request ends (``prefer_meter``: ``names.METER_PREFERRED``)."""
     for k, v in m.gauges.items():
         if reading.gauges.get(k) is None:
             reading.gauges[k] = v

@@ -144,19 +144,6 @@ TGI = {
 # keep-alive while its real expiry is still unset). Its ``loading`` flag is not exported, so an
 # Ollama instance never reads "loading" in gpuwatch.
 
-# Ollama has no /metrics in any release; builds with one behind OLLAMA_METRICS=1 come from
-# unmerged pull requests whose names differ: ollama/ollama#11159 (on #6537's OpenTelemetry
-# exporter) and #16998 both export ``ollama_eval_total`` and ``ollama_prompt_eval_total``
-# {model}, added when a request *finishes* (from its final eval_count / prompt_eval_count);
-# #16998 adds the gauge ``ollama_requests_queued``. Read when present; for the token rates a
-# gpuwatch meter in front of it is preferred (it counts tokens as they stream, see
-# METER_PREFERRED).
-OLLAMA = {
-    "requests_waiting": ("ollama_requests_queued",),
-    "generation_tokens": ("ollama_eval_total",),
-    "prompt_tokens": ("ollama_prompt_eval_total",),
-}
-
 # llama-swap (mostlygeek/llama-swap internal/perf/prometheus.go): /metrics serves only host and
 # GPU figures (``llamaswap_cpu_util_percent``, ``llamaswap_gpu_power_draw_watts``...), 503 when
 # its performance monitor is off. Tokens are counted by the llama-servers behind it, listed by
@@ -165,16 +152,29 @@ OLLAMA = {
 # (the upstream's base URL), "ttl", "name", "description"}]}.
 LLAMASWAP_STARTING = "starting"
 
+# Builds with a /metrics behind OLLAMA_METRICS=1 come only from unmerged pull requests whose
+# names differ: ollama/ollama#11159 (on #6537's OpenTelemetry exporter) and #16998 both export
+# ``ollama_eval_total`` and ``ollama_prompt_eval_total`` {model}, added when a request
+# *finishes* (from its final eval_count / prompt_eval_count); #16998 adds the gauge
+# ``ollama_requests_queued``. Read when present (issue 14); for the token rates a gpuwatch
+# meter in front of the server wins (it counts tokens as they stream, see METER_PREFERRED).
+OLLAMA = {
+    "requests_waiting": ("ollama_requests_queued",),
+    "generation_tokens": ("ollama_eval_total",),  # per finished request
+    "prompt_tokens": ("ollama_prompt_eval_total",),  # per finished request
+}
+
 METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG, "tgi": TGI,
                                                   "ollama": OLLAMA}
 
 # engines whose generated-token counter moves only when a request finishes (see above): their
 # live rate comes from a per-iteration counter or a rate gauge when the server has one
-COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp")
+COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp", "ollama")
 
-# engines whose own token counters move only when a request ends: a gpuwatch meter's counts
-# (per streamed chunk) replace them for the live rates when a meter fronts the server
-METER_PREFERRED = ("ollama",)
+# engines whose token counters a gpuwatch meter's (per streamed chunk) replace when a meter fronts
+# the server: those counting at the end of a request (their per-iteration counter or rate gauge,
+# when they have one, still comes first); the others keep their own counters
+METER_PREFERRED = COUNTS_AT_REQUEST_END
 
 # label carrying the served model's name
 MODEL_LABEL = {"vllm": "model_name", "sglang": "model_name"}
