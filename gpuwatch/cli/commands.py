@@ -18,6 +18,7 @@ def settings_from(args) -> Settings:
         discover=not getattr(args, "no_discover", False),
         demo=getattr(args, "demo", None),
         prometheus_url=getattr(args, "prometheus", None),
+        nginx_conf=getattr(args, "nginx_conf", None),
     )
 
 

@@ -15,7 +15,7 @@ from ..meter.routes import parse_route
 DEFAULT_LISTEN = "127.0.0.1:9835"
 # the spellings of --demo (tests/test_nvml_drivers.py checks it names every scenario, fault and
 # driver of gpuwatch.sim, which the command line does not import)
-SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h200x8, rtx4090x2 or h100xN (N GPUs). "
+SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h200x8, rtx4090x2, ollama3x or h100xN (N GPUs). "
                  "Faults and a driver generation as SCENARIO:FAULT[=GPU],...,driver=BRANCH, e.g. h100x8:hot,lost or "
                  "h100x8:driver=r535-early,lost-at-start (faults: hot idle pcie lost power unsupported olddriver "
                  "offload ecc lost-at-start mig fabric nothresholds container; 'none' clears the defaults; drivers: "
@@ -145,6 +145,8 @@ def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     p.add_argument("--backend", action="append", type=_url, metavar="URL",
                    help="an inference server to watch (repeatable), e.g. http://127.0.0.1:8000", **d)
     p.add_argument("--no-discover", action="store_true", help="do not look for local inference servers", **d)
+    p.add_argument("--nginx-conf", metavar="PATH", help="nginx config whose upstreams of watched servers are "
+                   "replica pools (default /etc/nginx/nginx.conf)", **d)
     p.add_argument("--config", metavar="PATH", help="config file (default ~/.config/gpuwatch/config.toml)", **d)
     p.add_argument("--interval", type=_interval, metavar="S", help="seconds between samples", **d)
 

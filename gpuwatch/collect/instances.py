@@ -137,6 +137,15 @@ def expected_port(kind: str, argv: list[str], env: dict[str, str] | None) -> int
     return names.DEFAULT_PORTS[kind]
 
 
+def serving_settings(kind: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The variables of ``names.SERVING_ENV`` set in a server's environment (empty when the
+    environment is not readable: another user's process)."""
+    if not env:
+        return {}
+    return {k: "".join(ch if ch.isprintable() else "?" for ch in env[k][:200])
+            for k in names.SERVING_ENV.get(kind or "", names.CUDA_ENV) if k in env}
+
+
 # ---- per-server state ------------------------------------------------------------------------
 
 @dataclass
@@ -162,6 +171,7 @@ class _Target:
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
     container: str | None = None
     container_gpus: list[str] = field(default_factory=list)
     upstream_of: str | None = None  # the llama-swap instance that started this server
@@ -238,6 +248,7 @@ class InstanceCollector:
         self._benches: dict[str, BenchResult] = {}
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
+        self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
         # issue 14: `[[meters]]` arrive as backends of kind "meter"; the rest are servers
         self.meters = MeterWatch([b.url for b in backends if getattr(b, "kind", None) == "meter"], url_key,
                                  normalize_url)
@@ -298,6 +309,12 @@ class InstanceCollector:
             else:
                 self._benches[key] = result  # for an instance not seen yet
 
+    def probe(self, urls) -> None:
+        """Loopback servers to look for at the next discovery scans, as the default ports are
+        (shown once they answer as a known engine): the members of an nginx upstream."""
+        with self._lock:
+            self._probe_urls = {normalize_url(u) for u in urls}
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -353,12 +370,13 @@ class InstanceCollector:
             self._discover_processes(listeners, now)
             self._discover_loading(listeners, now)
             self._discover_containers(now)
-            for port in self.probe_ports:
-                key = ("127.0.0.1", port, "")
-                if key not in self._targets:
-                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
-                                                 kind=None, source="discovered", tentative=True, last_seen=now,
-                                                 discovered=True)
+            probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
+            for url in probes:
+                key = url_key(url)
+                if key[0] == "127.0.0.1" and key not in self._targets:
+                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{key[1]}{key[2]}",
+                                                 name=f"127.0.0.1:{key[1]}", kind=None, source="discovered",
+                                                 tentative=True, last_seen=now, discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
             if t.key[0] != "127.0.0.1" or t.container is not None:
@@ -374,6 +392,7 @@ class InstanceCollector:
                 engine = ENGINES.get(kind) if kind else None
                 if engine is not None:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+                t.settings = serving_settings(kind, self.table.environ(pid))
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
             if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
@@ -597,7 +616,8 @@ class InstanceCollector:
             t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
-                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus))
+                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus),
+                        settings=dict(t.settings))
         if res.error is not None and res.error.status == "down" and "refused" in res.error.message:
             starting = self._starting_server(t)
             if starting is not None:
@@ -652,6 +672,7 @@ class InstanceCollector:
         inst.read_bytes_per_gpu_per_s = _rate(c.get("read_bytes_per_gpu"), pc.get("read_bytes_per_gpu"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
+        inst.requests_per_s = _rate(c.get("requests"), pc.get("requests"), dt)
         hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
         queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
         if hits is not None and queries:

@@ -142,7 +142,7 @@ def routes_of(scrape: PromScrape) -> list[tuple[str, str, Reading]]:
             return sum(vals) if vals else None
 
         r.gauges["requests_running"] = total(meter_names.REQUESTS_RUNNING)
-        for key in ("generation_tokens", "prompt_tokens"):
+        for key in ("generation_tokens", "prompt_tokens", "requests"):
             v = total(meter_names.READ[key])
             r.counters[key] = 0.0 if v is None else v  # no request yet: zero, so the first one has a rate
         for key in ("ttft", "itl"):

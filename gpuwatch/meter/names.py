@@ -44,6 +44,7 @@ READ = {
     "requests_running": REQUESTS_RUNNING,
     "generation_tokens": GENERATION_TOKENS,
     "prompt_tokens": PROMPT_TOKENS,
+    "requests": REQUESTS,  # finished requests, any status: the request shares of nginx pools
     "ttft": TTFT,
     "itl": ITL,
 }

@@ -8,10 +8,11 @@ gpuwatch finds a real one.
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from ..meter import names
 from .box import SimBox
+from .quiet import QuietHTTPServer
 
 PORT_KEY = "gpuwatch-meter"  # the simulated meter's metrics port, in ``box.ports``
 PID = 29000
@@ -60,10 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _SimMeter(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _SimMeter(QuietHTTPServer):
     def __init__(self, box: SimBox, histogram) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.box = box

@@ -34,7 +34,7 @@ class SimProcessTable:
     def _add_instance(self, spec: InstanceSpec) -> None:
         box = self.box
         server = box.server_pid(spec)
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus), "PATH": "/usr/bin:/bin"}
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus), "PATH": "/usr/bin:/bin", **dict(spec.env)}
         self._procs[server] = ProcInfo(pid=server, name=spec.process_name, cmdline=list(spec.cmdline), user=spec.user,
                                        cpu_pct=35.0, rss_bytes=2 * 1024**3, ppid=1, environ=env)
         kids: list[int] = []
