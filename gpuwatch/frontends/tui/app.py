@@ -35,6 +35,7 @@ from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
 from .render import gpu_card_lines, no_instances_text, short_gpu_name
 from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
+from .pools import paint_pools
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, PlotextChart, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -194,8 +195,8 @@ class GpuWatchApp(App):
         return len(self.snapshot.gpus) if self.snapshot else 0
 
     def _instance_rows(self) -> int:
-        """Rows the instance cards take (border included)."""
-        return sum(len(c._lines) + 2 for c in self._inst_box.query(InstanceCard))
+        """Rows the instance (and pool) cards take (border included)."""
+        return sum(len(c._lines) + 2 for c in self._inst_box.query(Card))
 
     def _update_layout(self) -> None:
         if not hasattr(self, "_main_screen"):  # a resize before the first mount
@@ -329,6 +330,7 @@ class GpuWatchApp(App):
             self._show_notice(None)
         self._paint_gpus(snap)
         self._paint_instances(snap)
+        paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))  # issue 14
         self._paint_charts()
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
