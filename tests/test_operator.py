@@ -322,3 +322,17 @@ async def test_the_top_line_keeps_the_refresh_rate_at_every_size():
             await pilot.pause(0.3)
             top = visible_text(app).splitlines()[0]
             assert "every 1s" in top and "…" not in top, (size, top)
+
+
+def test_a_long_word_in_an_alert_is_broken_without_a_space_inside_it():
+    from gpuwatch.frontends.tui.render import alert_lines
+    from gpuwatch.model import Alert
+
+    path = "/tmp/gpuwatch-demo-host-vcw0nkal/etc/nginx/nginx.conf:4"
+    a = Alert(kind="pool_member_down", severity="warning", subject="pool llm_backends",
+              message=f"runs on 2 of 3 replicas: restart it, or mark it `down` in {path}")
+    for width in (40, 60, 78, 118):
+        lines = [line.plain for line in alert_lines(a, width)]
+        assert all(len(line) <= width for line in lines), (width, lines)
+        joined = "".join(line.strip() for line in lines)
+        assert path in joined or path in " ".join(line.strip() for line in lines), (width, lines)

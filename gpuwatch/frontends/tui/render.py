@@ -424,12 +424,13 @@ def alert_lines(a: Alert, width: int) -> list[Content]:
     # under the message; under the subject when the subject is long (a model name), so the
     # text keeps most of the width
     indent = head.cell_length if head.cell_length <= max(16, width // 4) else badge
-    first = max(8, width - head.cell_length)
     rest = max(8, width - indent)
-    chunks = textwrap.wrap(message, first, break_long_words=True, break_on_hyphens=False) or [""]
-    if len(chunks) > 1:  # the continuation lines are wider when the indent is smaller
-        tail = " ".join(chunks[1:])
-        chunks = chunks[:1] + textwrap.wrap(tail, rest, break_long_words=True, break_on_hyphens=False)
+    # one pass: the first line is shorter by what the head takes beyond the indent (a second pass
+    # over re-joined pieces would put a space inside a word that had to be broken)
+    lead = " " * max(0, min(head.cell_length - indent, rest - 8))
+    chunks = textwrap.wrap(message, rest, initial_indent=lead, break_long_words=True,
+                           break_on_hyphens=False) or [lead]
+    chunks[0] = chunks[0][len(lead):]
     return [Content.assemble(head, chunks[0])] + [Content.assemble(" " * indent, c) for c in chunks[1:]]
 
 
