@@ -47,11 +47,13 @@ class Sampler:
     analyzers: list = field(default_factory=default_analyzers)
     on_close: list = field(default_factory=list)
     instance_wait_s: float = 5.0  # the longest a waiting sample() waits for the servers
+    pools: object | None = None  # anything with collect() -> list[Pool] (collect/nginx.py)
 
     def __post_init__(self) -> None:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
         self._pending: cf.Future | None = None
         self._last_instances: list[Instance] = []
+        self._instances_done = False  # has one look for inference servers finished?
 
     def _instances(self, wait: bool) -> list[Instance]:
         if self.instances is None:
@@ -66,6 +68,7 @@ class Sampler:
             except Exception:  # a collector bug must not stop the GPU picture
                 pass
             self._pending = None
+            self._instances_done = True
             if not wait:  # start the next poll now, so it overlaps the interval
                 self._pending = self._pool.submit(self.instances.collect)
         return self._last_instances
@@ -73,12 +76,15 @@ class Sampler:
     def sample(self, wait_instances: bool = False) -> Snapshot:
         start = time.perf_counter()
         reading = self.nvml.collect()
+        pools = self._pools()  # first: it tells the instance collector where nginx's servers are
         instances = self._instances(wait_instances)
         snap = Snapshot(
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario, discovery_notes=list(getattr(self.instances, "notes", ())),
+            scenario=self.scenario, pools=pools,
+            discovery_notes=list(getattr(self.instances, "notes", ())),
+            instances_pending=self.instances is not None and not self._instances_done,
         )
         snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         clean_snapshot(snap)  # NVML strings, process names, server answers: checked as they enter
@@ -86,6 +92,15 @@ class Sampler:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
         return snap
+
+    def _pools(self) -> list:
+        try:
+            pools = self.pools.collect() if self.pools is not None else []
+            if pools and hasattr(self.instances, "probe"):  # look for the servers nginx names
+                self.instances.probe(self.pools.server_urls(pools))
+            return pools
+        except Exception:  # a config that trips the parser must not stop the GPU picture
+            return []
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -91,6 +91,68 @@ def parse_vector(data: dict) -> QueryResult:
     return out
 
 
+@dataclass
+class Target:
+    """One scrape target as Prometheus sees it (``/api/v1/targets``; fields as documented at
+    https://prometheus.io/docs/prometheus/latest/querying/api/#targets: ``health`` is
+    ``up``/``down``/``unknown`` (not scraped yet, e.g. just after a restart), ``lastScrape`` an
+    RFC 3339 time, ``scrapeInterval`` a duration such as ``15s``)."""
+    instance: str
+    job: str
+    health: str
+    last_scrape: float | None  # epoch seconds; None when never scraped
+    last_error: str
+    interval_s: float | None
+
+
+def parse_targets(data: dict) -> list[Target]:
+    if not isinstance(data, dict) or data.get("status") != "success":
+        raise PromError("Prometheus did not list its targets")
+    out = []
+    body = data.get("data")
+    items = body.get("activeTargets") if isinstance(body, dict) else None
+    for t in items if isinstance(items, list) else []:
+        if not isinstance(t, dict):
+            continue  # one malformed item is skipped, not the list
+        labels = t.get("labels") if isinstance(t.get("labels"), dict) else {}
+        out.append(Target(instance=clean_text(labels.get("instance", "")), job=clean_text(labels.get("job", "")),
+                          health=clean_text(t.get("health") or "unknown", 40),
+                          last_scrape=_rfc3339(t.get("lastScrape")),
+                          last_error=clean_message(t.get("lastError") or ""),
+                          interval_s=_duration(t.get("scrapeInterval"))))
+    return out
+
+
+def _rfc3339(text) -> float | None:
+    from datetime import datetime
+    if not isinstance(text, str) or text.startswith("0001-"):  # Go's zero time: never scraped
+        return None
+    try:
+        # Prometheus writes nanoseconds; Python's parser takes up to microseconds
+        head, _, frac = text.rstrip("Z").partition(".")
+        digits = "".join(ch for ch in frac if ch.isdigit())[:6]
+        tz = "+00:00" if text.endswith("Z") else ""
+        if not tz and ("+" in frac or "-" in frac):
+            tz = frac[len("".join(ch for ch in frac if ch.isdigit())):]
+        return datetime.fromisoformat(f"{head}.{digits or '0'}{tz or '+00:00'}").timestamp()
+    except ValueError:
+        return None
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text) -> float | None:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds."""
+    import re
+    if not isinstance(text, str) or not text:
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
 class PromClient:
     """Instant queries against one Prometheus server (``url`` is its base, e.g.
     ``http://127.0.0.1:9090``). Thread-safe; queries of one refresh run in parallel on a
@@ -152,8 +214,39 @@ class PromClient:
         except asyncio.TimeoutError:
             raise PromError(f"Prometheus at {self.url} did not answer within {self.timeout_s:g} s") from None
 
-    async def _many(self, queries: dict[str, str], at: float | None) -> list:
-        return await asyncio.gather(*(self._bounded(q, at) for q in queries.values()), return_exceptions=True)
+    async def _targets(self) -> list[Target]:
+        try:
+            async with self._client_now().stream("GET", "/api/v1/targets", params={"state": "active"}) as r:
+                content = await read_async(r, MAX_ANSWER_BYTES)
+                code = r.status_code
+        except BodyError as e:
+            raise PromError(f"Prometheus at {self.url} did not list its targets: answer {e}") from None
+        except httpx.HTTPError as e:
+            raise PromError(f"Prometheus at {self.url} did not list its targets: {_reason(e)}") from None
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            raise PromError(f"Prometheus at {self.url} did not list its targets (HTTP {code})") from None
+        return parse_targets(data)
+
+    async def _bounded_targets(self) -> list[Target]:
+        try:
+            return await asyncio.wait_for(self._targets(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise PromError(f"Prometheus at {self.url} did not list its targets within {self.timeout_s:g} s") from None
+
+    async def _many(self, queries: dict[str, str], at: float | None, with_targets: bool) -> list:
+        jobs = [self._bounded(q, at) for q in queries.values()]
+        if with_targets:
+            jobs.append(self._bounded_targets())
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    def targets(self) -> list[Target]:
+        """The scrape targets and their health (``/api/v1/targets?state=active``)."""
+        _, _, got = self.query_many_and_targets({}, with_targets=True)
+        if got is None:
+            raise PromError(f"Prometheus at {self.url} did not list its targets")
+        return got
 
     def query(self, promql: str, at: float | None = None) -> QueryResult:
         results, errors = self.query_many({"q": promql}, at)
@@ -165,13 +258,25 @@ class PromClient:
                                                                                       dict[str, str]]:
         """Run several queries in parallel: (results by name, error sentence by name). Returns
         within about ``timeout_s`` whatever the server does."""
-        fut = asyncio.run_coroutine_threadsafe(self._many(queries, at), self._loop)
+        results, errors, _ = self.query_many_and_targets(queries, at, with_targets=False)
+        return results, errors
+
+    def query_many_and_targets(self, queries: dict[str, str], at: float | None = None, with_targets: bool = True
+                               ) -> tuple[dict[str, QueryResult], dict[str, str], list[Target] | None]:
+        """The queries and the target list, all in parallel, within about ``timeout_s``. The
+        targets are None when Prometheus did not list them (a federating front may not): that
+        is no error of the refresh."""
+        fut = asyncio.run_coroutine_threadsafe(self._many(queries, at, with_targets), self._loop)
         try:
             answers = fut.result(timeout=self.timeout_s + 1.0)
         except (cf.TimeoutError, RuntimeError):
             fut.cancel()
             why = f"Prometheus at {self.url} did not answer within {self.timeout_s:g} s"
-            return {}, {name: why for name in queries}
+            return {}, {name: why for name in queries}, None
+        targets = None
+        if with_targets:
+            got = answers.pop()
+            targets = got if isinstance(got, list) else None
         results: dict[str, QueryResult] = {}
         errors: dict[str, str] = {}
         for name, a in zip(queries, answers):
@@ -181,7 +286,7 @@ class PromClient:
                 errors[name] = str(a)
             else:  # never a traceback on screen
                 errors[name] = clean_message(f"{type(a).__name__}: {a}")
-        return results, errors
+        return results, errors, targets
 
     def close(self) -> None:
         async def shut():

@@ -111,6 +111,23 @@ class InstanceSpec:
     worker_name: str | None = None  # name of the per-GPU worker processes (vLLM TP workers)
     user: str = "svc-llm"
     numa_node: int | None = None  # CPUs the server runs on (None: same node as its GPUs)
+    # extra environment of the server process (Ollama's serving settings)
+    env: tuple[tuple[str, str], ...] = ()
+    port: int | None = None  # the port it would listen on (the simulated server takes it when free)
+    # one request alone, tok/s: what `gpuwatch bench` measures. Bigger models are slower per
+    # stream (decode is memory-bound: ~bandwidth / bytes of weights read per token)
+    single_stream_tok_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """An nginx upstream in front of some of the scenario's instances (written to a real
+    nginx.conf for the demo, read back by the same code as on a real box)."""
+
+    name: str
+    method: str  # an nginx balancing directive (least_conn, ip_hash, ...) or "" for round robin
+    members: tuple[tuple[str, int], ...]  # (instance name, weight)
+    listen: int = 8080
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,7 @@ class Scenario:
     # the PCIe tree: GPUs on one switch share a key; switches under one root complex share
     # the NUMA node. Used to answer topology queries.
     pcie_switch: tuple[int, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
     driver: DriverProfile = DRIVERS["r570"]
 
 
@@ -142,7 +160,7 @@ def _h100x8() -> Scenario:
     tp4 = InstanceSpec(
         name="vllm-llama70b", kind="vllm", model="meta-llama/Llama-3.3-70B-Instruct",
         gpus=(0, 1, 2, 3), parallelism="tensor", weights_bytes_per_gpu=(66 * GiB,) * 4,
-        peak_tokens_per_s=2400, load_period_s=120, version="0.11.0",
+        peak_tokens_per_s=2400, load_period_s=120, version="0.11.0", single_stream_tok_s=45,
         cmdline=("/opt/vllm/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
                  "meta-llama/Llama-3.3-70B-Instruct", "--tensor-parallel-size", "4", "--port", "8000"),
         process_name="python3", worker_name="VLLM::Worker_TP{rank}",
@@ -150,7 +168,7 @@ def _h100x8() -> Scenario:
     tp2 = InstanceSpec(
         name="vllm-qwen32b", kind="vllm", model="Qwen/Qwen2.5-32B-Instruct",
         gpus=(4, 5), parallelism="tensor", weights_bytes_per_gpu=(64 * GiB,) * 2,
-        peak_tokens_per_s=1300, load_period_s=75, load_phase=1.7, version="0.11.0",
+        peak_tokens_per_s=1300, load_period_s=75, load_phase=1.7, version="0.11.0", single_stream_tok_s=62,
         cmdline=("/opt/vllm/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
                  "Qwen/Qwen2.5-32B-Instruct", "-tp", "2", "--port", "8001"),
         process_name="python3", worker_name="VLLM::Worker_TP{rank}",
@@ -158,7 +176,7 @@ def _h100x8() -> Scenario:
     sglang = InstanceSpec(
         name="sglang-mistral", kind="sglang", model="mistralai/Mistral-7B-Instruct-v0.3",
         gpus=(6,), parallelism="single", weights_bytes_per_gpu=(58 * GiB,),
-        peak_tokens_per_s=900, load_period_s=60, load_phase=0.6, version="0.5.3",
+        peak_tokens_per_s=900, load_period_s=60, load_phase=0.6, version="0.5.3", single_stream_tok_s=150,
         cmdline=("python3", "-m", "sglang.launch_server", "--model-path",
                  "mistralai/Mistral-7B-Instruct-v0.3", "--port", "30000"),
     )
@@ -177,7 +195,7 @@ def _h100x8_4i() -> Scenario:
         name="llama-server", kind="llamacpp", model="llama-3.1-8b-instruct-q8_0.gguf",
         gpus=(7,), parallelism="single", weights_bytes_per_gpu=(int(9.5 * GiB),),
         peak_tokens_per_s=140, load_period_s=45, load_phase=2.3, load_base=0.4, load_amplitude=0.3,
-        version="b6500",
+        version="b6500", single_stream_tok_s=95,
         cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/llama-3.1-8b-instruct-q8_0.gguf",
                  "--metrics", "--port", "8080", "-ngl", "99"),
         process_name="llama-server",
@@ -210,15 +228,17 @@ def _rtx4090x2() -> Scenario:
         name="ollama", kind="ollama", model="llama3.3:70b-instruct-q4_K_M",
         gpus=(0, 1), parallelism="pipeline", weights_bytes_per_gpu=(int(21.5 * GiB), int(20.1 * GiB)),
         peak_tokens_per_s=19, load_period_s=50, load_base=0.5, load_amplitude=0.4,
-        gpu_work_share=(1.0, 0.55), size_bytes=int(41.6 * GiB),
+        gpu_work_share=(1.0, 0.55), size_bytes=int(41.6 * GiB), single_stream_tok_s=19,
         version="0.12.6", cmdline=("/usr/local/bin/ollama", "serve"), process_name="ollama",
         user="ollama",
     )
+    # a small model beside the 70B: 1.5B q8_0 is 1.6 GiB of weights plus its 8k context, and
+    # leaves GPU 1 room for Ollama's 20.1 GiB (a 7B q8_0, 7.5 GiB, would not fit beside it)
     llamacpp = InstanceSpec(
-        name="llama-server", kind="llamacpp", model="qwen2.5-coder-7b-instruct-q8_0.gguf",
-        gpus=(1,), parallelism="single", weights_bytes_per_gpu=(int(1.2 * GiB),),
-        peak_tokens_per_s=0.0, load_base=0.0, load_amplitude=0.0, version="b6500",
-        cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/qwen2.5-coder-7b-instruct-q8_0.gguf",
+        name="llama-server", kind="llamacpp", model="qwen2.5-coder-1.5b-instruct-q8_0.gguf",
+        gpus=(1,), parallelism="single", weights_bytes_per_gpu=(int(1.9 * GiB),),
+        peak_tokens_per_s=0.0, load_base=0.0, load_amplitude=0.0, version="b6500", single_stream_tok_s=260,
+        cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/qwen2.5-coder-1.5b-instruct-q8_0.gguf",
                  "--metrics", "--port", "8080", "-ngl", "99"),
         process_name="llama-server", user="svc-llm",
     )
@@ -228,6 +248,47 @@ def _rtx4090x2() -> Scenario:
         gpu=RTX_4090, count=2, driver_version="580.95.05", cuda_version=13000, nvml_version="13.580.95.05",
         numa_nodes=1, cpus=24, nvswitch=False, instances=(ollama, llamacpp), default_faults={"pcie": 1},
         pcie_switch=(0, 1), driver=DRIVERS["r580"],
+    )
+
+
+RTX_3090 = GpuSpec(
+    # typical NVML readings of an RTX 3090 (GA102, PCI device 0x2204): 350 W limit, boost up to
+    # ~2.1 GHz, 19.5 Gbps GDDR6X (9751 MHz), PCIe 4.0 x16
+    name="NVIDIA GeForce RTX 3090", memory_total_bytes=24 * GiB, memory_reserved_bytes=int(0.4 * GiB),
+    power_limit_w=350, power_idle_w=22, sm_clock_max_mhz=2100, sm_clock_idle_mhz=210,
+    mem_clock_max_mhz=9751, pcie_max_gen=4, pcie_max_width=16, nvlinks=0,
+    temp_slowdown_c=90, temp_shutdown_c=98, temp_max_operating_c=88,
+    temp_idle_c=33, temp_full_load_c=74, has_fan=True, pci_device_id=0x220410DE, ecc=False,
+)
+
+
+def _ollama3x() -> Scenario:
+    """The common home/small-team layout: three Ollama instances, each pinned with
+    CUDA_VISIBLE_DEVICES and on its own OLLAMA_HOST port, behind an nginx least_conn upstream."""
+    model = "qwen2.5:32b-instruct-q4_K_M"
+    common = dict(kind="ollama", model=model, version="0.12.6", process_name="ollama", user="ollama",
+                  load_period_s=80, load_base=0.6, load_amplitude=0.3, size_bytes=int(21.4 * GiB),
+                  cmdline=("/usr/local/bin/ollama", "serve"))
+    settings = (("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_MAX_LOADED_MODELS", "1"), ("OLLAMA_KEEP_ALIVE", "24h"),
+                ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"))
+    instances = tuple(
+        InstanceSpec(name=f"ollama-{i}", gpus=gpus, parallelism="single" if len(gpus) == 1 else "pipeline",
+                     weights_bytes_per_gpu=per_gpu, peak_tokens_per_s=peak, port=11434 + i,
+                     gpu_work_share=None if len(gpus) == 1 else (1.0, 0.95),
+                     env=settings + (("OLLAMA_HOST", f"127.0.0.1:{11434 + i}"),) + extra, **common)
+        for i, (gpus, per_gpu, peak, extra) in enumerate((
+            ((0,), (int(21.4 * GiB),), 64.0, ()),
+            ((1,), (int(21.4 * GiB),), 64.0, ()),
+            # split by layers over two GPUs: a little slower per stream, room for a longer context
+            ((2, 3), (int(11.2 * GiB), int(10.6 * GiB)), 62.0, (("OLLAMA_SCHED_SPREAD", "1"),)),
+        )))
+    return Scenario(
+        name="ollama3x",
+        description="4x RTX 3090: three Ollama instances (ports 11434-11436, CUDA_VISIBLE_DEVICES=0, 1, 2,3) "
+                    "behind an nginx least_conn upstream",
+        gpu=RTX_3090, count=4, driver_version="580.95.05", cuda_version=13000, nvml_version="13.580.95.05",
+        numa_nodes=1, cpus=32, nvswitch=False, instances=instances, pcie_switch=(0, 0, 1, 1), driver=DRIVERS["r580"],
+        pools=(PoolSpec(name="llm_backends", method="least_conn", members=tuple((i.name, 1) for i in instances)),),
     )
 
 
@@ -248,10 +309,12 @@ def _h200x8() -> Scenario:
     )
 
 
-SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "h200x8": _h200x8, "rtx4090x2": _rtx4090x2}
+SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "h200x8": _h200x8, "rtx4090x2": _rtx4090x2,
+             "ollama3x": _ollama3x}
 _SIZED = re.compile(r"h100x(\d{1,3})")
 MAX_SIZED_GPUS = 256
-ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "h200": "h200x8", "8xh200": "h200x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2"}
+ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "h200": "h200x8", "8xh200": "h200x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2",
+           "3xollama": "ollama3x"}
 DEFAULT_SCENARIO = "h100x8"
 
 # fault name -> (description, default GPU index per scenario or None for box-wide)
@@ -277,6 +340,8 @@ DEFAULT_FAULT_GPU = {
     "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0, "lost-at-start": 1, "mig": 0},
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
+DEFAULT_FAULT_GPU["ollama3x"] = {"hot": 1, "idle": 3, "pcie": 1, "lost": 2, "power": 0, "ecc": 0, "lost-at-start": 2,
+                                 "mig": 0}
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:

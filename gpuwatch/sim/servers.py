@@ -12,11 +12,12 @@ import datetime as _dt
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from ..collect.instances import BackendConfig
 from .box import SimBox
+from .quiet import QuietHTTPServer
 from .scenarios import InstanceSpec
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -70,15 +71,16 @@ class _Hist:
         return out
 
 
-class _SimServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _SimServer(QuietHTTPServer):
     # probing asks up to 8 paths at once; socketserver's default backlog of 5 drops the rest
     # (a real engine's server listens with a backlog in the hundreds)
     request_queue_size = 64
 
     def __init__(self, box: SimBox, spec: InstanceSpec) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        try:  # the instance's own port (the demo then looks like the real layout), else any
+            super().__init__(("127.0.0.1", spec.port or 0), _Handler)
+        except OSError:
+            super().__init__(("127.0.0.1", 0), _Handler)
         self.box = box
         self.spec = spec
         self.lock = threading.Lock()
@@ -264,8 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/v1/completions":
             st = self.server.state()
             n = int(self.body.get("max_tokens") or 16)
-            per_stream = 1.0 / st.itl_s if st.itl_s > 0 else max(spec.peak_tokens_per_s, 20.0) / 8
-            time.sleep(min(1.0, n / per_stream))
+            # this model's single-stream speed (throttling included), shared a little with the
+            # requests already running; the answer takes that long (capped: a demo must not hang)
+            srv = self.server
+            factor = srv.box._throughput_factor_at(spec, srv.box.t())
+            per_stream = max(spec.single_stream_tok_s * factor / (1 + 0.01 * st.requests_running), 1.0)
+            time.sleep(min(4.0, n / per_stream))
+            n = min(n, max(1, int(4.0 * per_stream)))
             self._json({"id": "cmpl-sim", "object": "text_completion", "model": spec.model,
                         "choices": [{"index": 0, "text": " simulated", "finish_reason": "length"}],
                         "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}})
@@ -408,7 +415,13 @@ class _Handler(BaseHTTPRequestHandler):
             # one more stream: the model's single-stream speed (throttling and offload included),
             # shared a little with the requests already running
             factor = srv.box._throughput_factor_at(spec, srv.box.t())
-            rate = max(spec.peak_tokens_per_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
+            rate = max(spec.single_stream_tok_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
+            # Ollama's own timings: eval_duration is the time of the n tokens at that rate, and the
+            # answer comes after as long (a slow model generates fewer tokens in the 2 s a demo
+            # waits, as num_predict would be cut by a client's timeout): wall clock and
+            # eval_duration agree
+            n = max(1, min(n, int(rate * 2.0)))
+            time.sleep(n / rate)
             self._json({"model": self.body.get("model") or spec.model, "created_at": _iso_in(0), "response": "simulated",
                         "done": True, "total_duration": int((n / rate + 0.2) * 1e9), "load_duration": 2_000_000,
                         "prompt_eval_count": 26, "prompt_eval_duration": int(26 / (rate * 12) * 1e9),
@@ -435,6 +448,8 @@ class SimServers:
                                   name=f"sim-{spec.name}", daemon=True)
             th.start()
             self._threads.append(th)
+        from .meter import start_sim_meter  # issue 14: a meter in front of the Ollama instances
+        self.meter = start_sim_meter(box, _Hist)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.box.ports[name]}"
@@ -446,6 +461,8 @@ class SimServers:
                 for s in self.box.scenario.instances]
 
     def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
         for srv in self.servers.values():
             srv.shutdown()
             srv.server_close()

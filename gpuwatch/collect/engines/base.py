@@ -382,6 +382,12 @@ def split_selector(candidate: str) -> tuple[str, dict[str, str]]:
     return name, want
 
 
+async def scrape_off_loop(text: str, **kw) -> PromScrape:
+    """:class:`PromScrape` parsed on a worker thread: a big page must not hold up the other
+    servers' polls, which share one event loop."""
+    return await asyncio.to_thread(PromScrape, text, **kw)
+
+
 # ---- what an engine returns ----------------------------------------------------------------
 
 @dataclass
@@ -424,10 +430,7 @@ class Engine:
         from . import names
 
         text = await f.get_text("/metrics")
-        # parsed on a worker thread: a big page must not hold up the other servers' polls,
-        # which share this event loop
-        scrape = await asyncio.to_thread(PromScrape, text or "", wanted=self.wanted,
-                                         series=cache.setdefault("series", {}))
+        scrape = await scrape_off_loop(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
         prefix = names.METRIC_PREFIX[self.kind]
         if not scrape.has_prefix(prefix):
             raise FetchError(f"no {prefix} series in /metrics{missing_hint}", path="/metrics")
@@ -477,7 +480,7 @@ def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) ->
         frac = scrape.max(table["prefix_cache_hit_fraction"])
         r.gauges["prefix_cache_hit_pct"] = None if frac is None else 100.0 * frac
     for key in ("generation_tokens", "generation_tokens_iter", "prompt_tokens", "preemptions", "prefix_cache_hits",
-                "prefix_cache_queries"):
+                "prefix_cache_queries", "requests"):
         if key in table:
             v = scrape.sum(table[key])
             if v is not None:

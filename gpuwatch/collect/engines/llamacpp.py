@@ -9,7 +9,7 @@ from typing import Any
 
 from ...model import ModelInfo
 from . import names
-from .base import (Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, prometheus_reading,
+from .base import (Engine, FetchError, Fetcher, Reading, flag_value, prometheus_reading, scrape_off_loop,
                    wanted_names)
 
 
@@ -27,7 +27,7 @@ class LlamacppEngine(Engine):
             if isinstance(part, BaseException):
                 raise part
         if metrics is not None:
-            scrape = PromScrape(metrics, wanted=self.wanted, series=cache.setdefault("series", {}))
+            scrape = await scrape_off_loop(metrics, wanted=self.wanted, series=cache.setdefault("series", {}))
             r = prometheus_reading(scrape, self.table)
             # llamacpp:requests_processing counts the slots that are processing: /slots adds nothing
             r.gauges["slots_busy"] = r.gauges.get("requests_running")
