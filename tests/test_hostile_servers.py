@@ -182,7 +182,7 @@ def test_gzip_bomb_as_a_bench_target_is_refused_with_bounded_memory():
         rc, out, err, rss, _ = run_measured(["bench", peer.url], timeout=120)
     finally:
         peer.close()
-    assert rc == 1 and "larger than 4 MiB" in out, out + err
+    assert rc == 1 and "larger than 4 MiB" in out + err, out + err
     assert rss < RSS_BOUND_MIB, f"peak RSS {rss} MiB"
 
 
