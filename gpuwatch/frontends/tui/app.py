@@ -168,9 +168,10 @@ class GpuWatchApp(App):
             pass
         self.set_interval(5.0, self._check_terminal)
         self._update_layout()
-        # after the first refresh: the screen has settled its focus before any card exists (the
-        # poll thread can answer before Textual's own worker would have)
-        self.call_after_refresh(self.poll)
+        # nothing is focused until the user moves (as when the first cards came later than the
+        # screen's auto-focus): the poll thread can answer before the screen settles its focus
+        self._main_screen.AUTO_FOCUS = ""
+        self.poll()
 
     def _hangup(self) -> None:
         """The SSH connection dropped (SIGHUP) or we were asked to stop (SIGTERM): leave at once.
