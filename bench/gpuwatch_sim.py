@@ -66,7 +66,8 @@ def main() -> int:
         offset = time.monotonic() - t0
 
     from gpuwatch.frontends.tui.app import GpuWatchApp, LiveSource
-    from gpuwatch.pipeline import Monitor, default_alert_engine, make_sampler
+    from gpuwatch.pipeline import Monitor, default_alert_engine
+    from gpuwatch.runtime import make_sampler
 
     sampler = make_sampler(demo=args.scenario, backends=args.backend, discover=True, latency_s=args.latency_us / 1e6,
                            pcie_sample_s=args.pcie_sample_ms / 1000, servers=False, start_offset_s=offset)

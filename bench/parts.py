@@ -33,7 +33,8 @@ SCENARIO = "h100x8-4i"
 
 def paint_ms(ticks: int) -> float:
     from gpuwatch.frontends.tui.app import GpuWatchApp
-    from gpuwatch.pipeline import Monitor, make_sampler
+    from gpuwatch.pipeline import Monitor
+    from gpuwatch.runtime import make_sampler
     from gpuwatch.sim.box import ManualClock
 
     clock = ManualClock()
@@ -78,7 +79,8 @@ def paint_ms(ticks: int) -> float:
 
 
 def tick_ms(ticks: int) -> float:
-    from gpuwatch.pipeline import Monitor, make_sampler
+    from gpuwatch.pipeline import Monitor
+    from gpuwatch.runtime import make_sampler
 
     mon = Monitor(make_sampler(demo=SCENARIO))
     try:

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpuwatch.frontends.recorder import LineFile  # noqa: E402
-from gpuwatch.frontends.recording import PREFIX, encode_snapshot  # noqa: E402
+from gpuwatch.recording.writer import LineFile  # noqa: E402
+from gpuwatch.recording import PREFIX, encode_snapshot  # noqa: E402
 from gpuwatch.model import BenchResult, Instance, ModelInfo  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def instances(i: int) -> list[Instance]:
 
 
 def real_lines(n: int, spec: str) -> list[bytes]:
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
     from gpuwatch.sim.box import ManualClock
 
     clock = ManualClock()
@@ -92,7 +92,7 @@ def rss(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-import gpuwatch.frontends.recording as R
+import gpuwatch.recording.reader as R
 from gpuwatch.model import Snapshot
 base = rss('VmRSS:')
 t = time.perf_counter()

@@ -53,7 +53,7 @@ def p95(xs):
 
 # ---- 1. collection tick ------------------------------------------------------------------
 def tick_times(scenario: str, latency_s: float, ticks: int) -> list[float]:
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
 
     s = make_sampler(demo=scenario, latency_s=latency_s, servers=False, discover=False)
     try:

@@ -25,6 +25,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis.alert_config import AlertConfig
+from .collect.targets import BackendConfig
+from .errors import ConfigError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -33,25 +37,15 @@ else:  # pragma: no cover
 DEFAULT_PATH = Path("~/.config/gpuwatch/config.toml")
 
 
-class ConfigError(ValueError):
-    """A config problem, worded for a one-line message."""
-
-
-@dataclass
-class Backend:
-    url: str
-    name: str | None = None
-    api_key_env: str | None = None
-    kind: str | None = None
-
-
 @dataclass
 class Config:
+    """The config file as written (see :class:`Settings` for what gpuwatch runs with)."""
+
     path: Path | None = None
     interval: float = 1.0
     theme: str | None = None
     discover: bool = True
-    backends: list[Backend] = field(default_factory=list)
+    backends: list[BackendConfig] = field(default_factory=list)
     alerts: dict = field(default_factory=dict)
     prometheus_url: str | None = None
     prometheus_timeout_s: float = 3.0
@@ -122,7 +116,7 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
         url = _expect(b, "url", str, where)
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
-        cfg.backends.append(Backend(
+        cfg.backends.append(BackendConfig(
             url=url.rstrip("/"),
             name=_expect(b, "name", str, where) if "name" in b else None,
             api_key_env=_expect(b, "api_key_env", str, where) if "api_key_env" in b else None,
@@ -140,3 +134,43 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
     if "timeout_s" in prom:
         cfg.prometheus_timeout_s = float(_expect(prom, "timeout_s", (int, float), "prometheus."))
     return cfg
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What gpuwatch runs with: the config file merged with the command line (which wins),
+    validated once. Built by :func:`load_settings` and handed to every front end."""
+
+    interval: float = 1.0
+    theme: str | None = None
+    discover: bool = True
+    backends: tuple[BackendConfig, ...] = ()
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    prometheus_url: str | None = None
+    prometheus_timeout_s: float = 3.0
+    demo: str | None = None  # a simulated scenario (``--demo``), None for the real box
+    config_path: Path | None = None
+
+
+def load_settings(config_path: str | os.PathLike | None = None, *, interval: float | None = None,
+                  theme: str | None = None, backends=(), discover: bool = True, demo: str | None = None,
+                  prometheus_url: str | None = None) -> Settings:
+    """The config file (``config_path`` or the default one) with the given overrides. A bad
+    file or value raises :class:`ConfigError` with a one-line message naming the file and key."""
+    cfg = load_config(config_path)
+    try:  # thresholds are checked now, so a typo is a one-line message at start, not later
+        alerts = AlertConfig.from_toml_dict(cfg.alerts or {})
+    except ValueError as e:
+        raise ConfigError(f"config file {cfg.path}: {e}") from None
+    extra = tuple(b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends)
+    return Settings(
+        interval=interval or cfg.interval,
+        theme=theme or cfg.theme,
+        discover=cfg.discover and discover,
+        backends=tuple(cfg.backends) + extra,
+        alerts=alerts,
+        prometheus_url=prometheus_url or cfg.prometheus_url,
+        prometheus_timeout_s=cfg.prometheus_timeout_s,
+        demo=demo,
+        config_path=cfg.path,
+    )

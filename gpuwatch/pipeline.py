@@ -1,9 +1,10 @@
 """The pipeline: collectors -> analysis -> one Snapshot per tick.
 
-Front ends (dashboard, snapshot JSON, recorder, exporter) ask a :class:`Sampler` for
-snapshots and only present them. GPU collection is fast and runs on every tick; inference
-servers are polled on a separate thread so that a server that hangs never delays the GPU
-picture (its last result is reused until the next poll finishes).
+A :class:`Sampler` takes one snapshot per call: GPU collection is fast and runs on every
+tick; inference servers are polled on a separate thread so that a server that hangs never
+delays the GPU picture (its last result is reused until the next poll finishes). A
+:class:`Monitor` adds the analysis that needs memory across ticks (alerts, history). Front ends
+get a Monitor from :mod:`gpuwatch.runtime` and only present what it returns.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from .analysis.alert_config import AlertConfig
+from .analysis.alerts import AlertEngine, evaluate_once
+from .analysis.groups import assign_gpus
+from .analysis.history import History
 from .collect.nvml import NvmlCollector
 from .model import Instance, Snapshot
 
@@ -26,13 +31,7 @@ def iso(ts: float) -> str:
 
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
-    steps = []
-    try:
-        from .analysis.groups import assign_gpus
-        steps.append(assign_gpus)
-    except ImportError:  # pragma: no cover - before the instances layer lands
-        pass
-    return steps
+    return [assign_gpus]
 
 
 @dataclass
@@ -105,52 +104,13 @@ def _copy_instance(inst: Instance) -> Instance:
     return c
 
 
-def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,
-                 latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
-                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0) -> Sampler:
-    """Build the pipeline for a real box (``demo=None``) or the simulated one."""
-    instances = None
-    if demo is not None:
-        from .sim.demo import start_demo
-        d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
-                       start_offset_s=start_offset_s)
-        table = d.process_table
-        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now)
-        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
-        sampler = Sampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
-                          wall=d.wall, host=f"demo-{d.box.scenario.name}")
-        sampler.demo = d
-        sampler.on_close.append(d.close)
-        return sampler
-    from .collect.procs import ProcessTable
-    table = ProcessTable()
-    nvml = NvmlCollector(process_table=table)
-    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic)
-    sampler = Sampler(nvml=nvml, instances=instances)
-    sampler.demo = None
-    return sampler
-
-
-def _instance_collector(backends, discover, table, timeout_s, clock):
-    try:
-        from .collect.instances import InstanceCollector
-    except ImportError:  # pragma: no cover - before the instances layer lands
-        return None
-    if not backends and not discover:
-        return None
-    return InstanceCollector(list(backends), discover=discover, process_table=table, timeout_s=timeout_s,
-                             clock=clock)
-
-
 class Monitor:
     """A sampler plus the analysis that needs memory across ticks (alerts with hysteresis,
     history for charts). Live front ends (dashboard, recorder, exporter) call ``tick()``."""
 
-    def __init__(self, sampler: Sampler, alert_engine=None, history_points: int = 600) -> None:
-        from .analysis.history import History
-
+    def __init__(self, sampler: Sampler, alert_engine: AlertEngine | None = None, history_points: int = 600) -> None:
         self.sampler = sampler
-        self.alerts = alert_engine if alert_engine is not None else default_alert_engine()
+        self.alerts = alert_engine if alert_engine is not None else AlertEngine()
         self.history = History(history_points)
         self.last: Snapshot | None = None
 
@@ -166,13 +126,27 @@ class Monitor:
         self.history.add(snap)
         self.last = snap
 
+    def window(self, count: int = 2, interval: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> list[Snapshot]:
+        """``count`` snapshots one ``interval`` apart (rates are real from the second on), for a
+        one-shot look (``snapshot``, ``doctor``): the last one carries every alert condition seen
+        over the window, without the raise delay a live view applies."""
+        snaps = []
+        for i in range(count):
+            if i:
+                sleep(interval)
+            snaps.append(self.sampler.sample(wait_instances=True))
+        evaluate_once(snaps[1:] or snaps, self.alerts.config)
+        for snap in snaps:
+            self.history.add(snap)
+        self.last = snaps[-1]
+        return snaps
+
     def close(self) -> None:
         self.sampler.close()
 
 
-def default_alert_engine(config: dict | None = None):
-    try:
-        from .analysis.alerts import AlertConfig, AlertEngine
-    except ImportError:  # pragma: no cover - before the diagnostics layer lands
-        return None
-    return AlertEngine(AlertConfig.from_toml_dict(config or {}))
+def default_alert_engine(config: AlertConfig | dict | None = None) -> AlertEngine:
+    """An alert engine from an :class:`AlertConfig` (or the ``[alerts]`` table as parsed TOML)."""
+    if not isinstance(config, AlertConfig):
+        config = AlertConfig.from_toml_dict(config or {})
+    return AlertEngine(config)

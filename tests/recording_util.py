@@ -10,7 +10,7 @@ from gpuwatch.model import BenchResult, Instance, ModelInfo, Snapshot
 def demo_snapshots(n: int, spec: str = "h100x8", step_s: float = 1.0) -> list[Snapshot]:
     """``n`` snapshots of the simulated box, ``step_s`` apart, each with two inference
     instances (so the recorded format carries them even before the instances layer runs)."""
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
     from gpuwatch.sim.box import ManualClock
 
     clock = ManualClock()

@@ -12,6 +12,7 @@ import pytest
 
 from gpuwatch.analysis.alerts import AlertEngine
 from gpuwatch.analysis.doctor import run_doctor
+from gpuwatch.frontends.text import render_doctor
 from gpuwatch.model import Instance, ModelInfo
 
 FAULT_ALERTS = {"critical", "warning"}
@@ -44,7 +45,7 @@ def _sim_instances(box):
 
 @pytest.fixture
 def run_box():
-    from gpuwatch.pipeline import make_sampler
+    from gpuwatch.runtime import make_sampler
     from gpuwatch.sim.box import ManualClock
 
     samplers = []
@@ -122,7 +123,7 @@ def test_hot_gpu_explains_the_throughput_drop(run_box):
 def test_doctor_on_the_healthy_simulated_box(run_box):
     engine, snaps = run_box("h100x8:none", 6, step=1.0)
     report = run_doctor(snaps[-3:])
-    assert report.exit_code == 0, report.to_text()
+    assert report.exit_code == 0, render_doctor(report)
     by = {c.name: c for c in report.checks}
     assert by["PCIe GPU 7"].status == "pass" and "idle" in by["PCIe GPU 7"].detail
     assert by["persistence mode"].status == "pass"

@@ -35,7 +35,8 @@ class FakeSource:
         self.snaps = snaps
         self.calls = 0
         self.history = History(100)
-        self.alert_engine = None
+        self.alert_log = None
+        self.bench_target = None
 
     def next(self):
         self.calls += 1
@@ -210,13 +211,15 @@ class SimSource:
     live = True
 
     def __init__(self, spec):
-        from gpuwatch.pipeline import Monitor, make_sampler
+        from gpuwatch.pipeline import Monitor
+        from gpuwatch.runtime import make_sampler
         from gpuwatch.sim.box import ManualClock
 
         self.clock = ManualClock()
         self.monitor = Monitor(make_sampler(demo=spec, clock=self.clock))
         self.history = self.monitor.history
-        self.alert_engine = self.monitor.alerts
+        self.alert_log = self.monitor.alerts
+        self.bench_target = None
 
     def next(self):
         self.clock.advance(1.0)

@@ -5,6 +5,7 @@ import json
 from alerts_support import T0, Pcie, Process, gpu, inst, snap
 
 from gpuwatch.analysis.doctor import run_doctor
+from gpuwatch.frontends.text import render_doctor
 from gpuwatch.model import Alert
 
 
@@ -104,7 +105,7 @@ def test_alerts_are_computed_when_not_given():
 
 def test_text_is_aligned_and_json_is_plain_data():
     r = run_doctor([snap(T0, nv_box(), [inst("vllm-tp2", [0, 1])])], alerts=[])
-    text = r.to_text()
+    text = render_doctor(r)
     lines = [l for l in text.splitlines() if l[:4] in ("PASS", "WARN", "FAIL")]
     starts = {l.index(l.split()[1]) for l in lines}
     details = {len(l) - len(l[6:].lstrip()) for l in lines}

@@ -190,7 +190,7 @@ def test_exporter_text_has_no_command_lines_keys_or_urls_and_counters_integrate(
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from gpuwatch.fleet.exporter import _Integrator, _LastSnapshotCollector, build_families
+    from gpuwatch.frontends.exporter import _Integrator, _LastSnapshotCollector, build_families
 
     reg = CollectorRegistry(auto_describe=False)
     col = _LastSnapshotCollector()
@@ -217,12 +217,12 @@ def test_exporter_text_has_no_command_lines_keys_or_urls_and_counters_integrate(
     (":9000", ("127.0.0.1", 9000)), ("localhost:9835", ("127.0.0.1", 9835)),
 ])
 def test_listen_values(text, want):
-    from gpuwatch.fleet.cli import parse_listen
+    from gpuwatch.cli.parser import parse_listen
     assert parse_listen(text) == want
 
 
 @pytest.mark.parametrize("text", ["9835", "host:9835", "1.2.3.4:x", "1.2.3.4:70000", "::1:9835", "[::1]9835"])
 def test_bad_listen_values(text):
-    from gpuwatch.fleet.cli import parse_listen
+    from gpuwatch.cli.parser import parse_listen
     with pytest.raises(ValueError, match="invalid --listen"):
         parse_listen(text)

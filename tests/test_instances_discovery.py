@@ -16,6 +16,12 @@ from gpuwatch.model import GPU, Instance, Process, Snapshot
 class FakeTable:
     """The ProcessTable interface over a dict of processes."""
 
+    probe_default_ports = True
+    discovered_source = "discovered"
+
+    def server_name(self, pid):
+        return None
+
     def __init__(self) -> None:
         self.procs: dict[int, ProcInfo] = {}
         self.kids: dict[int, list[int]] = {}

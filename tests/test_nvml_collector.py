@@ -9,7 +9,7 @@ import time
 import pynvml as N
 import pytest
 
-from gpuwatch.collect.nvml import decode_throttle_reasons
+from gpuwatch.vocab import decode_throttle_reasons
 from gpuwatch.sim import box as B
 
 

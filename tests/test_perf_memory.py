@@ -10,7 +10,8 @@ from __future__ import annotations
 import gc
 import sys
 
-from gpuwatch.pipeline import Monitor, default_alert_engine, make_sampler
+from gpuwatch.pipeline import Monitor, default_alert_engine
+from gpuwatch.runtime import make_sampler
 from gpuwatch.sim.box import ManualClock
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from gpuwatch.frontends.recording import open_recording
+from gpuwatch.recording import open_recording
 from recording_util import assert_whole_schema_lines
 
 FAST = ("--demo", "--no-discover", "--interval", "0.1")

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gpuwatch.frontends import recorder as recorder_mod
-from gpuwatch.frontends import recording as recording_mod
-from gpuwatch.frontends.recorder import LineFile, RecordError, RecordingWriter
-from gpuwatch.frontends.recording import (PREFIX, RecordingError, encode_snapshot, open_recording, rotated_name,
+from gpuwatch.recording import writer as recorder_mod
+from gpuwatch.recording import reader as recording_mod
+from gpuwatch.recording.writer import LineFile, RecordError, RecordingWriter
+from gpuwatch.recording import (PREFIX, RecordingError, encode_snapshot, open_recording, rotated_name,
                                           rotated_siblings)
 from gpuwatch.model import Snapshot
 from recording_util import assert_whole_schema_lines, demo_snapshots
@@ -320,7 +320,7 @@ class _StubSampler:
 
 
 def test_recorder_runs_each_snapshot_through_analysis_and_finishes_the_line_on_stop(tmp_path, snaps):
-    from gpuwatch.frontends.recorder import Recorder
+    from gpuwatch.recording.writer import Recorder
     from gpuwatch.model import Alert
 
     path = tmp_path / "r.ndjson"
@@ -350,7 +350,7 @@ def copy_snaps(snaps):
 
 
 def test_recorder_keeps_a_steady_cadence_when_sampling_is_slow(tmp_path, snaps):
-    from gpuwatch.frontends.recorder import Recorder
+    from gpuwatch.recording.writer import Recorder
 
     now = [100.0]
     slept = []
@@ -366,15 +366,3 @@ def test_recorder_keeps_a_steady_cadence_when_sampling_is_slow(tmp_path, snaps):
     assert rec.run() == 4
     assert slept == [0.7, 0.7, 0.7]  # sleep to the next deadline, not a full interval after the work
     rec.writer.close()
-
-
-def test_alert_step_is_optional():
-    from gpuwatch.frontends.recorder import alert_step
-
-    step = alert_step(type("Cfg", (), {"alerts": {}})())
-    try:
-        import gpuwatch.analysis.alerts  # noqa: F401
-    except ImportError:
-        assert step is None
-    else:
-        assert callable(step)

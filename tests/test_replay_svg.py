@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import run_cli
-from gpuwatch.frontends.recording import open_recording
+from gpuwatch.recording import open_recording
 from gpuwatch.frontends.tui.replay import ReplayApp, ReplaySource, parse_seek
 
 
@@ -34,7 +34,7 @@ async def test_replay_seek_step_speed_and_pause(recording):
     app = ReplayApp(src)
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.pause(0.3)
-        assert "REPLAY" in app.query_one("#top")._sig  # the recorded time and position are on the top line
+        assert "REPLAY" in app.query_one("#top").text  # the recorded time and position are on the top line
         # jump to the end, then step back
         await pilot.press("end")
         assert src.pos == len(rec) - 1
@@ -108,3 +108,19 @@ def test_snapshot_svg_of_the_demo(tmp_path):
     assert "THERMAL" in svg  # the hot GPU, after the simulated warm-up
     r = run_cli("snapshot", "--svg", str(tmp_path / "nodir" / "x.svg"), "--demo")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_replay_takes_its_theme_from_the_config_file_unless_one_is_given(recording, tmp_path, monkeypatch):
+    from gpuwatch.cli import main
+
+    shown = []
+
+    def run(self, *a, **kw):  # the app as built by `gpuwatch replay`, without a terminal
+        shown.append(self.theme)
+
+    monkeypatch.setattr(ReplayApp, "run", run)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('theme = "nvidia"\n')
+    assert main(["replay", str(recording), "--config", str(cfg)]) == 0
+    assert main(["replay", str(recording), "--config", str(cfg), "--theme", "gpuwatch-light"]) == 0
+    assert shown == ["nvidia", "gpuwatch-light"]

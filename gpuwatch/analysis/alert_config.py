@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SEVERITIES = ("info", "warning", "critical")
+from ..vocab import SEVERITIES
+
 
 # rule kind -> {parameter: default}. Units are in the names; all parameters are numbers.
 RULE_PARAMS: dict[str, dict[str, float]] = {

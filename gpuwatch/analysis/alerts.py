@@ -21,12 +21,12 @@ from datetime import datetime
 from typing import Callable
 
 from ..model import Alert, Snapshot
+from ..vocab import SEVERITY_RANK
 from .alert_config import AlertConfig
 from .rules import RULES, RuleContext
 
 log = logging.getLogger(__name__)
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAX_SAMPLES = 4000  # hard cap on the look-back buffer, whatever the sampling rate
 
 

@@ -52,17 +52,6 @@ class DoctorReport:
         return {"host": self.host, "time": self.time, "status": self.status, "exit_code": self.exit_code,
                 "counts": self.counts(), "checks": [c.to_dict() for c in self.checks]}
 
-    def to_text(self) -> str:
-        width = max((len(c.name) for c in self.checks), default=10)
-        lines = [f"gpuwatch doctor — {self.host or '?'} at {self.time or '?'}", ""]
-        for c in self.checks:
-            lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
-            for n in c.notes:
-                lines.append(f"{'':<4}  {'':<{width}}    {n}")
-        n = self.counts()
-        lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed"]
-        return "\n".join(lines)
-
 
 def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
                config: AlertConfig | None = None) -> DoctorReport:

@@ -6,7 +6,7 @@ runners) with the pids NVML lists on each GPU. Pure: works on the model objects 
 
 from __future__ import annotations
 
-from ..collect.engines.names import LAYER_SPLIT_BY_DEFAULT
+from ..vocab import LAYER_SPLIT_BY_DEFAULT
 from ..model import Snapshot
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from ..model import GPU, Alert, Instance, Snapshot
+from ..vocab import SEVERITY_RANK
 from .alert_config import AlertConfig
 
 GiB = 1024**3
@@ -48,7 +49,7 @@ class RuleContext:
         # a configured severity wins over the rule's own escalation only when it is higher
         sev = severity or self.severity
         configured = self.config.rule(self.kind).severity
-        if configured and _SEV_RANK[configured] > _SEV_RANK[sev]:
+        if configured and SEVERITY_RANK[configured] > SEVERITY_RANK[sev]:
             sev = configured
         return Alert(kind=self.kind, severity=sev, subject=subject, message=message, key=key)
 
@@ -83,7 +84,6 @@ class RuleContext:
         return out
 
 
-_SEV_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True)

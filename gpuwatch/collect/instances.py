@@ -29,21 +29,11 @@ from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
 from .procs import ProcessTable
+from .targets import BackendConfig
 
 DISCOVERY_INTERVAL_S = 10.0
 FORGET_DISCOVERED_AFTER_S = 300.0
 CONNECT_TIMEOUT_S = 0.5
-
-
-@dataclass
-class BackendConfig:
-    """A server the user named (``--backend URL`` or ``[[backends]]`` in the config file)."""
-
-    url: str
-    name: str | None = None
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    kind: str | None = None  # ollama | vllm | llamacpp | sglang; probed when None
-    source: str = "configured"  # configured | simulated
 
 
 def _now_iso() -> str:
@@ -210,8 +200,7 @@ class InstanceCollector:
         self.timeout_s = float(timeout_s)
         self.clock = clock
         if probe_ports is None:
-            # a simulated process table says not to probe the real machine's default ports
-            probe_ports = tuple(names.DEFAULT_PORTS.values()) if getattr(self.table, "probe_default_ports", True) else ()
+            probe_ports = tuple(names.DEFAULT_PORTS.values()) if self.table.probe_default_ports else ()
         self.probe_ports = tuple(probe_ports)
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
@@ -222,16 +211,14 @@ class InstanceCollector:
         for b in backends:
             if isinstance(b, str):
                 b = BackendConfig(url=b)
-            # any object with these attributes will do (config.Backend, BackendConfig)
             url = normalize_url(b.url)
             key = url_key(url)
             if key in self._targets:
                 continue  # the same server configured twice
             host, port, path = key
             default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}{path}"
-            self._targets[key] = _Target(key=key, url=url, name=getattr(b, "name", None) or default_name,
-                                         kind=getattr(b, "kind", None), source=getattr(b, "source", "configured"),
-                                         api_key_env=getattr(b, "api_key_env", None))
+            self._targets[key] = _Target(key=key, url=url, name=b.name or default_name,
+                                         kind=b.kind, source=b.source, api_key_env=b.api_key_env)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gpuwatch-instances", daemon=True)
         self._thread.start()
@@ -366,10 +353,8 @@ class InstanceCollector:
             key = ("127.0.0.1", port, "")
             t = self._targets.get(key)
             if t is None:
-                # a simulated table names its servers after the scenario's instances
-                name_of = getattr(self.table, "server_name", None)
-                name = (name_of(pid) if name_of else None) or f"{kind}:{port}"
-                source = getattr(self.table, "discovered_source", "discovered")
+                name = self.table.server_name(pid) or f"{kind}:{port}"
+                source = self.table.discovered_source
                 self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=name,
                                              kind=kind, source=source, last_seen=now, discovered=True)
             else:

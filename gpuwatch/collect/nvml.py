@@ -25,21 +25,9 @@ from dataclasses import dataclass, field
 import pynvml as N
 
 from ..model import GPU, NvLink, Pcie, Process
+from ..vocab import decode_throttle_reasons
 from .procs import ProcessTable
 from .rates import CounterRates
-
-# clock-event (throttle) reason bits -> stable names used across gpuwatch
-THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
-    (0x001, "gpu_idle"),
-    (0x002, "applications_clocks"),
-    (0x004, "sw_power_cap"),
-    (0x008, "hw_slowdown"),
-    (0x010, "sync_boost"),
-    (0x020, "sw_thermal_slowdown"),
-    (0x040, "hw_thermal_slowdown"),
-    (0x080, "hw_power_brake"),
-    (0x100, "display_clocks"),
-)
 
 TOPOLOGY_LEVELS = {
     N.NVML_TOPOLOGY_INTERNAL: "X",
@@ -59,12 +47,6 @@ _VALUE_BITS = {
     N.NVML_VALUE_TYPE_SIGNED_INT: 31,
     N.NVML_VALUE_TYPE_UNSIGNED_SHORT: 16,
 }
-
-
-def decode_throttle_reasons(mask: int | None) -> list[str]:
-    if mask is None:
-        return []
-    return [name for bit, name in THROTTLE_REASONS if mask & bit]
 
 
 # the member of nvmlValue_t that holds each value type

@@ -40,6 +40,15 @@ class ProcessTable:
     """psutil-backed process table. Keeps psutil.Process objects between calls so CPU %
     is measured over the refresh interval (psutil needs two calls for a CPU share)."""
 
+    # what the instance collector asks of a process table (a simulated one answers otherwise):
+    # whether to probe this machine's default engine ports, the ``source`` of a server found by
+    # discovery, and a name for the server listening as a pid (None: named after kind and port)
+    probe_default_ports = True
+    discovered_source = "discovered"
+
+    def server_name(self, pid: int) -> str | None:
+        return None
+
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
         self._lock = threading.Lock()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..collect.engines import names as engine_names
-from ..collect.nvml import decode_throttle_reasons
+from ..vocab import decode_throttle_reasons
 from ..model import GPU, Alert, Instance, ModelInfo, NvLink, Pcie, Snapshot
 from . import names as N
 from .promql import QueryResult

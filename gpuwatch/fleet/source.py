@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ..analysis.alert_config import AlertConfig
+from ..analysis.alerts import AlertEngine
 from ..analysis.history import History
 from ..model import Snapshot
 from ..pipeline import iso
@@ -42,18 +44,18 @@ class FleetReading:
 
 
 class FleetSource:
-    def __init__(self, url: str, timeout_s: float = 3.0, alert_config: dict | None = None, one_shot: bool = False,
+    def __init__(self, url: str, timeout_s: float = 3.0, alert_config: AlertConfig | None = None, one_shot: bool = False,
                  window: str = RATE_WINDOW, history_points: int = 600, forget_after_s: float = 3600.0,
                  client: PromClient | None = None, wall=time.time) -> None:
         self.url = url.rstrip("/")
         self.client = client or PromClient(self.url, timeout_s)
         self.queries = build_queries(window)
-        self.alert_config = alert_config or {}
+        self.alert_config = alert_config or AlertConfig()
         self.one_shot = one_shot
         self.history_points = history_points
         self.forget_after_s = forget_after_s
         self.wall = wall
-        self.engines: dict[str, object] = {}
+        self.engines: dict[str, AlertEngine] = {}
         self.histories: dict[str, History] = {}
         self.last_seen: dict[str, float] = {}
         self.last: FleetReading | None = None
@@ -61,8 +63,7 @@ class FleetSource:
     def _engine(self, host: str):
         e = self.engines.get(host)
         if e is None:
-            from ..analysis.alerts import AlertConfig, AlertEngine
-            e = self.engines[host] = AlertEngine(AlertConfig.from_toml_dict(self.alert_config), one_shot=self.one_shot)
+            e = self.engines[host] = AlertEngine(self.alert_config, one_shot=self.one_shot)
         return e
 
     def history(self, host: str) -> History:

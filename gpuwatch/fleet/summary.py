@@ -1,12 +1,12 @@
-"""One line per host of a fleet: the numbers the fleet screen and ``snapshot --text`` show."""
+"""One line per host of a fleet, as data: the figures the fleet screen and ``snapshot --text``
+word (``frontends/text.py`` turns them into text)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..model import Snapshot
-
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+from ..vocab import worst_severity
 
 
 @dataclass
@@ -25,31 +25,10 @@ class HostSummary:
     problem: str | None  # the host's data could not be read (nvml_error / no series)
 
     @property
-    def util_text(self) -> str:
-        if self.util_mean is None:
-            return "—"
-        return f"{self.util_mean:.0f}/{self.util_max:.0f}%"
-
-    @property
-    def hot_text(self) -> str:
-        if self.hot_c is None:
-            return "—"
-        limit = f"/{self.hot_slowdown_c:.0f}" if self.hot_slowdown_c is not None else ""
-        return f"{self.hot_c:.0f}{limit}°C"
-
-    @property
     def hot_margin_c(self) -> float | None:
         if self.hot_c is None or self.hot_slowdown_c is None:
             return None
         return self.hot_slowdown_c - self.hot_c
-
-    @property
-    def tok_text(self) -> str:
-        return "—" if self.tok_s is None else f"{self.tok_s:,.0f}"
-
-    @property
-    def alert_text(self) -> str:
-        return "0" if not self.alerts else f"{self.alerts} {self.worst}"
 
 
 def summarize(s: Snapshot) -> HostSummary:
@@ -64,7 +43,7 @@ def summarize(s: Snapshot) -> HostSummary:
         if hot is None or key > hot[0]:
             hot = (key, g)
     toks = [i.generation_tokens_per_s for i in s.instances if i.generation_tokens_per_s is not None]
-    worst = max((a.severity for a in s.alerts), key=lambda x: SEVERITY_RANK.get(x, 0), default=None)
+    worst = worst_severity(a.severity for a in s.alerts)
     return HostSummary(
         host=s.host, gpus=len(s.gpus), lost=len(s.gpus) - len(live),
         util_mean=sum(utils) / len(utils) if utils else None, util_max=max(utils) if utils else None,

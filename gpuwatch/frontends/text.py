@@ -1,8 +1,11 @@
-"""Plain-text rendering of a snapshot (``gpuwatch snapshot`` / ``--text``), like nvidia-smi's
-table: no colours, fixed columns, fit for a ticket or a cron mail."""
+"""Plain text, worded for a terminal, a ticket or a cron mail: a snapshot (``gpuwatch snapshot``,
+like nvidia-smi's table: no colours, fixed columns), the doctor's report and the fleet's hosts.
+The data layer returns data; this module is where it becomes words."""
 
 from __future__ import annotations
 
+from ..analysis.doctor import FAIL, PASS, WARN, DoctorReport
+from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
 from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
@@ -66,4 +69,49 @@ def render_text(snap: Snapshot) -> str:
         lines.append("Alerts:")
         for a in snap.alerts:
             lines.append(f"  {a.severity.upper():<8} {a.subject:<16} {a.message}")
+    return "\n".join(lines) + "\n"
+
+
+def render_doctor(report: DoctorReport) -> str:
+    width = max((len(c.name) for c in report.checks), default=10)
+    lines = [f"gpuwatch doctor — {report.host or '?'} at {report.time or '?'}", ""]
+    for c in report.checks:
+        lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
+        for n in c.notes:
+            lines.append(f"{'':<4}  {'':<{width}}    {n}")
+    n = report.counts()
+    lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed"]
+    return "\n".join(lines) + "\n"
+
+
+# ---- fleets -----------------------------------------------------------------------------------
+def fleet_util_text(r: HostSummary) -> str:
+    return "—" if r.util_mean is None else f"{r.util_mean:.0f}/{r.util_max:.0f}%"
+
+
+def fleet_hot_text(r: HostSummary) -> str:
+    if r.hot_c is None:
+        return "—"
+    limit = f"/{r.hot_slowdown_c:.0f}" if r.hot_slowdown_c is not None else ""
+    return f"{r.hot_c:.0f}{limit}°C"
+
+
+def fleet_tok_text(r: HostSummary) -> str:
+    return "—" if r.tok_s is None else f"{r.tok_s:,.0f}"
+
+
+def fleet_alert_text(r: HostSummary) -> str:
+    return "0" if not r.alerts else f"{r.alerts} {r.worst}"
+
+
+def render_fleet_text(reading, url: str) -> str:
+    """``gpuwatch snapshot --prometheus URL``: one line per host."""
+    lines = [f"fleet via {url}: {len(reading.hosts)} hosts, {reading.refresh_ms:.0f} ms"]
+    if reading.error:
+        lines.append(f"error: {reading.error}")
+    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  alerts")
+    for s in reading.hosts:
+        r = summarize(s)
+        lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {fleet_util_text(r):>9} {fleet_hot_text(r):>12} "
+                     f"{fleet_tok_text(r):>8}  {fleet_alert_text(r)}")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,5 @@
 """Start the whole simulated box: the fake NVML library under pynvml, the process table of
-its servers, and (when the instances module is present) real HTTP servers on loopback that
-speak each engine's format."""
+its servers, and real HTTP servers on loopback that speak each engine's format."""
 
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ from dataclasses import dataclass, field
 
 from .box import RealClock, SimBox
 from .nvml import FakeNvmlLibrary, install, uninstall
+from .procs import SimProcessTable
 from .scenarios import parse_scenario
+from .servers import start_sim_servers
 
 
 @dataclass
@@ -38,20 +39,8 @@ def start_demo(spec: str | None = None, clock=None, latency_s: float = 0.0, pcie
     scenario, faults = parse_scenario(spec)
     box = SimBox(scenario, faults, clock or RealClock(), start_offset_s=start_offset_s)
     lib = install(FakeNvmlLibrary(box, latency_s=latency_s, pcie_sample_s=pcie_sample_s))
-    try:
-        from .procs import SimProcessTable
-        table = SimProcessTable(box)
-    except ImportError:  # pragma: no cover - before the instances layer exists
-        from ..collect.procs import ProcessTable
-        table = ProcessTable()
-    handle = None
-    if servers:
-        try:
-            from .servers import start_sim_servers
-        except ImportError:  # pragma: no cover
-            start_sim_servers = None
-        if start_sim_servers is not None:
-            handle = start_sim_servers(box)
+    table = SimProcessTable(box)
+    handle = start_sim_servers(box) if servers else None
     demo = Demo(spec=spec or scenario.name, box=box, lib=lib, process_table=table, servers=handle)
     demo.wall_t0 = (time.time() if wall_t0 is None else wall_t0) - box.t()
     return demo

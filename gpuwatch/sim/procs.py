@@ -17,8 +17,8 @@ from .scenarios import InstanceSpec
 
 
 class SimProcessTable:
-    # hints for the instance collector: do not probe the real machine's default ports, and
-    # name discovered servers after the scenario's instances
+    # the instance collector's questions (see ProcessTable): do not probe the real machine's
+    # default ports, and name discovered servers after the scenario's instances
     probe_default_ports = False
     discovered_source = "simulated"
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from ..errors import ScenarioError
+
 GiB = 1024**3
 
 
@@ -221,10 +223,6 @@ DEFAULT_FAULT_GPU = {
     "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0},
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
-
-
-class ScenarioError(ValueError):
-    pass
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:

@@ -90,5 +90,3 @@ PARALLEL_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
 LLAMACPP_SPLIT_FLAGS = ("--split-mode", "-sm")
 LLAMACPP_SPLIT_MODES = {"row": "tensor", "layer": "pipeline", "none": "single"}
 
-# engines that split a model by layers when it spans several GPUs and nothing says otherwise
-LAYER_SPLIT_BY_DEFAULT = ("ollama", "llamacpp")

@@ -29,7 +29,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from ...config import Settings
 from ...model import Snapshot
+from ...runtime import build_monitor
+from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
 from .render import short_gpu_name
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, StatusLine
@@ -56,29 +59,6 @@ class BenchDone(Message):
         self.text = text
 
 
-class LiveSource:
-    """Snapshots from the live pipeline (a Monitor)."""
-
-    live = True
-
-    def __init__(self, monitor) -> None:
-        self.monitor = monitor
-
-    def next(self) -> Snapshot:
-        return self.monitor.tick()
-
-    @property
-    def history(self):
-        return self.monitor.history
-
-    @property
-    def alert_engine(self):
-        return self.monitor.alerts
-
-    def close(self) -> None:
-        self.monitor.close()
-
-
 class GpuWatchApp(App):
     CSS_PATH = Path(__file__).with_name("gpuwatch.tcss")  # absolute: subclasses live elsewhere
     show_self_cost = True  # the monitor's own CPU and ms per collection, top right
@@ -99,7 +79,11 @@ class GpuWatchApp(App):
         Binding("up", "move(0, -1)", "Up", show=False),
     ]
 
-    def __init__(self, source, interval: float = 1.0, theme: str | None = None, title: str | None = None,
+    # the shortest wait between two polls (a poll slower than the interval stretches the period;
+    # never a zero timer: Textual's timer divides by its delay)
+    min_poll_delay = 0.01
+
+    def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False) -> None:
         # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
         # colours makes it apply its NoColor filter instead, so no colour codes are sent at all
@@ -216,7 +200,7 @@ class GpuWatchApp(App):
         if compact != self.compact:
             self.compact = compact
             for card in self._grid.query(GpuCard):
-                card._sig = None
+                card.invalidate()
         screen.set_class(bool(compact), "-compact")
         screen.set_class(compact == "tight", "-tight")
         self._grid.styles.grid_size_columns = 1 if compact else min(cols, max(1, n))
@@ -247,6 +231,12 @@ class GpuWatchApp(App):
 
     def on_collected(self, message: "Collected") -> None:
         self._apply_collected(message.snapshot, message.error, message.elapsed)
+        if not self._stopping:
+            self.after_poll(message.snapshot, message.error)
+
+    def after_poll(self, snap: Snapshot | None, error: str | None) -> None:
+        """Called on the UI thread after each poll was shown (``snap`` None when it failed or
+        the source ended): the extension point for apps built on this one."""
 
     def _apply_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
         self._polling = False
@@ -272,10 +262,7 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        # a poll that took longer than the interval stretches the period (never a zero timer:
-        # Textual's timer divides by its delay)
-        delay = max(0.01, self.interval - elapsed)
-        self._timer = self.set_timer(delay, self.poll)
+        self._timer = self.set_timer(max(self.min_poll_delay, self.interval - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
         notice = self._notice
@@ -367,9 +354,8 @@ class GpuWatchApp(App):
             card.refresh_from(inst, hist.instance_tok.get(inst.name) if hist else None)
 
     def _notify_new_critical(self) -> None:
-        engine = self.source.alert_engine
-        fresh = getattr(engine, "new_critical", None) if engine is not None else None
-        for a in fresh or []:
+        log = self.source.alert_log
+        for a in (log.new_critical if log is not None else []):
             self.notify(f"{a.subject}: {a.message}", title="critical", severity="error", timeout=8, markup=False)
 
     # ---- actions -------------------------------------------------------------------------
@@ -431,7 +417,7 @@ class GpuWatchApp(App):
 
     def action_alert_history(self) -> None:
         from .screens import AlertHistoryScreen
-        self.push_screen(AlertHistoryScreen(self.source.alert_engine, self.snapshot))
+        self.push_screen(AlertHistoryScreen(self.source.alert_log, self.snapshot))
 
     def action_bench(self) -> None:
         focused = self.focused
@@ -439,7 +425,7 @@ class GpuWatchApp(App):
             self.notify("Select an inference instance (tab to it), then press b to benchmark it.", markup=False)
             return
         inst = focused.instance
-        if not getattr(self.source, "live", False):
+        if not self.source.live:
             self.notify("Benchmarks run against live servers only.", markup=False)
             return
         self.notify(f"benchmarking {inst.name}…", timeout=3, markup=False)
@@ -449,9 +435,9 @@ class GpuWatchApp(App):
         try:
             from ...collect.bench import run_bench
             result = run_bench(inst.url, inst.kind, model=inst.models[0].name if inst.models else None, runs=1)
-            collector = getattr(self.source.monitor.sampler, "instances", None)
-            if collector is not None:
-                collector.record_bench(inst.name, result)
+            target = self.source.bench_target
+            if target is not None:
+                target.record_bench(inst.name, result)
             msg = (f"{inst.name}: {result.generation_tokens_per_s:.1f} tok/s"
                    if result.generation_tokens_per_s is not None else f"{inst.name}: {result.error}")
         except Exception as e:
@@ -473,12 +459,9 @@ class GpuWatchApp(App):
         self.exit()
 
 
-def run_dashboard(args, cfg, interval, backends, discover) -> int:
-    from ...pipeline import Monitor, default_alert_engine, make_sampler
-
-    sampler = make_sampler(demo=getattr(args, "demo", None), backends=backends, discover=discover)
-    monitor = Monitor(sampler, alert_engine=default_alert_engine(cfg.alerts))
-    app = GpuWatchApp(LiveSource(monitor), interval=interval, theme=getattr(args, "theme", None) or cfg.theme)
+def run_dashboard(settings: Settings) -> int:
+    monitor = build_monitor(settings)
+    app = GpuWatchApp(LiveSource(monitor), interval=settings.interval, theme=settings.theme)
     try:
         app.run()
     finally:

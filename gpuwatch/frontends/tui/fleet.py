@@ -17,9 +17,11 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
+from ...config import Settings
 from ...fleet.source import FleetReading, FleetSource
 from ...fleet.summary import summarize
 from ...model import Snapshot
+from ..text import fleet_alert_text, fleet_hot_text, fleet_tok_text, fleet_util_text
 from ..units import fmt_bytes
 from .app import GpuWatchApp
 from .widgets import InstanceCard, StatusLine
@@ -64,8 +66,10 @@ class FleetHostSource:
         return self.fleet.history(self.selected) if self.selected else None
 
     @property
-    def alert_engine(self):
+    def alert_log(self):
         return self.fleet.engines.get(self.selected) if self.selected else None
+
+    bench_target = None
 
     def close(self) -> None:
         self.fleet.close()
@@ -141,13 +145,13 @@ class FleetScreen(Screen):
         margin = r.hot_margin_c
         hot_style = "bold red" if margin is not None and margin <= 0 else "yellow" if margin is not None and margin <= 5 \
             else dim
-        hot = r.hot_text if r.hot_index is None else f"GPU {r.hot_index} {r.hot_text}"
+        hot = fleet_hot_text(r) if r.hot_index is None else f"GPU {r.hot_index} {fleet_hot_text(r)}"
         gpus = f"{r.gpus}" + (f" ({r.lost} lost)" if r.lost else "")
         state = r.problem or ("stale" if stale else "ok")
         return [Text(r.host, style="bold"), Text(gpus, style="bold red" if r.lost else dim),
-                Text(r.util_text, style=dim), Text(hot, style=hot_style),
+                Text(fleet_util_text(r), style=dim), Text(hot, style=hot_style),
                 Text(f"{fmt_bytes(used)} / {fmt_bytes(total)}" if total else "—", style=dim),
-                Text(r.tok_text, style=dim), Text(r.alert_text, style=SEVERITY_STYLE.get(r.worst or "", dim)),
+                Text(fleet_tok_text(r), style=dim), Text(fleet_alert_text(r), style=SEVERITY_STYLE.get(r.worst or "", dim)),
                 Text(state, style="red" if r.problem else dim)]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -165,8 +169,10 @@ class FleetApp(GpuWatchApp):
         super().on_mount()
         self.push_screen(FleetScreen(self.url))
 
-    def _apply_collected(self, snap, error, elapsed) -> None:
-        super()._apply_collected(snap, error, elapsed)
+    # a refresh slower than the interval would ask for a 0 s timer: keep a small floor
+    min_poll_delay = 0.05
+
+    def after_poll(self, snap, error) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, FleetScreen):
                 screen.show_reading(self.source.reading, self.source.good)
@@ -192,19 +198,14 @@ class FleetApp(GpuWatchApp):
         if not isinstance(self.screen, FleetScreen):
             self.push_screen(FleetScreen(self.url))
 
-    def _schedule_next(self, elapsed: float) -> None:
-        # a refresh slower than the interval would ask for a 0 s timer, which Textual's Timer
-        # divides by: keep a small floor
-        self._timer = self.set_timer(max(0.05, self.interval - elapsed), self.poll)
-
     def top_extra(self, snap: Snapshot) -> list:
         return [" ", (" FLEET ", "$accent reverse"), (" esc: all hosts ", "$text-muted")]
 
 
-def run_fleet_dashboard(args, cfg, interval: float, url: str) -> int:
-    fleet = FleetSource(url, timeout_s=cfg.prometheus_timeout_s, alert_config=cfg.alerts)
+def run_fleet_dashboard(settings: Settings, url: str) -> int:
+    fleet = FleetSource(url, timeout_s=settings.prometheus_timeout_s, alert_config=settings.alerts)
     source = FleetHostSource(fleet)
-    app = FleetApp(source, url, interval=interval, theme=getattr(args, "theme", None) or cfg.theme)
+    app = FleetApp(source, url, interval=settings.interval, theme=settings.theme)
     try:
         app.run()
     finally:

@@ -1,6 +1,6 @@
 """`gpuwatch replay FILE`: the dashboard driven from a recording, with pause, step, seek and speed.
 
-The recording is indexed once (gpuwatch.frontends.recording); snapshots are decoded only when
+The recording is indexed once (gpuwatch.recording); snapshots are decoded only when
 shown. Alerts are the ones the recorder evaluated; their raised/cleared history is rebuilt from
 the recording around the current position.
 """
@@ -18,8 +18,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
 from ...analysis.history import History
+from ...config import Settings
 from ...model import Snapshot
-from ..recording import Recording, RecordingError, open_recording
+from ...recording import Recording, RecordingError, open_recording
 from .app import GpuWatchApp
 
 SPEEDS = (1.0, 10.0, 60.0, 600.0)
@@ -63,7 +64,7 @@ class ReplaySource:
         self.speed = speed
         self.playing = True
         self.history = History(600)
-        self.alert_engine = RecordedAlertHistory()
+        self.alert_log = RecordedAlertHistory()
         self.pos = max(0, min(start, len(rec) - 1))
         self._wall: float | None = None
         self._cursor_time = rec.times[self.pos]
@@ -77,11 +78,11 @@ class ReplaySource:
         self._wall = None
         # rebuild the charts' history and the alert events from what came just before
         self.history.clear()
-        self.alert_engine.reset()
+        self.alert_log.reset()
         lo = max(0, index - REBUILD_BACK)
         for i in range(lo, index):
             raw = self.rec.raw(i)
-            self.alert_engine.feed(raw.get("time", ""), raw.get("alerts") or [])
+            self.alert_log.feed(raw.get("time", ""), raw.get("alerts") or [])
         step = max(1, (index - lo) // 120)
         for i in range(lo, index, step):
             self.history.add(self.rec[i])
@@ -106,9 +107,15 @@ class ReplaySource:
         self._wall = now
         snap = self.rec[self.pos]
         raw_alerts = [a.__dict__ if hasattr(a, "__dict__") else a for a in snap.alerts]
-        self.alert_engine.feed(snap.time, raw_alerts)
+        self.alert_log.feed(snap.time, raw_alerts)
         self.history.add(snap)
         return snap
+
+    bench_target = None
+
+    def resync(self) -> None:
+        """Count play time from now on (after a pause: the paused time is not played)."""
+        self._wall = None
 
     def close(self) -> None:
         self.rec.close()
@@ -156,7 +163,7 @@ class ReplayApp(GpuWatchApp):
     def action_toggle_pause(self) -> None:
         src: ReplaySource = self.source
         src.playing = not src.playing
-        src._wall = None
+        src.resync()
         self._repaint_now()
 
     def _repaint_now(self) -> None:
@@ -234,23 +241,24 @@ def parse_seek(text: str, src: ReplaySource) -> float:
     return when.timestamp()
 
 
-def run_replay(args) -> int:
+def run_replay(settings: Settings, file: str, speed: float = 1.0, start: str | None = None,
+               rotated: bool = False) -> int:
     try:
-        rec = open_recording(args.file, rotated=args.rotated)
+        rec = open_recording(file, rotated=rotated)
     except RecordingError as e:
         print(f"gpuwatch: {e}", file=sys.stderr)
         return 1
     if len(rec) == 0:
-        print(f"gpuwatch: {args.file}: no snapshots in this recording", file=sys.stderr)
+        print(f"gpuwatch: {file}: no snapshots in this recording", file=sys.stderr)
         return 1
-    source = ReplaySource(rec, speed=args.speed)
-    if args.start:
+    source = ReplaySource(rec, speed=speed)
+    if start:
         try:
-            source.seek_time(parse_seek(args.start, source))
+            source.seek_time(parse_seek(start, source))
         except ValueError as e:
             print(f"gpuwatch: --start: {e}", file=sys.stderr)
             return 2
-    app = ReplayApp(source, theme=getattr(args, "theme", None), warnings=list(rec.warnings))
+    app = ReplayApp(source, theme=settings.theme, warnings=list(rec.warnings))
     try:
         app.run()
     finally:

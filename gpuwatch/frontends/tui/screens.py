@@ -11,6 +11,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
+from ..sources import AlertLog
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
 from .render import alert_line, instance_lines
 from .widgets import PlotextChart
@@ -225,9 +226,9 @@ class ChartScreen(Screen):
 class AlertHistoryScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, engine, snapshot: Snapshot | None) -> None:
+    def __init__(self, log: AlertLog | None, snapshot: Snapshot | None) -> None:
         super().__init__()
-        self.engine = engine
+        self.alert_log = log
         self._snap = snapshot
 
     def compose(self) -> ComposeResult:
@@ -248,7 +249,7 @@ class AlertHistoryScreen(Screen):
         active = snap.alerts if snap is not None else []
         self.query_one("#active", Static).update(
             Content("\n").join(alert_line(a) for a in active) if active else Content.styled("none", "$text-muted"))
-        events = list(getattr(self.engine, "history", None) or [])
+        events = list(self.alert_log.history) if self.alert_log is not None else []
         table = self.query_one("#alert-history", DataTable)
         # the history is bounded: compare its newest event, not its length
         newest = (len(events), repr(events[-1]) if events else None)

@@ -16,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
+from ...vocab import severity_rank
 from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
 
 
@@ -51,6 +52,10 @@ class Card(Widget, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._styles: dict[tuple, RichStyle] = {}
         self._drawn_for = None
+
+    def invalidate(self) -> None:
+        """Draw every line again on the next ``show`` (the layout changed what a line holds)."""
+        self._sig = None
 
     def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
         # text and spans, compared as they are (Content's own == looks at the text only)
@@ -193,8 +198,7 @@ class AlertStrip(Static):
         self.max_lines = 4
 
     def refresh_from(self, alerts: list[Alert]) -> None:
-        order = {"critical": 0, "warning": 1, "info": 2}
-        alerts = sorted(alerts, key=lambda a: (order.get(a.severity, 3), a.subject))
+        alerts = sorted(alerts, key=lambda a: (-severity_rank(a.severity), a.subject))
         sig = tuple((a.severity, a.subject, a.message) for a in alerts) + (self.max_lines,)
         if sig == self._sig:
             return
@@ -210,8 +214,13 @@ class AlertStrip(Static):
 class StatusLine(Static):
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
-        self._sig: str | None = None  # the text shown (tests read it)
+        self._sig: str | None = None  # the text shown
         self._spans: list | None = None
+
+    @property
+    def text(self) -> str:
+        """The plain text shown now ("" before the first ``show``)."""
+        return self._sig or ""
 
     def show(self, content: Content) -> None:
         old = self._sig

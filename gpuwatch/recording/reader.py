@@ -1,9 +1,4 @@
-"""Recordings: the line format ``gpuwatch record`` writes, and the reader that replay uses.
-
-A recording is NDJSON: one schema-v1 snapshot (docs/SCHEMA.md) per line, compact ASCII JSON
-with the keys in ``Snapshot.to_dict()`` order, so every line starts with
-``{"schema_version":1,"time":"2026-11-23T07:55:21.205Z"``. A file ending in ``.gz`` is one
-gzip stream with a sync flush after every line (any prefix of it decompresses to whole lines).
+"""The reader of recordings (the format is in :mod:`.format`): what replay uses.
 
 :func:`open_recording` indexes a file in one pass that reads only each line's head (its
 time) and end (is it whole?) -- no JSON is parsed and no Snapshot built -- and keeps compact
@@ -12,8 +7,6 @@ For gzip it keeps, every ~4 MB of text, a copy of the decompressor's state (zlib
 ``copy()``, ~50 KB each), so reaching any line means inflating at most ~4 MB, and a
 sequential walk reuses its position. Memory stays bounded (a day at 1 s of 8 GPUs: a few
 MB of index) and nothing is written to disk.
-
-Nothing here imports Textual.
 """
 
 from __future__ import annotations
@@ -30,8 +23,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..model import SCHEMA_VERSION, Snapshot
+from .format import PREFIX, RecordingError, is_gzip_name, rotated_siblings
 
-PREFIX = b'{"schema_version":%d,"time":"' % SCHEMA_VERSION
 _TIME_AT = len(PREFIX)
 _TIME_LEN = len("2026-11-23T07:55:21.205Z")
 _HEAD = 256  # bytes of each line the index looks at
@@ -43,55 +36,6 @@ _MAX_WARNINGS = 20
 _FAST_TIME = re.compile(rb"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d(?:\.\d{1,6})?)Z")
 _SCHEMA_RE = re.compile(rb'"schema_version"\s*:\s*(-?\d+)')
 _TIME_RE = re.compile(rb'"time"\s*:\s*"([^"]{1,64})"')
-_ROTATED_DIGITS = 6
-
-
-class RecordingError(Exception):
-    """A file that cannot be read as a recording, worded for a one-line message."""
-
-
-# ---- the line format (shared with the writer) ------------------------------------------------
-
-def encode_snapshot(snap: Snapshot) -> bytes:
-    """One recording line: compact ASCII JSON of schema v1 and a newline."""
-    return json.dumps(snap.to_dict(), separators=(",", ":")).encode("ascii") + b"\n"
-
-
-def is_gzip_name(path: str | os.PathLike) -> bool:
-    return str(path).endswith(".gz")
-
-
-def split_name(path: str | os.PathLike) -> tuple[Path, str, str]:
-    """``dir/rec.ndjson.gz`` -> (dir, "rec", ".ndjson.gz"); the extension keeps ``.gz``."""
-    p = Path(path)
-    name = p.name
-    gz = ".gz" if name.endswith(".gz") else ""
-    stem, ext = os.path.splitext(name[: len(name) - len(gz)])
-    if not stem:  # ".ndjson" alone
-        stem, ext = ext, ""
-    return p.parent, stem, ext + gz
-
-
-def rotated_name(path: str | os.PathLike, seq: int) -> Path:
-    """The name a rotated file gets: ``rec.ndjson.gz`` -> ``rec.000007.ndjson.gz``."""
-    parent, stem, ext = split_name(path)
-    return parent / f"{stem}.{seq:0{_ROTATED_DIGITS}d}{ext}"
-
-
-def rotated_siblings(path: str | os.PathLike) -> list[tuple[int, Path]]:
-    """The rotated files of ``path`` that exist, as (sequence, path), oldest first."""
-    parent, stem, ext = split_name(path)
-    pattern = re.compile(re.escape(stem) + r"\.(\d{%d,})" % _ROTATED_DIGITS + re.escape(ext) + "$")
-    found = []
-    try:
-        names = os.listdir(parent if str(parent) else ".")
-    except OSError:
-        return []
-    for name in names:
-        m = pattern.match(name)
-        if m:
-            found.append((int(m.group(1)), parent / name))
-    return sorted(found)
 
 
 # ---- times -----------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import generate_latest, CONTENT_TYPE_LATEST
 
 from .. import __version__
-from ..collect.nvml import THROTTLE_REASONS
+from ..vocab import THROTTLE_REASONS
 from ..model import GPU, Instance, Snapshot
-from . import names as N
+from ..fleet import names as N
 
 _DERIVED = {
     "#processes": lambda g: len(g.processes),

@@ -1,4 +1,4 @@
-"""``gpuwatch record``: snapshots on a steady cadence into an NDJSON file, losing nothing.
+"""Writing recordings: snapshots on a steady cadence into an NDJSON file, losing nothing.
 
 Guarantees (tests/test_record*.py hold them):
 
@@ -21,16 +21,14 @@ Guarantees (tests/test_record*.py hold them):
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import sys
 import time
 import zlib
 from pathlib import Path
 from typing import Callable
 
 from ..model import Snapshot
-from .recording import encode_snapshot, is_gzip_name, rotated_name, rotated_siblings
+from .format import encode_snapshot, is_gzip_name, rotated_name, rotated_siblings
 
 
 class RecordError(Exception):
@@ -276,137 +274,3 @@ class Recorder:
         except _Wake:
             pass
         return self.lines
-
-
-# ---- the command -----------------------------------------------------------------------------
-
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
-
-
-def alert_step(cfg) -> Callable[[Snapshot], object] | None:
-    """The alert engine as a per-snapshot step (it sets ``snapshot.alerts``), once it exists."""
-    try:
-        from ..analysis.alerts import AlertEngine
-    except ImportError:
-        return None
-    try:
-        from ..analysis.alert_config import AlertConfig
-        config = AlertConfig.from_toml_dict(getattr(cfg, "alerts", None) or {})
-    except ImportError:
-        config = None
-    return AlertEngine(config).update
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-def _fmt_elapsed(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-class _TerminalProgress:
-    def __init__(self, stream, path: Path) -> None:
-        self.stream = stream
-        self.path = path
-        self.shown = False
-
-    def __call__(self, rec: Recorder) -> None:
-        if self.stream is None:
-            return
-        text = (f"\rrecording {self.path.name}: {rec.lines} snapshots, "
-                f"{_fmt_elapsed(rec.clock() - rec.started)}, {_fmt_bytes(rec.writer.bytes_written)}\x1b[K")
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-            self.shown = True
-        except (OSError, ValueError):  # the terminal went away (SSH hangup)
-            self.stream = None
-
-    def done(self) -> None:
-        if self.stream is not None and self.shown:
-            try:
-                self.stream.write("\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-
-
-def cmd_record(args) -> int:
-    from ..cli import _fail, _make_sampler, _settings
-
-    cfg, interval, backends, discover = _settings(args)
-    analyze = alert_step(cfg)
-    stopper: dict = {"reason": None, "recorder": None}
-
-    def on_signal(signum, frame):
-        name = signal.Signals(signum).name
-        stopper["reason"] = name
-        rec = stopper["recorder"]
-        if rec is not None:
-            rec.request_stop(name)
-
-    previous = {}
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        # a signal the parent set to be ignored stays ignored: `nohup gpuwatch record` survives hangups
-        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
-            previous[sig] = signal.signal(sig, on_signal)
-    writer = sampler = None
-    try:
-        rotate = int(args.rotate_mb * 1024 * 1024) if args.rotate_mb else None
-        try:
-            writer = RecordingWriter(args.output, append=args.append, rotate_bytes=rotate, keep=args.keep)
-        except RecordError as e:
-            return _fail(str(e), 1)
-        demo = getattr(args, "demo", None)
-        sampler = _make_sampler(args, backends, discover, start_offset_s=60.0 if demo else 0.0)
-        progress = _TerminalProgress(sys.stderr if _isatty(sys.stderr) else None, writer.path)
-        recorder = Recorder(sampler, writer, interval, count=args.count, duration=args.duration,
-                            analyze=analyze, progress=progress)
-        recorder.stop_reason = stopper["reason"]  # a signal during start-up
-        stopper["recorder"] = recorder
-        try:
-            recorder.run()
-        except RecordError as e:
-            progress.done()
-            _quietly(writer)
-            return _fail(str(e), 1)
-        progress.done()
-        stopper["recorder"] = None
-        try:
-            writer.close(discard_if_empty=True)
-        except RecordError as e:
-            return _fail(str(e), 1)
-        for w in writer.warnings:
-            print(f"gpuwatch: warning: {w}", file=sys.stderr)
-        return 0
-    finally:
-        stopper["recorder"] = None
-        if sampler is not None:
-            sampler.close()
-        if writer is not None and writer.file is not None:
-            _quietly(writer)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _quietly(writer: RecordingWriter) -> bool:
-    """Close after a failure, ignoring a second failure; False (nothing more to do)."""
-    try:
-        writer.close(discard_if_empty=True)
-    except RecordError:
-        pass
-    return False
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream is not None and stream.isatty()
-    except (OSError, ValueError):
-        return False

@@ -1,0 +1,110 @@
+"""What a dashboard consumes, as typed protocols, and the sources that provide it.
+
+A dashboard (live, replay, a fleet host, a screenshot) draws whatever a :class:`SnapshotSource`
+gives it: the next snapshot, the history its charts draw, the alert log its history screen
+lists, and, for a live box only, where benchmark results go. The sources here need no UI
+toolkit; the replay and fleet sources live beside their screens.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..analysis.history import History
+from ..model import Alert, BenchResult, Snapshot
+from ..pipeline import Monitor
+
+
+@runtime_checkable
+class AlertLog(Protocol):
+    """Alerts over time: the events of the alert history screen (raised/cleared, oldest first)
+    and the alerts that just became critical (a notification each)."""
+
+    @property
+    def history(self) -> list: ...
+
+    @property
+    def new_critical(self) -> list[Alert]: ...
+
+
+class BenchTarget(Protocol):
+    """Where a benchmark run from the dashboard is kept (shown on the instance's panel)."""
+
+    def record_bench(self, name: str, result: BenchResult) -> None: ...
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    live: bool  # a live box (benchmarks make sense), not a recording or a remote host
+
+    def next(self) -> Snapshot:
+        """The next snapshot; ``StopIteration`` when there is none (a recording's end)."""
+
+    @property
+    def history(self) -> History | None: ...
+
+    @property
+    def alert_log(self) -> AlertLog | None: ...
+
+    @property
+    def bench_target(self) -> BenchTarget | None: ...
+
+    def close(self) -> None: ...
+
+
+class LiveSource:
+    """Snapshots from the live pipeline (a :class:`~gpuwatch.pipeline.Monitor`)."""
+
+    live = True
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def next(self) -> Snapshot:
+        return self.monitor.tick()
+
+    @property
+    def history(self) -> History:
+        return self.monitor.history
+
+    @property
+    def alert_log(self) -> AlertLog:
+        return self.monitor.alerts
+
+    @property
+    def bench_target(self) -> BenchTarget | None:
+        return self.monitor.sampler.instances
+
+    def close(self) -> None:
+        self.monitor.close()
+
+
+class ListSource:
+    """Plays the last of a list of snapshots once, the others being its history (for a picture
+    of the dashboard). ``history``: one already holding every snapshot, the last included."""
+
+    live = False
+    bench_target = None
+
+    def __init__(self, snapshots: list[Snapshot], alert_log: AlertLog | None = None,
+                 history: History | None = None) -> None:
+        self._pending = history is None  # the last snapshot still to be added to the history
+        if history is None:
+            history = History(max(600, len(snapshots)))
+            for s in snapshots[:-1]:
+                history.add(s)
+        self.history = history
+        self._last = snapshots[-1]
+        self._done = False
+        self.alert_log = alert_log
+
+    def next(self) -> Snapshot:
+        if self._done:
+            raise StopIteration
+        self._done = True
+        if self._pending:
+            self.history.add(self._last)
+        return self._last
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,98 @@
+"""The one place where gpuwatch is assembled: a :class:`~gpuwatch.pipeline.Monitor` (sampler +
+alerts + history) from :class:`~gpuwatch.config.Settings`, on the real box or, for ``--demo``, on
+the simulated one. Every front end (dashboard, snapshot, doctor, record, serve, svg) gets its
+monitor here, so a change to how the pipeline is wired reaches all of them at once. This is the
+only production module that imports :mod:`gpuwatch.sim`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .analysis.alerts import AlertEngine
+from .collect.instances import InstanceCollector
+from .collect.targets import BackendConfig
+from .collect.nvml import NvmlCollector
+from .collect.procs import ProcessTable
+from .config import Settings
+from .model import Snapshot
+from .pipeline import Monitor, Sampler
+from .sim.box import ManualClock
+from .sim.demo import Demo, start_demo
+
+# A one-shot look at the simulated box (snapshot, doctor, record, svg) finds it already running
+# for this long, so its faults are established and its alerts past their raise delay.
+DEMO_WARMUP_S = 60.0
+
+
+@dataclass
+class DemoSampler(Sampler):
+    """A sampler over the simulated box; ``demo`` is the box, its servers and fake driver."""
+
+    demo: Demo | None = None
+
+
+def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,
+                 latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
+                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0) -> Sampler:
+    """The sampler for the real box (``demo=None``) or the simulated scenario ``demo``."""
+    if demo is not None:
+        d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
+                       start_offset_s=start_offset_s)
+        table = d.process_table
+        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now)
+        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
+        sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
+                              wall=d.wall, host=f"demo-{d.box.scenario.name}", demo=d)
+        sampler.on_close.append(d.close)
+        return sampler
+    table = ProcessTable()
+    nvml = NvmlCollector(process_table=table)
+    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic)
+    return Sampler(nvml=nvml, instances=instances)
+
+
+def _instance_collector(backends, discover, table, timeout_s, clock) -> InstanceCollector | None:
+    if not backends and not discover:
+        return None
+    return InstanceCollector([b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends],
+                             discover=discover, process_table=table, timeout_s=timeout_s, clock=clock)
+
+
+def build_monitor(settings: Settings, *, one_shot: bool = False, history_points: int = 600) -> Monitor:
+    """The live pipeline for ``settings``. ``one_shot``: for a look that samples a short window
+    (snapshot, doctor, record) rather than a view that runs from now on: the simulated box is
+    then found already running for :data:`DEMO_WARMUP_S`."""
+    offset = DEMO_WARMUP_S if (one_shot and settings.demo is not None) else 0.0
+    sampler = make_sampler(demo=settings.demo, backends=settings.backends, discover=settings.discover,
+                           start_offset_s=offset)
+    return Monitor(sampler, AlertEngine(settings.alerts), history_points=history_points)
+
+
+def sample_window(settings: Settings, count: int = 2, interval: float | None = None) -> list[Snapshot]:
+    """``count`` snapshots one interval apart with the alerts seen over the window on the last."""
+    monitor = build_monitor(settings, one_shot=True, history_points=count)
+    try:
+        return monitor.window(count, settings.interval if interval is None else interval)
+    finally:
+        monitor.close()
+
+
+def simulated_history(settings: Settings, seconds: float = DEMO_WARMUP_S) -> Monitor:
+    """The simulated box driven by hand through ``seconds`` simulated seconds, one sample a
+    second, with alerts and history as a live view would have them: for pictures of the demo
+    (``snapshot --svg``) that show history in about a second of real time. The returned
+    monitor's sampler is already closed; its ``history``, ``alerts`` and ``last`` are kept."""
+    if settings.demo is None:
+        raise ValueError("simulated_history needs a demo scenario")
+    clock = ManualClock()
+    sampler = make_sampler(demo=settings.demo, clock=clock)
+    monitor = Monitor(sampler, AlertEngine(settings.alerts), history_points=max(600, int(seconds)))
+    try:
+        for _ in range(int(seconds)):
+            clock.advance(1.0)
+            monitor.observe(sampler.sample(wait_instances=True))
+    finally:
+        monitor.close()
+    return monitor
