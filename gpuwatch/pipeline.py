@@ -19,6 +19,7 @@ from typing import Callable
 
 from .analysis.alert_config import AlertConfig
 from .analysis.alerts import AlertEngine, evaluate_once
+from .analysis.efficiency import instance_efficiency
 from .analysis.groups import assign_gpus
 from .analysis.history import History
 from .collect.nvml import NvmlCollector
@@ -31,7 +32,7 @@ def iso(ts: float) -> str:
 
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
-    return [assign_gpus]
+    return [assign_gpus, instance_efficiency]
 
 
 @dataclass
@@ -76,8 +77,9 @@ class Sampler:
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario,
+            scenario=self.scenario, discovery_notes=list(getattr(self.instances, "notes", ())),
         )
+        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)

@@ -41,7 +41,7 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
         d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
                        start_offset_s=start_offset_s)
         table = d.process_table
-        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now)
+        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
         instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
                               wall=d.wall, host=f"demo-{d.box.scenario.name}", demo=d)

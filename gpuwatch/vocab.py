@@ -42,9 +42,11 @@ def decode_throttle_reasons(mask: int | None) -> list[str]:
 
 
 # ---- inference engines ---------------------------------------------------------------------
-ENGINE_KINDS: tuple[str, ...] = ("ollama", "vllm", "llamacpp", "sglang")
+ENGINE_KINDS: tuple[str, ...] = ("ollama", "vllm", "llamacpp", "sglang", "tgi", "tabbyapi", "lmstudio", "llamaswap")
 # how each engine spells its own name (what an operator reads on screen)
-ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang"}
+ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang",
+                                 "tgi": "TGI", "tabbyapi": "TabbyAPI", "lmstudio": "LM Studio",
+                                 "llamaswap": "llama-swap"}
 
 # engines that split a model by layers when it spans several GPUs and nothing says otherwise
 # (Ollama and llama.cpp's default --split-mode layer)

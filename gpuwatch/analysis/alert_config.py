@@ -80,6 +80,8 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "min_growth": 5.0,  # ... and this many more than at the start of the window
     },
     "driver_mismatch": {},
+    "nvlink_fabric": {},
+    "pid_namespace": {},
 }
 
 # per-rule defaults of the common keys, where they differ from the global ones
@@ -88,6 +90,7 @@ RULE_TIMING: dict[str, dict[str, float]] = {
     "backend_down": {"raise_after_s": 0.0},
     "ecc_errors": {"raise_after_s": 0.0},
     "driver_mismatch": {"raise_after_s": 0.0},
+    "pid_namespace": {"raise_after_s": 0.0},
     # conditions that come and go with the load: a cap or a narrow link that binds only at
     # peaks is one episode, not an alert every load cycle
     "power_cap": {"clear_after_s": 120.0},

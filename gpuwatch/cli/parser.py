@@ -10,9 +10,13 @@ from .. import __version__
 from ..errors import UsageError
 
 DEFAULT_LISTEN = "127.0.0.1:9835"
-SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs) or rtx4090x2, with "
-                 "faults as SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
-                 "unsupported olddriver offload ecc; 'none' clears defaults)")
+# the spellings of --demo (tests/test_nvml_drivers.py checks it names every scenario, fault and
+# driver of gpuwatch.sim, which the command line does not import)
+SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h200x8, rtx4090x2 or h100xN (N GPUs). "
+                 "Faults and a driver generation as SCENARIO:FAULT[=GPU],...,driver=BRANCH, e.g. h100x8:hot,lost or "
+                 "h100x8:driver=r535-early,lost-at-start (faults: hot idle pcie lost power unsupported olddriver "
+                 "offload ecc lost-at-start mig fabric nothresholds container; 'none' clears the defaults; drivers: "
+                 "r470 r525 r535-early r535 r550 r570 r580 r610)")
 
 
 class _Parser(argparse.ArgumentParser):

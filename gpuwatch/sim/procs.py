@@ -86,6 +86,10 @@ class SimProcessTable:
         """The scenario's name for the server listening as ``pid``."""
         return self._names.get(pid)
 
+    def processes(self) -> list[tuple[int, str, list[str], float]]:
+        """No simulated server is ever still loading: every one listens (``listeners``)."""
+        return []
+
     def forget_missing(self, alive: set[int]) -> None:
         pass
 

@@ -184,9 +184,9 @@ class InstanceCard(Card):
         width = max(20, self.size.width - 4) if self.size.width else 40
         kind = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}.get(inst.kind, inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
-        status_style = "$success" if inst.status == "up" else "$error bold"
+        status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status, "$error bold")
         self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
-        self.set_class(inst.status != "up", "-down")
+        self.set_class(inst.status in ("down", "error"), "-down")
 
 
 class AlertStrip(Static):
