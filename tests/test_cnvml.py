@@ -101,6 +101,17 @@ def test_processes_come_from_the_driver_and_resolve_to_real_processes(cnvml):
         assert "gpu_idle" in g["throttle_reasons"]
 
 
+def test_a_gpu_lost_before_start_is_shown_lost_and_alerted(cnvml):
+    """The driver counts the lost GPU but gives it no handle (GPU_IS_LOST): the others are read,
+    the lost one is a card of its own and gpu_lost fires."""
+    r = run_cli("snapshot", "--json", "--no-discover", "--interval", "0.2", env=env_for(cnvml, lost="5"))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [g["lost"] for g in d["gpus"]] == [False] * 5 + [True] + [False] * 2
+    assert d["gpus"][6]["name"] == "NVIDIA H100 80GB HBM3" and d["gpus"][6]["utilization_gpu_pct"] is not None
+    assert [(a["kind"], a["subject"]) for a in d["alerts"]] == [("gpu_lost", "GPU 5")]
+
+
 def test_dashboard_frame_and_doctor_on_the_stand_in(cnvml, tmp_path):
     env = env_for(cnvml)
     svg = tmp_path / "frame.svg"
@@ -111,6 +122,7 @@ def test_dashboard_frame_and_doctor_on_the_stand_in(cnvml, tmp_path):
     r = run_cli("doctor", "--no-discover", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 GPUs" in r.stdout and "driver 550.127.05" in r.stdout
+    assert "fabric completed" in r.stdout  # the NVSwitch fabric answers as on a healthy HGX board
 
 
 # Every entry point gpuwatch's collector calls, and every one `nvitop -m full` calls (logged from
@@ -128,6 +140,8 @@ nvmlDeviceGetUtilizationRates nvmlDeviceGetMemoryInfo nvmlDeviceGetMemoryInfo_v2
 nvmlDeviceGetTemperature nvmlDeviceGetPowerUsage nvmlDeviceGetClockInfo nvmlDeviceGetFanSpeed
 nvmlDeviceGetPerformanceState nvmlDeviceGetCurrentClocksEventReasons nvmlDeviceGetCurrentClocksThrottleReasons
 nvmlDeviceGetCurrPcieLinkGeneration nvmlDeviceGetCurrPcieLinkWidth nvmlDeviceGetPcieThroughput
+nvmlDeviceGetMigMode nvmlDeviceGetMaxMigDeviceCount nvmlDeviceGetMigDeviceHandleByIndex nvmlDeviceGetGpuInstanceId
+nvmlDeviceGetComputeInstanceId nvmlDeviceGetGpuFabricInfoV nvmlDeviceGetGpuFabricInfo
 """.split()
 NVITOP_CALLS = """
 nvmlInitWithFlags nvmlDeviceGetCount_v2 nvmlDeviceGetHandleByIndex_v2 nvmlDeviceGetUUID nvmlDeviceIsMigDeviceHandle

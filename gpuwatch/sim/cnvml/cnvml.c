@@ -37,6 +37,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -579,6 +580,61 @@ EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t h, unsigned int *is
 EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t h, unsigned int *count) {
     DEVICE(h, i); (void)i; OUT(count); *count = 7; return NVML_SUCCESS;
 }
+/* MIG is off: no MIG device at any index; a physical GPU's handle has no instance ids */
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t h, unsigned int index, nvmlDevice_t *mig) {
+    DEVICE(h, i); (void)i; (void)index; OUT(mig); return NVML_ERROR_NOT_FOUND;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t h, unsigned int *id) {
+    DEVICE(h, i); (void)i; (void)id; return NVML_ERROR_NOT_SUPPORTED;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned int *id) {
+    DEVICE(h, i); (void)i; (void)id; return NVML_ERROR_NOT_SUPPORTED;
+}
+
+/* NVSwitch fabric (HGX): registered with the fabric manager, as nvidia-smi -q shows on a
+ * healthy HGX H100 ("Fabric State: Completed, Status: Success"). The first call (R525+) has
+ * no version; the V call (R550+) takes nvmlGpuFabricInfo_v2 or _v3. */
+typedef struct {
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+} nvmlGpuFabricInfo_t;
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+    unsigned int healthMask;
+    unsigned char healthSummary; /* v3 only */
+} nvmlGpuFabricInfo_v3_t;
+#define NVML_GPU_FABRIC_STATE_COMPLETED 3
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t h, nvmlGpuFabricInfo_t *info) {
+    DEVICE(h, i); (void)i; OUT(info);
+    memset(info, 0, sizeof *info);
+    info->status = NVML_SUCCESS;
+    info->cliqueId = (unsigned int)(i / 8);
+    info->state = NVML_GPU_FABRIC_STATE_COMPLETED;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t h, nvmlGpuFabricInfo_v3_t *info) {
+    DEVICE(h, i); OUT(info);
+    unsigned int v2 = NVML_STRUCT_VERSION(offsetof(nvmlGpuFabricInfo_v3_t, healthSummary), 2);
+    unsigned int v3 = NVML_STRUCT_VERSION(sizeof(nvmlGpuFabricInfo_v3_t), 3);
+    unsigned int version = info->version;
+    if (version != v2 && version != v3) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    memset(info, 0, version == v3 ? sizeof *info : offsetof(nvmlGpuFabricInfo_v3_t, healthSummary));
+    info->version = version;
+    info->status = NVML_SUCCESS;
+    info->cliqueId = (unsigned int)(i / 8);
+    info->state = NVML_GPU_FABRIC_STATE_COMPLETED;
+    info->healthMask = 2; /* NVML_GPU_FABRIC_HEALTH_MASK_DEGRADED_BW_FALSE */
+    return NVML_SUCCESS;
+}
+
 /* confidential computing off: the function exists (R535+), the feature does not */
 EXPORT nvmlReturn_t nvmlDeviceGetConfComputeMemSizeInfo(nvmlDevice_t h, void *info) {
     DEVICE(h, i); (void)i; (void)info; return NVML_ERROR_NOT_SUPPORTED;
