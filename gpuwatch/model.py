@@ -230,6 +230,16 @@ class Instance:
     read_bytes_per_gpu_per_s: float | None = None
     mfu_pct: float | None = None
     mem_bw_util_pct: float | None = None
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    meter: str | None = None
+    # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
+    # what clients and nginx upstreams point at when they reach it through a meter
+    meter_routes: list[str] = field(default_factory=list)
+    # serving settings read from the server process's environment where it is readable
+    # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
+    settings: dict[str, str] = field(default_factory=dict)
+    # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
+    requests_per_s: float | None = None
 
 
 @dataclass
@@ -262,6 +272,8 @@ class Snapshot:
     collect_ms: float | None = None
     source: str = "nvml"  # nvml | simulated | replay | prometheus
     scenario: str | None = None
+    # replica groups: nginx upstreams whose servers are watched instances
+    pools: list[Pool] = field(default_factory=list)
     # "container" when gpuwatch runs in a PID namespace of its own: NVML's PIDs are the host's and
     # are neither named nor tied to servers; "host" or None otherwise
     pid_namespace: str | None = None
@@ -297,6 +309,40 @@ class Snapshot:
         return None
 
 
+@dataclass
+class PoolMember:
+    """One ``server`` line of an nginx upstream."""
+
+    url: str  # as nginx has it, with a scheme: http://127.0.0.1:11434
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout_s: float = 10.0
+    backup: bool = False
+    down: bool = False  # marked `down` in the config
+    instance: str | None = None  # the watched instance it resolves to
+    via: str | None = None  # the meter route it goes through (LISTEN URL), when it does
+    # expected share of the work: weight / sum of the weights of the members that take work
+    weight_share: float | None = None
+    # over the pool's window (fractions 0..1): requests started, running requests (time
+    # average) and generated tokens, each against the pool's total
+    request_share: float | None = None
+    running_share: float | None = None
+    token_share: float | None = None
+
+
+@dataclass
+class Pool:
+    """An nginx ``upstream`` whose servers are watched inference instances: a replica group."""
+
+    name: str
+    source: str  # where it was read from: /etc/nginx/conf.d/llm.conf:12
+    method: str = "round_robin"  # round_robin | least_conn | ip_hash | hash | random | least_time
+    members: list[PoolMember] = field(default_factory=list)
+    window_s: float | None = None  # the span the shares cover
+    # the model its members serve, as the first one spells it (None: none, or different models)
+    model: str | None = None
+
+
 _NESTED: dict[tuple[str, str], type] = {
     ("GPU", "pcie"): Pcie,
     ("GPU", "nvlink"): NvLink,
@@ -307,4 +353,6 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "pools"): Pool,
+    ("Pool", "members"): PoolMember,
 }

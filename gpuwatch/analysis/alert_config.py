@@ -50,6 +50,11 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "window_s": 60.0,
         "min_requests_diff": 4.0,  # running+waiting, busiest minus least busy replica
         "ratio": 3.0,  # busiest >= ratio * (least busy + 1)
+        # nginx pools: a member's share of the work (running requests for least_conn, requests
+        # for round robin) departing from its weight's share by more than this many points ...
+        "share_tolerance_pct": 15.0,
+        # ... while the pool averages at least this many running requests over its window
+        "min_pool_running": 2.0,
     },
     "pcie_degraded": {
         "busy_util_pct": 20.0,  # the link is judged only while the GPU is at least this busy

@@ -75,6 +75,7 @@ def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
         checks.append(_numa(snapshots))
         checks.extend(c for c in (_fabric(last), _mig(last), _pid_namespace(last), _ecc(last)) if c is not None)
     checks.extend(_instances(last))
+    checks.extend(_pools(last))
     checks.extend(_alerts(alerts))
     return report
 
@@ -301,7 +302,43 @@ def _instance_checks(s: Snapshot) -> list[Check]:
             out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
-        out.append(Check(name, PASS, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " ")))
+        notes = [" ".join(f"{k}={v}" for k, v in inst.settings.items())] if inst.settings else []
+        if inst.meter_routes:  # issue 14: figures from a gpuwatch meter in front of it
+            tps += f" (through gpuwatch meter {', '.join(inst.meter_routes)})"
+        elif inst.kind == "ollama" and inst.generation_tokens_per_s is None:
+            notes.append("no token counters: run `gpuwatch meter` in front of it for live tok/s (docs/METER.md)")
+        status = PASS
+        order = device_order_problem(s, inst)
+        if order:
+            status = WARN
+            notes.append(order)
+        out.append(Check(name, status, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " "),
+                         notes))
+    return out
+
+
+def device_order_problem(s: Snapshot, inst) -> str | None:
+    """CUDA numbers GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; nvidia-smi (and
+    NVML) number them by PCI bus. On a box with one GPU model the two orders agree; with
+    different models ``CUDA_VISIBLE_DEVICES=1`` may be another card than nvidia-smi's GPU 1.
+    Source: CUDA C Programming Guide, "CUDA Environment Variables" (CUDA_DEVICE_ORDER)."""
+    visible = inst.settings.get("CUDA_VISIBLE_DEVICES")
+    models = {g.name for g in s.gpus if g.name}
+    if visible is None or len(models) < 2 or inst.settings.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return None
+    return (f"CUDA_VISIBLE_DEVICES={visible} on a box with {len(models)} GPU models but CUDA_DEVICE_ORDER is not "
+            f"PCI_BUS_ID: CUDA counts the fastest GPU first, nvidia-smi by PCI bus, so this instance may not be on "
+            f"the GPUs you meant; set CUDA_DEVICE_ORDER=PCI_BUS_ID in its environment")
+
+
+def _pools(s: Snapshot) -> list[Check]:
+    out = []
+    for pool in s.pools:
+        parts = []
+        for m in pool.members:
+            flags = "".join(f" {f}" for f in ("backup", "down") if getattr(m, f))
+            parts.append(f"{m.instance or m.url} (weight {m.weight}{flags})")
+        out.append(Check(f"pool {pool.name}", PASS, f"nginx {pool.method}: " + ", ".join(parts), [f"from {pool.source}"]))
     return out
 
 

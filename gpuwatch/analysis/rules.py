@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 from ..model import GPU, Alert, Instance, Snapshot
 from ..vocab import SEVERITY_RANK
 from .alert_config import AlertConfig
+from .pools import instance_model_key, pool_alerts
 
 GiB = 1024**3
 
@@ -483,18 +484,16 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
     return out
 
 
-def _model_key(inst: Instance) -> str | None:
-    return inst.models[0].name.strip().lower() if inst.models and inst.models[0].name else None
-
-
 @rule("replica_imbalance", "warning", "replicas of one model carry very different load")
 def replica_imbalance(ctx: RuleContext) -> list[Alert]:
+    out = pool_alerts(ctx)
+    # instances outside any nginx pool: replicas of one model, whatever its spelling
+    pooled = {m.instance for p in ctx.snapshot.pools for m in p.members if m.instance}
     groups: dict[str, list[Instance]] = {}
     for inst in ctx.snapshot.instances:
-        key = _model_key(inst)
-        if inst.status == "up" and key:
+        key = instance_model_key(inst)
+        if inst.status == "up" and key and inst.name not in pooled:
             groups.setdefault(key, []).append(inst)
-    out = []
     window = ctx.p("window_s")
     for key, insts in groups.items():
         if len(insts) < 2:

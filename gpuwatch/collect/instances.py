@@ -28,6 +28,7 @@ import httpx
 from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
+from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
 
@@ -136,6 +137,15 @@ def expected_port(kind: str, argv: list[str], env: dict[str, str] | None) -> int
     return names.DEFAULT_PORTS[kind]
 
 
+def serving_settings(kind: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The variables of ``names.SERVING_ENV`` set in a server's environment (empty when the
+    environment is not readable: another user's process)."""
+    if not env:
+        return {}
+    return {k: "".join(ch if ch.isprintable() else "?" for ch in env[k][:200])
+            for k in names.SERVING_ENV.get(kind or "", names.CUDA_ENV) if k in env}
+
+
 # ---- per-server state ------------------------------------------------------------------------
 
 @dataclass
@@ -161,6 +171,7 @@ class _Target:
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
     container: str | None = None
     container_gpus: list[str] = field(default_factory=list)
     upstream_of: str | None = None  # the llama-swap instance that started this server
@@ -172,6 +183,8 @@ class _PollResult:
     t: float | None = None
     error: FetchError | None = None
     kind: str | None = None
+    meter: str | None = None  # metrics URL of the gpuwatch meter whose figures were attached
+    meter_routes: tuple[str, ...] = ()  # LISTEN addresses of the routes to it
 
 
 def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
@@ -235,6 +248,11 @@ class InstanceCollector:
         self._benches: dict[str, BenchResult] = {}
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
+        self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
+        # issue 14: `[[meters]]` arrive as backends of kind "meter"; the rest are servers
+        self.meters = MeterWatch([b.url for b in backends if getattr(b, "kind", None) == "meter"], url_key,
+                                 normalize_url)
+        backends = [b for b in backends if getattr(b, "kind", None) != "meter"]
         for b in backends:
             if isinstance(b, str):
                 b = BackendConfig(url=b)
@@ -293,6 +311,12 @@ class InstanceCollector:
             else:
                 self._benches[key] = result  # for an instance not seen yet
 
+    def probe(self, urls) -> None:
+        """Loopback servers to look for at the next discovery scans, as the default ports are
+        (shown once they answer as a known engine): the members of an nginx upstream."""
+        with self._lock:
+            self._probe_urls = {normalize_url(u) for u in urls}
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -300,9 +324,10 @@ class InstanceCollector:
             self._closed = True
         if self.docker is not None:
             self.docker.close()
-        if self._clients:
+        if self._clients or self.meters:
             try:
                 asyncio.run_coroutine_threadsafe(self._close_clients(list(self._clients)), self._loop).result(timeout=2)
+                asyncio.run_coroutine_threadsafe(self.meters.close(), self._loop).result(timeout=2)
             except Exception:
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -343,15 +368,17 @@ class InstanceCollector:
                 port_pid.setdefault(lst.port, lst.pid)
         self._listener_pids = port_pid
         if self.discover:
+            self.meters.discover(listeners, self.table)
             self._discover_processes(listeners, now)
             self._discover_loading(listeners, now)
             self._discover_containers(now)
-            for port in self.probe_ports:
-                key = ("127.0.0.1", port, "")
-                if key not in self._targets:
-                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
-                                                 kind=None, source="discovered", tentative=True, last_seen=now,
-                                                 discovered=True)
+            probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
+            for url in probes:
+                key = url_key(url)
+                if key[0] == "127.0.0.1" and key not in self._targets:
+                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{key[1]}{key[2]}",
+                                                 name=f"127.0.0.1:{key[1]}", kind=None, source="discovered",
+                                                 tentative=True, last_seen=now, discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
             if t.key[0] != "127.0.0.1" or t.container is not None:
@@ -367,6 +394,7 @@ class InstanceCollector:
                 engine = ENGINES.get(kind) if kind else None
                 if engine is not None:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+                t.settings = serving_settings(kind, self.table.environ(pid))
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
             if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
@@ -490,7 +518,9 @@ class InstanceCollector:
 
         async def poll(t: _Target) -> None:
             done[t.key] = await self._poll_bounded(self._client_for(t.key), t)
-        await asyncio.gather(*(poll(t) for t in targets))
+        _, metered = await asyncio.gather(asyncio.gather(*(poll(t) for t in targets)),
+                                          self.meters.poll(self.timeout_s))
+        attach_meters(targets, [done[t.key] for t in targets], metered, self._targets, url_key)
         return done
 
     async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
@@ -592,7 +622,8 @@ class InstanceCollector:
             t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
-                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus))
+                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus),
+                        settings=dict(t.settings))
         if res.error is not None and res.error.status == "down" and "refused" in res.error.message:
             starting = self._starting_server(t)
             if starting is not None:
@@ -624,6 +655,8 @@ class InstanceCollector:
         inst.status_detail = r.state_detail
         self._since(t, inst)
         self._upstreams(t, r)
+        inst.meter = res.meter
+        inst.meter_routes = list(res.meter_routes)
         inst.version = r.version
         t.version = r.version
         inst.models = r.models
@@ -645,6 +678,7 @@ class InstanceCollector:
         inst.read_bytes_per_gpu_per_s = _rate(c.get("read_bytes_per_gpu"), pc.get("read_bytes_per_gpu"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
+        inst.requests_per_s = _rate(c.get("requests"), pc.get("requests"), dt)
         hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
         queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
         if hits is not None and queries:

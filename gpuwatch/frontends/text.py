@@ -83,6 +83,17 @@ def render_text(snap: Snapshot) -> str:
                 lines.append(f"{'':<18} energy: {inst.joules_per_token:.2f} J/token, "
                              f"{inst.tokens_per_s_per_kw or 0:.0f} tok/s per kW of {inst.power_w or 0:.0f} W"
                              + (" (shared GPUs split by memory share)" if inst.power_shared else ""))
+    for pool in snap.pools:
+        lines.append("")
+        lines.append(f"Pool {pool.name} ({pool.method}, {pool.source}): member, weight share, share of requests / "
+                     f"running / tokens over {na(pool.window_s, '{:.0f}')} s")
+        for m in pool.members:
+            flags = "".join(f" {f}" for f in ("backup", "down") if getattr(m, f))
+            via = " (meter route)" if m.via else ""
+            lines.append(f"  {(m.instance or '-')[:18]:<18} {m.url}{via}{flags}  weight {m.weight} "
+                         f"({fmt_pct(None if m.weight_share is None else 100 * m.weight_share)})  "
+                         + " / ".join(fmt_pct(None if v is None else 100 * v)
+                                      for v in (m.request_share, m.running_share, m.token_share)))
     if snap.alerts:
         lines.append("")
         lines.append("Alerts:")

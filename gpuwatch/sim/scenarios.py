@@ -111,6 +111,20 @@ class InstanceSpec:
     worker_name: str | None = None  # name of the per-GPU worker processes (vLLM TP workers)
     user: str = "svc-llm"
     numa_node: int | None = None  # CPUs the server runs on (None: same node as its GPUs)
+    # extra environment of the server process (Ollama's serving settings)
+    env: tuple[tuple[str, str], ...] = ()
+    port: int | None = None  # the port it would listen on (the simulated server takes it when free)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """An nginx upstream in front of some of the scenario's instances (written to a real
+    nginx.conf for the demo, read back by the same code as on a real box)."""
+
+    name: str
+    method: str  # an nginx balancing directive (least_conn, ip_hash, ...) or "" for round robin
+    members: tuple[tuple[str, int], ...]  # (instance name, weight)
+    listen: int = 8080
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ class Scenario:
     # the PCIe tree: GPUs on one switch share a key; switches under one root complex share
     # the NUMA node. Used to answer topology queries.
     pcie_switch: tuple[int, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
     driver: DriverProfile = DRIVERS["r570"]
 
 
@@ -231,6 +246,47 @@ def _rtx4090x2() -> Scenario:
     )
 
 
+RTX_3090 = GpuSpec(
+    # typical NVML readings of an RTX 3090 (GA102, PCI device 0x2204): 350 W limit, boost up to
+    # ~2.1 GHz, 19.5 Gbps GDDR6X (9751 MHz), PCIe 4.0 x16
+    name="NVIDIA GeForce RTX 3090", memory_total_bytes=24 * GiB, memory_reserved_bytes=int(0.4 * GiB),
+    power_limit_w=350, power_idle_w=22, sm_clock_max_mhz=2100, sm_clock_idle_mhz=210,
+    mem_clock_max_mhz=9751, pcie_max_gen=4, pcie_max_width=16, nvlinks=0,
+    temp_slowdown_c=90, temp_shutdown_c=98, temp_max_operating_c=88,
+    temp_idle_c=33, temp_full_load_c=74, has_fan=True, pci_device_id=0x220410DE, ecc=False,
+)
+
+
+def _ollama3x() -> Scenario:
+    """The common home/small-team layout: three Ollama instances, each pinned with
+    CUDA_VISIBLE_DEVICES and on its own OLLAMA_HOST port, behind an nginx least_conn upstream."""
+    model = "qwen2.5:32b-instruct-q4_K_M"
+    common = dict(kind="ollama", model=model, version="0.12.6", process_name="ollama", user="ollama",
+                  load_period_s=80, load_base=0.6, load_amplitude=0.3, size_bytes=int(21.4 * GiB),
+                  cmdline=("/usr/local/bin/ollama", "serve"))
+    settings = (("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_MAX_LOADED_MODELS", "1"), ("OLLAMA_KEEP_ALIVE", "24h"),
+                ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"))
+    instances = tuple(
+        InstanceSpec(name=f"ollama-{i}", gpus=gpus, parallelism="single" if len(gpus) == 1 else "pipeline",
+                     weights_bytes_per_gpu=per_gpu, peak_tokens_per_s=peak, port=11434 + i,
+                     gpu_work_share=None if len(gpus) == 1 else (1.0, 0.95),
+                     env=settings + (("OLLAMA_HOST", f"127.0.0.1:{11434 + i}"),) + extra, **common)
+        for i, (gpus, per_gpu, peak, extra) in enumerate((
+            ((0,), (int(21.4 * GiB),), 64.0, ()),
+            ((1,), (int(21.4 * GiB),), 64.0, ()),
+            # split by layers over two GPUs: a little slower per stream, room for a longer context
+            ((2, 3), (int(11.2 * GiB), int(10.6 * GiB)), 62.0, (("OLLAMA_SCHED_SPREAD", "1"),)),
+        )))
+    return Scenario(
+        name="ollama3x",
+        description="4x RTX 3090: three Ollama instances (ports 11434-11436, CUDA_VISIBLE_DEVICES=0, 1, 2,3) "
+                    "behind an nginx least_conn upstream",
+        gpu=RTX_3090, count=4, driver_version="580.95.05", cuda_version=13000, nvml_version="13.580.95.05",
+        numa_nodes=1, cpus=32, nvswitch=False, instances=instances, pcie_switch=(0, 0, 1, 1), driver=DRIVERS["r580"],
+        pools=(PoolSpec(name="llm_backends", method="least_conn", members=tuple((i.name, 1) for i in instances)),),
+    )
+
+
 def _h200x8() -> Scenario:
     tp8 = InstanceSpec(
         name="vllm-llama405b", kind="vllm", model="meta-llama/Llama-3.1-405B-Instruct-FP8",
@@ -248,10 +304,12 @@ def _h200x8() -> Scenario:
     )
 
 
-SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "h200x8": _h200x8, "rtx4090x2": _rtx4090x2}
+SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "h200x8": _h200x8, "rtx4090x2": _rtx4090x2,
+             "ollama3x": _ollama3x}
 _SIZED = re.compile(r"h100x(\d{1,3})")
 MAX_SIZED_GPUS = 256
-ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "h200": "h200x8", "8xh200": "h200x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2"}
+ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "h200": "h200x8", "8xh200": "h200x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2",
+           "3xollama": "ollama3x"}
 DEFAULT_SCENARIO = "h100x8"
 
 # fault name -> (description, default GPU index per scenario or None for box-wide)
@@ -277,6 +335,8 @@ DEFAULT_FAULT_GPU = {
     "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0, "lost-at-start": 1, "mig": 0},
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
+DEFAULT_FAULT_GPU["ollama3x"] = {"hot": 1, "idle": 3, "pcie": 1, "lost": 2, "power": 0, "ecc": 0, "lost-at-start": 2,
+                                 "mig": 0}
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:

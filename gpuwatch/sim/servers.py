@@ -12,11 +12,12 @@ import datetime as _dt
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from ..collect.instances import BackendConfig
 from .box import SimBox
+from .quiet import QuietHTTPServer
 from .scenarios import InstanceSpec
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -70,15 +71,16 @@ class _Hist:
         return out
 
 
-class _SimServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _SimServer(QuietHTTPServer):
     # probing asks up to 8 paths at once; socketserver's default backlog of 5 drops the rest
     # (a real engine's server listens with a backlog in the hundreds)
     request_queue_size = 64
 
     def __init__(self, box: SimBox, spec: InstanceSpec) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        try:  # the instance's own port (the demo then looks like the real layout), else any
+            super().__init__(("127.0.0.1", spec.port or 0), _Handler)
+        except OSError:
+            super().__init__(("127.0.0.1", 0), _Handler)
         self.box = box
         self.spec = spec
         self.lock = threading.Lock()
@@ -435,6 +437,8 @@ class SimServers:
                                   name=f"sim-{spec.name}", daemon=True)
             th.start()
             self._threads.append(th)
+        from .meter import start_sim_meter  # issue 14: a meter in front of the Ollama instances
+        self.meter = start_sim_meter(box, _Hist)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.box.ports[name]}"
@@ -446,6 +450,8 @@ class SimServers:
                 for s in self.box.scenario.instances]
 
     def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
         for srv in self.servers.values():
             srv.shutdown()
             srv.server_close()

@@ -448,7 +448,7 @@ def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) ->
         frac = scrape.max(table["prefix_cache_hit_fraction"])
         r.gauges["prefix_cache_hit_pct"] = None if frac is None else 100.0 * frac
     for key in ("generation_tokens", "generation_tokens_iter", "prompt_tokens", "preemptions", "prefix_cache_hits",
-                "prefix_cache_queries"):
+                "prefix_cache_queries", "requests"):
         if key in table:
             v = scrape.sum(table[key])
             if v is not None:

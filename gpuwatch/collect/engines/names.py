@@ -49,6 +49,8 @@ VLLM = {
     "generation_tokens": ("vllm:generation_tokens_total",),  # per engine step
     "prompt_tokens": ("vllm:prompt_tokens_total",),  # per engine step (prefill chunks)
     "preemptions": ("vllm:num_preemptions_total",),
+    # finished requests, labelled by finished_reason (fixtures/real/vllm-metric-names-subset.txt)
+    "requests": ("vllm:request_success_total",),
     "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "prefix_cache_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
     "ttft": ("vllm:time_to_first_token_seconds",),
@@ -104,6 +106,7 @@ SGLANG = {
     "generation_rate": ("sglang:gen_throughput",),  # tok/s over the last 40 decode steps
     "decode_steps": ("sglang:cuda_graph_passes_total",),  # +1 per decode step
     "prompt_tokens": ('sglang:realtime_tokens_total{mode="prefill_compute"}', "sglang:prompt_tokens_total"),
+    "requests": ("sglang:num_requests_total",),  # finished requests (fixtures/real/sglang-metric-names.txt)
     "ttft": ("sglang:time_to_first_token_seconds",),
     "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
     # --enable-mfu-metrics (observability/metrics_collector.py: estimated_flops_per_gpu_total,
@@ -149,18 +152,36 @@ TGI = {
 # (the upstream's base URL), "ttl", "name", "description"}]}.
 LLAMASWAP_STARTING = "starting"
 
-METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG, "tgi": TGI}
+# Builds with a /metrics behind OLLAMA_METRICS=1 come only from unmerged pull requests whose
+# names differ: ollama/ollama#11159 (on #6537's OpenTelemetry exporter) and #16998 both export
+# ``ollama_eval_total`` and ``ollama_prompt_eval_total`` {model}, added when a request
+# *finishes* (from its final eval_count / prompt_eval_count); #16998 adds the gauge
+# ``ollama_requests_queued``. Read when present (issue 14); for the token rates a gpuwatch
+# meter in front of the server wins (it counts tokens as they stream, see METER_PREFERRED).
+OLLAMA = {
+    "requests_waiting": ("ollama_requests_queued",),
+    "generation_tokens": ("ollama_eval_total",),  # per finished request
+    "prompt_tokens": ("ollama_prompt_eval_total",),  # per finished request
+}
+
+METRICS: dict[str, dict[str, tuple[str, ...]]] = {"vllm": VLLM, "llamacpp": LLAMACPP, "sglang": SGLANG, "tgi": TGI,
+                                                  "ollama": OLLAMA}
 
 # engines whose generated-token counter moves only when a request finishes (see above): their
 # live rate comes from a per-iteration counter or a rate gauge when the server has one
-COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp")
+COUNTS_AT_REQUEST_END = ("sglang", "tgi", "llamacpp", "ollama")
+
+# engines whose token counters a gpuwatch meter's (per streamed chunk) replace when a meter fronts
+# the server: those counting at the end of a request (their per-iteration counter or rate gauge,
+# when they have one, still comes first); the others keep their own counters
+METER_PREFERRED = COUNTS_AT_REQUEST_END
 
 # label carrying the served model's name
 MODEL_LABEL = {"vllm": "model_name", "sglang": "model_name"}
 
 # a /metrics body containing a series with this prefix identifies the engine
 METRIC_PREFIX = {"vllm": "vllm:", "llamacpp": "llamacpp:", "sglang": "sglang:", "tgi": "tgi_",
-                 "llamaswap": "llamaswap_"}
+                 "llamaswap": "llamaswap_", "ollama": "ollama_"}
 
 # ---- processes ----------------------------------------------------------------------------
 # TGI: launcher ``--port`` default 3000 (launcher/src/main.rs; the Docker image sets PORT=80);
@@ -219,3 +240,19 @@ PARALLEL_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
 LLAMACPP_SPLIT_FLAGS = ("--split-mode", "-sm")
 LLAMACPP_SPLIT_MODES = {"row": "tensor", "layer": "pipeline", "none": "single"}
 
+# ---- serving settings from the process environment ------------------------------------------
+# Environment variables that shape how a server serves, shown with the instance where the
+# process environment is readable (same user, or root). Sources: Ollama's envconfig/config.go
+# (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE default "5m",
+# OLLAMA_SCHED_SPREAD, OLLAMA_FLASH_ATTENTION, OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_QUEUE);
+# CUDA's environment variables (CUDA C Programming Guide, "CUDA Environment Variables"):
+# CUDA_VISIBLE_DEVICES picks and orders the GPUs a process sees, CUDA_DEVICE_ORDER=PCI_BUS_ID
+# makes CUDA number them as nvidia-smi does (the default, FASTEST_FIRST, puts the fastest first).
+CUDA_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+SERVING_ENV = {
+    "ollama": ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_QUEUE",
+               "OLLAMA_SCHED_SPREAD", "OLLAMA_FLASH_ATTENTION", "OLLAMA_CONTEXT_LENGTH", *CUDA_ENV),
+    "vllm": CUDA_ENV,
+    "llamacpp": CUDA_ENV,
+    "sglang": CUDA_ENV,
+}

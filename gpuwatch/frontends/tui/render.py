@@ -276,8 +276,12 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
         mode += f" ×{inst.parallel_size}"
     lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
+    settings = ollama_settings_line(inst)
+    if settings is not None:
+        lines.append(settings)
     if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
-        lines.append(Content.styled("no token counters: select and press b to benchmark", "$text-muted"))
+        # issue 14: a meter in front gives live tok/s (docs/METER.md); b benchmarks once
+        lines.append(Content.styled("no token counters: run gpuwatch meter, or b to bench", "$text-muted"))
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
         prompt = NA if inst.prompt_tokens_per_s is None else f"{inst.prompt_tokens_per_s:.0f}"
@@ -314,6 +318,19 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
             val = NA if b.generation_tokens_per_s is None else f"{b.generation_tokens_per_s:.1f} tok/s"
             lines.append(Content.assemble(("bench ", "$text-muted"), (val, "bold"), (f"  at {b.time[11:19]}", "$text-muted")))
     return lines
+
+
+# Ollama's serving settings as the instance card shows them (names in collect/engines/names.py)
+_OLLAMA_SHORT = (("OLLAMA_NUM_PARALLEL", "parallel"), ("OLLAMA_MAX_LOADED_MODELS", "models"),
+                 ("OLLAMA_KEEP_ALIVE", "keep"), ("OLLAMA_SCHED_SPREAD", "spread"))
+
+
+def ollama_settings_line(inst: Instance) -> Content | None:
+    parts: list = []
+    for key, short in _OLLAMA_SHORT:
+        if key in inst.settings:
+            parts += [(f"{short} " if not parts else f"  {short} ", "$text-muted"), inst.settings[key]]
+    return Content.assemble(*parts) if parts else None
 
 
 def energy_line(inst: Instance) -> Content | None:

@@ -182,6 +182,8 @@ class InstanceDetailScreen(Screen):
             extra.append(Content.assemble(("preemptions/s ", "$text-muted"), f"{inst.preemptions_per_s:.2f}"))
         if inst.prefix_cache_hit_pct is not None:
             extra.append(Content.assemble(("prefix cache hits ", "$text-muted"), f"{inst.prefix_cache_hit_pct:.0f}%"))
+        for key, value in inst.settings.items():  # serving settings from its environment
+            extra.append(Content.assemble((f"{key}=", "$text-muted"), value))
         self.query_one("#inst-body", Static).update(Content("\n").join(lines + extra))
 
 
