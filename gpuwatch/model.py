@@ -162,14 +162,14 @@ class Instance:
     name: str
     kind: str  # ollama | vllm | llamacpp | sglang | unknown
     url: str
-    status: str = "down"  # up | down | error
+    status: str = "down"  # up | down | error | loading | sleeping (vocab.INSTANCE_STATUSES)
     error: str | None = None
     error_since: str | None = None
     version: str | None = None
     models: list[ModelInfo] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     gpu_memory_bytes: dict[str, int] = field(default_factory=dict)
-    parallelism: str = "unknown"  # tensor | pipeline | single | unknown
+    parallelism: str = "unknown"  # tensor | pipeline | single | cpu | unknown
     parallel_size: int | None = None
     pid: int | None = None
     pids: list[int] = field(default_factory=list)
@@ -188,6 +188,13 @@ class Instance:
     slots_total: int | None = None
     bench: BenchResult | None = None
     source: str = "configured"  # configured | discovered | simulated | prometheus
+    # when ``status`` last changed (ISO time): how long it has been loading, sleeping, down
+    status_since: str | None = None
+    # mean time per generated token of the requests that finished lately (llama.cpp:
+    # tokens_predicted_seconds_total over tokens_predicted_total, both added at a request's end)
+    time_per_token_s: float | None = None
+    # speculative decoding: share of the draft tokens the target model accepted lately
+    spec_accept_pct: float | None = None
 
 
 @dataclass

@@ -49,6 +49,16 @@ ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp":
 # engines that split a model by layers when it spans several GPUs and nothing says otherwise
 # (Ollama and llama.cpp's default --split-mode layer)
 LAYER_SPLIT_BY_DEFAULT: tuple[str, ...] = ("ollama", "llamacpp")
+# engines whose server process holds its model from start to end (Ollama loads on demand, in a
+# runner child): serving with no GPU memory means running on the CPU
+MODEL_LOADED_AT_START: tuple[str, ...] = ("llamacpp",)
+
+
+# an instance's status: up (answering), down (unreachable), error (answering, but not usefully),
+# loading (it says its model is loading), sleeping (it unloaded its model until the next request)
+INSTANCE_STATUSES: tuple[str, ...] = ("up", "down", "error", "loading", "sleeping")
+# statuses in which a server is alive and will serve: not a fault, and no figures to judge
+RESTING_STATUSES: tuple[str, ...] = ("loading", "sleeping")
 
 
 def engine_label(kind: str | None) -> str:

@@ -156,6 +156,10 @@ class _Target:
     prev: Reading | None = None
     prev_t: float | None = None
     error_since: str | None = None
+    status: str | None = None
+    status_since: str | None = None
+    # ratios of counters that move only when a request ends: the last value, kept until they move
+    held: dict[str, float] = field(default_factory=dict)
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
@@ -167,6 +171,13 @@ class _PollResult:
     t: float | None = None
     error: FetchError | None = None
     kind: str | None = None
+    # a first reading taken PRIME_S before ``reading``, so that a new server has rates at once
+    primer: tuple[Reading, float] | None = None
+
+
+# a server's first poll is two polls this far apart: its first snapshot (``record``'s first
+# line, ``--once``) then has rates instead of nulls
+PRIME_S = 0.4
 
 
 def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
@@ -175,6 +186,20 @@ def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | No
     if cur is None or prev is None or not dt or dt <= 0 or cur < prev:
         return None
     return (cur - prev) / dt
+
+
+def _held_ratio(t: _Target, key: str, c: dict, pc: dict, num: str, den: str) -> float | None:
+    """Δnum / Δden over the interval; counters that move only when a request ends keep the last
+    value while none ends (a restart forgets it)."""
+    if c.get(num) is None or c.get(den) is None:
+        return None
+    d_num = c[num] - pc.get(num, c[num])
+    d_den = c[den] - pc.get(den, c[den])
+    if d_num < 0 or d_den < 0:
+        t.held.pop(key, None)
+    elif d_den > 0:
+        t.held[key] = d_num / d_den
+    return t.held.get(key)
 
 
 def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histogram | None:
@@ -194,8 +219,9 @@ class InstanceCollector:
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, prime_s: float = PRIME_S) -> None:
         self.discover = discover
+        self.prime_s = prime_s
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
         self.clock = clock
@@ -414,8 +440,21 @@ class InstanceCollector:
         f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env, clock=self.clock)
         kind = t.kind or await detect_kind(f)
         engine = ENGINES[kind]
+        started = time.monotonic()
         reading = await engine.poll(f, t.cache)
-        return _PollResult(reading=reading, t=self.clock(), kind=kind)
+        now = self.clock()
+        if t.prev is None and reading.counters and reading.status == "up" and self.prime_s > 0:
+            # best effort within this server's time budget: the first reading stands if it fails
+            took = time.monotonic() - started
+            budget = self.timeout_s - took - self.prime_s - 0.1  # a margin under the outer bound
+            if budget > max(0.2, 3 * took):
+                try:
+                    await asyncio.sleep(self.prime_s)
+                    second = await asyncio.wait_for(engine.poll(f, t.cache), budget)
+                    return _PollResult(reading=second, t=self.clock(), kind=kind, primer=(reading, now))
+                except (FetchError, asyncio.TimeoutError):
+                    pass
+        return _PollResult(reading=reading, t=now, kind=kind)
 
     # ---- results ---------------------------------------------------------------------------
     def _scrub(self, t: _Target, text: str | None) -> str | None:
@@ -428,6 +467,12 @@ class InstanceCollector:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    @staticmethod
+    def _set_status(t: _Target, inst: Instance, status: str) -> None:
+        if status != t.status:
+            t.status, t.status_since = status, _now_iso()
+        inst.status, inst.status_since = status, t.status_since
 
     def _apply(self, t: _Target, res: _PollResult) -> Instance | None:
         if t.tentative:
@@ -448,9 +493,13 @@ class InstanceCollector:
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
                         bench=copy.deepcopy(t.bench))
         if res.error is not None:
+            self._set_status(t, inst, res.error.status)
+            if res.error.status == "loading":
+                t.error_since = None
+                inst.version = t.version
+                return inst  # alive: no error to show, and no figures
             if t.error_since is None:
                 t.error_since = _now_iso()
-            inst.status = res.error.status
             inst.error = self._scrub(t, res.error.message)
             inst.error_since = t.error_since
             inst.version = t.version
@@ -458,7 +507,10 @@ class InstanceCollector:
         t.last_seen = self.clock()
         t.error_since = None
         r = res.reading
-        inst.status = "up"
+        self._set_status(t, inst, r.status)
+        primed = res.primer is not None and t.prev is None
+        if primed:
+            t.prev, t.prev_t = res.primer
         inst.version = r.version
         t.version = r.version
         inst.models = r.models
@@ -482,7 +534,11 @@ class InstanceCollector:
         queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
         if hits is not None and queries:
             inst.prefix_cache_hit_pct = 100.0 * hits / queries
-        ph = prev.histograms if prev else {}
+        inst.time_per_token_s = _held_ratio(t, "time_per_token_s", c, pc, "generation_seconds",
+                                            "generation_tokens_done")
+        accept = _held_ratio(t, "spec_accept_pct", c, pc, "spec_accepted_tokens", "spec_draft_tokens")
+        inst.spec_accept_pct = None if accept is None else 100.0 * accept
+        ph = prev.histograms if prev and not primed else {}  # a first poll: latency over all observed so far
         for key, p50, p95 in (("ttft", "ttft_p50_s", "ttft_p95_s"), ("itl", "itl_p50_s", "itl_p95_s")):
             h = _interval_histogram(r.histograms.get(key), ph.get(key))
             if h is not None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from ..analysis.doctor import FAIL, PASS, WARN, DoctorReport
 from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
-from .units import fmt_bytes, fmt_rate, fmt_pct, na
+from ..vocab import RESTING_STATUSES
+from .units import fmt_bytes, fmt_rate, fmt_pct, na, status_text
 
 
 def render_text(snap: Snapshot) -> str:
@@ -52,18 +53,20 @@ def render_text(snap: Snapshot) -> str:
                              f"{(p.cmdline or p.name or '?')[:80]}")
     if snap.instances:
         lines.append("")
-        lines.append(f"{'Instance':<18} {'Kind':<8} {'Status':<6} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
+        lines.append(f"{'Instance':<18} {'Kind':<8} {'Status':<8} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
                      f"{'run/wait':>9} {'KV':>5}  Model")
         for inst in snap.instances:
             gpus = ",".join(str(i) for i in inst.gpus) or "-"
             models = ", ".join(m.name for m in inst.models) or "-"
             rw = f"{na(inst.requests_running, '{:.0f}')}/{na(inst.requests_waiting, '{:.0f}')}"
             status = inst.status
-            lines.append(f"{inst.name[:18]:<18} {inst.kind:<8} {status:<6} {gpus:<10} {inst.parallelism:<9} "
+            lines.append(f"{inst.name[:18]:<18} {inst.kind:<8} {status:<8} {gpus:<10} {inst.parallelism:<9} "
                          f"{na(inst.generation_tokens_per_s, '{:.1f}'):>9} {rw:>9} "
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
                 lines.append(f"{'':<18} error: {inst.error}")
+            elif inst.status in RESTING_STATUSES:
+                lines.append(f"{'':<18} {status_text(inst)}")
     if snap.alerts:
         lines.append("")
         lines.append("Alerts:")

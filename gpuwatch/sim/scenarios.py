@@ -86,6 +86,7 @@ class InstanceSpec:
     worker_name: str | None = None  # name of the per-GPU worker processes (vLLM TP workers)
     user: str = "svc-llm"
     numa_node: int | None = None  # CPUs the server runs on (None: same node as its GPUs)
+    loading_s: float = 0.0  # llama.cpp: answers 503 "Loading model" for this long after start
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from textual.content import Content
 
 from ...model import GPU, Alert, Instance
-from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
+from ...vocab import RESTING_STATUSES
+from ..units import NA, fmt_bytes, fmt_pct, fmt_rate, status_text
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -223,13 +224,18 @@ def gpu_line(g: GPU, width: int) -> Content:
 
 def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     lines: list[Content] = []
-    if inst.status != "up":
+    if inst.status in RESTING_STATUSES:
+        lines.append(Content.assemble((f" {inst.status.upper()} ", "$warning bold reverse"), " ",
+                                      (status_text(inst), "$text-muted")))
+    elif inst.status != "up":
         lines.append(Content.assemble((f" {inst.status.upper()} ", "$error bold reverse"), " ",
                                       (inst.error or "no answer", "$error")))
         if inst.error_since:
             lines.append(Content.styled(f"since {inst.error_since}", "$text-muted"))
     for m in inst.models[:3]:
         parts: list = [(m.name, "bold")]
+        if m.quantization:
+            parts += [" ", (m.quantization, "$text-muted")]
         if m.cpu_offload_pct:
             parts += [" ", (f" {m.cpu_offload_pct:.0f}% CPU ", "$error bold reverse")]
         lines.append(Content.assemble(*parts))
@@ -241,6 +247,8 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     mode = inst.parallelism
     if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
         mode += f" ×{inst.parallel_size}"
+    if inst.parallelism == "cpu" and not inst.gpus:
+        gpus, mode = "none", "CPU only"
     lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
     if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
         lines.append(Content.styled("no token counters: select and press b to benchmark", "$text-muted"))
@@ -258,7 +266,9 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
                  (wait, "$warning" if inst.requests_waiting else "")]
         if inst.kv_cache_usage_pct is not None:
             kv = inst.kv_cache_usage_pct / 100
-            parts += [("  KV ", "$text-muted"), bar(kv, 8, usage_style(kv)), f" {inst.kv_cache_usage_pct:.0f}%"]
+            # llama.cpp: the context its running requests hold (it exports no KV-cache usage)
+            label = "  ctx " if inst.kind == "llamacpp" else "  KV "
+            parts += [(label, "$text-muted"), bar(kv, 8, usage_style(kv)), f" {inst.kv_cache_usage_pct:.0f}%"]
         if inst.slots_total:
             parts += [("  slots ", "$text-muted"), f"{inst.slots_busy or 0}/{inst.slots_total}"]
         lines.append(Content.assemble(*parts))
@@ -269,6 +279,15 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
         itl95 = "" if inst.itl_p95_s is None else f"/{inst.itl_p95_s * 1000:.0f}"
         lines.append(Content.assemble(("TTFT p50/95 ", "$text-muted"), ttft + ttft95,
                                       ("  ITL ", "$text-muted"), itl + itl95))
+    if inst.time_per_token_s is not None or inst.spec_accept_pct is not None:
+        parts = []
+        if inst.time_per_token_s is not None:
+            parts += [("per token ", "$text-muted"), f"{inst.time_per_token_s * 1000:.0f}ms"]
+        if inst.prefix_cache_hit_pct is not None:
+            parts += [("  cache hit ", "$text-muted"), f"{inst.prefix_cache_hit_pct:.0f}%"]
+        if inst.spec_accept_pct is not None:
+            parts += [("  draft accepted ", "$text-muted"), f"{inst.spec_accept_pct:.0f}%"]
+        lines.append(Content.assemble(*parts))
     if inst.bench is not None:
         b = inst.bench
         if b.error:
