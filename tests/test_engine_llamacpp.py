@@ -222,3 +222,82 @@ def test_slot_counter_follows_tasks_and_estimates_the_end_of_a_finished_one():
     # slot 1's request ends and a new one has generated 30 in the same second: 50 tok/s capacity
     c.update([slot(0, 7, 0, busy=False), slot(1, 9, 30)], now=3.0)
     assert c.generated == 280 + 20 + 30
+
+
+# ---- the simulated llama.cpp server behaves as the real one ----------------------------------
+
+def sim_llama(loading_s: float = 0.0):
+    import dataclasses
+
+    from gpuwatch.sim.box import ManualClock, SimBox
+    from gpuwatch.sim.scenarios import parse_scenario
+    from gpuwatch.sim.servers import start_sim_servers
+
+    scenario, faults = parse_scenario("h100x8-4i:none")
+    scenario = dataclasses.replace(scenario, instances=tuple(
+        dataclasses.replace(s, loading_s=loading_s) if s.kind == "llamacpp" else s for s in scenario.instances))
+    clock = ManualClock()
+    box = SimBox(scenario, faults, clock=clock)
+    spec = next(s for s in scenario.instances if s.kind == "llamacpp")
+    return box, clock, start_sim_servers(box), spec
+
+
+def test_sim_llamacpp_counter_moves_at_request_end_and_gpuwatch_stays_smooth():
+    import httpx
+
+    box, clock, handle, spec = sim_llama()
+    counters, rates, truth = [], [], []
+    try:
+        url = handle.url(spec.name)
+        with collector(url, clock) as col:
+            clock.advance(20.0)
+            col.collect()
+            for _ in range(20):
+                t1 = box.t()
+                clock.advance(1.0)
+                got = col.collect()[0]
+                rates.append(got.generation_tokens_per_s)
+                truth.append(box.instance_state(spec.name, box.t()).generation_tokens_total
+                             - box.instance_state(spec.name, t1).generation_tokens_total)
+                body = httpx.get(url + "/metrics", trust_env=False).text
+                counters.append(float(next(line.split()[1] for line in body.splitlines()
+                                           if line.startswith("llamacpp:tokens_predicted_total "))))
+    finally:
+        handle.close()
+    assert all(c % 256 == 0 for c in counters)  # whole requests only
+    assert len({b - a for a, b in zip(counters, counters[1:])}) > 1  # ... so the raw counter jumps
+    assert rates == pytest.approx(truth, abs=1.0)
+
+
+def test_sim_llamacpp_answers_503_while_loading_and_bench_names_the_model():
+    box, clock, handle, spec = sim_llama(loading_s=30.0)
+    try:
+        url = handle.url(spec.name)
+        with collector(url, clock) as col:
+            loading = col.collect()[0]
+            clock.advance(31.0)
+            up = col.collect()[0]
+        res = run_bench(url, "llamacpp", timeout=10)
+    finally:
+        handle.close()
+    assert loading.status == "loading" and up.status == "up"
+    assert up.models[0].name == spec.model.removesuffix(".gguf") and up.models[0].quantization == "Q8_0"
+    assert res.error is None and res.model == spec.model.removesuffix(".gguf")
+    assert res.prompt_tokens_per_s is not None and res.generation_tokens_per_s is not None
+
+
+def test_record_first_two_lines_carry_rates(tmp_path):
+    """A server's first poll is two polls 0.4 s apart, so the first line of a recording (and the
+    second, which repeats it while the next poll runs) has tok/s where the counters give one."""
+    from conftest import run_cli
+    from gpuwatch.recording import open_recording
+
+    out = tmp_path / "r.ndjson"
+    r = run_cli("record", "--demo", "h100x8-4i", "--interval", "1", "--count", "2", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = open_recording(out)
+    assert len(rec) == 2
+    for snap in (rec[0], rec[1]):
+        counted = [i for i in snap.instances if i.kind in ("vllm", "sglang", "llamacpp")]
+        assert counted and all(i.generation_tokens_per_s is not None for i in counted), \
+            [(i.name, i.generation_tokens_per_s) for i in counted]
