@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..model import Alert, Snapshot
+from ..vocab import RESTING_STATUSES
 from .alert_config import AlertConfig
 from .rules import cpu_ranges, link_degraded, link_text, numa_mismatches
 
@@ -251,8 +252,13 @@ def _instances(s: Snapshot) -> list[Check]:
     for inst in s.instances:
         name = f"instance {inst.name}"
         model = inst.models[0].name if inst.models else "no model loaded"
-        gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
-        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
+        gpus = (f"GPU {_idx(inst.gpus)}" if inst.gpus else "the CPU (no GPU)" if inst.parallelism == "cpu"
+                else "GPUs unknown")
+        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single", "cpu") else ""
+        if inst.status in RESTING_STATUSES:
+            since = f" since {inst.status_since}" if inst.status_since else ""
+            out.append(Check(name, WARN, f"{inst.kind} at {inst.url} is {inst.status}{since}"))
+            continue
         if inst.status != "up":
             out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
             continue

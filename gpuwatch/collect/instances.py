@@ -429,6 +429,7 @@ class InstanceCollector:
         return _PollResult(error=error)
 
     async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+        started = time.monotonic()
         headers = {}
         base_url, basic = split_userinfo(t.url)
         if basic:
@@ -440,7 +441,6 @@ class InstanceCollector:
         f = Fetcher(client, base_url, headers, api_key_env=t.api_key_env, clock=self.clock)
         kind = t.kind or await detect_kind(f)
         engine = ENGINES[kind]
-        started = time.monotonic()
         reading = await engine.poll(f, t.cache)
         now = self.clock()
         if t.prev is None and reading.counters and reading.status == "up" and self.prime_s > 0:
@@ -530,10 +530,10 @@ class InstanceCollector:
         inst.generation_tokens_per_s = _rate(c.get("generation_tokens"), pc.get("generation_tokens"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
-        hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
-        queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
-        if hits is not None and queries:
-            inst.prefix_cache_hit_pct = 100.0 * hits / queries
+        # prompts arrive with requests: between two arrivals the last hit rate stands
+        hit = _held_ratio(t, "prefix_cache_hit", c, pc, "prefix_cache_hits", "prefix_cache_queries")
+        if hit is not None:
+            inst.prefix_cache_hit_pct = 100.0 * hit
         inst.time_per_token_s = _held_ratio(t, "time_per_token_s", c, pc, "generation_seconds",
                                             "generation_tokens_done")
         accept = _held_ratio(t, "spec_accept_pct", c, pc, "spec_accepted_tokens", "spec_draft_tokens")
