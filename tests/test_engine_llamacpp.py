@@ -92,8 +92,21 @@ def test_server_without_metrics_gives_tok_s_running_and_waiting_from_slots(clock
     assert paths(srv).count("/props") == 2  # read every tick: it says whether /slots may be read
 
 
+def test_sleeping_server_is_sleeping_and_not_woken(clock, servers):
+    """Asleep (--sleep-idle-seconds), it answers /metrics and /props from a cache; a real b11434
+    was woken by one GET /slots and kept awake by one a second (fixtures sleep-check.json)."""
+    srv = servers({"/metrics": real("metrics-idle.txt"), "/props": real("props-sleeping.json"),
+                   "/slots": real("slots-busy-long.json")})
+    with collector(srv.url, clock) as col:
+        for _ in range(3):
+            got = col.collect()[0]
+            clock.advance(1.0)
+    assert got.status == "sleeping" and got.status_since is not None and got.error is None
+    assert "/slots" not in paths(srv)
+
+
 def test_server_without_metrics_that_sleeps_is_not_woken(clock, servers):
-    props = dict(real("props-idle.json"), is_sleeping=True)
+    props = real("props-sleeping.json")
     srv = servers({"/metrics": (501, real("metrics-nometrics.txt")), "/props": props,
                    "/slots": real("slots-nometrics.json")})
     with collector(srv.url, clock) as col:
