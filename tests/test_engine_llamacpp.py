@@ -206,6 +206,12 @@ def test_cpu_and_loading_on_screen():
     text = render_text(snap)
     assert "cpu-llama" in text and " cpu " in text
     assert "loading its model (since " in text and "error" not in text
+    from gpuwatch.frontends.tui.render import instance_lines
+
+    cpu_card = "\n".join(c.plain for c in instance_lines(snap.instances[0], [], 40))
+    loading_card = "\n".join(c.plain for c in instance_lines(snap.instances[1], [], 40))
+    assert "GPUs none  CPU only" in cpu_card and "pipeline" not in cpu_card and "?" not in cpu_card
+    assert loading_card.startswith(" LOADING  loading its model (since ") and "no answer" not in loading_card
 
 
 # ---- the counting itself ---------------------------------------------------------------------
