@@ -4,6 +4,7 @@
 interval = 1.0
 theme = "gpuwatch"
 discover = true
+nginx_conf = "/etc/nginx/nginx.conf"   # upstreams of watched instances are shown as pools
 
 [[backends]]
 url = "http://127.0.0.1:8000"
@@ -15,6 +16,9 @@ raise_after_s = 10
 
 [prometheus]
 url = "http://127.0.0.1:9090"
+
+[[meters]]                    # a `gpuwatch meter` not found by itself (docs/METER.md)
+url = "http://127.0.0.1:9836"
 ```
 """
 
@@ -49,6 +53,7 @@ class Config:
     alerts: dict = field(default_factory=dict)
     prometheus_url: str | None = None
     prometheus_timeout_s: float = 3.0
+    nginx_conf: str | None = None  # nginx config whose upstreams are replica pools
 
 
 def config_dir() -> Path:
@@ -87,7 +92,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file {p}: {e}") from None
 
 
-KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus"}
+KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus", "meters", "nginx_conf"}
 
 
 def parse_config(data: dict, path: Path | None = None) -> Config:
@@ -103,6 +108,8 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
         cfg.theme = _expect(data, "theme", str, "")
     if "discover" in data:
         cfg.discover = _expect(data, "discover", bool, "")
+    if "nginx_conf" in data:
+        cfg.nginx_conf = os.path.expanduser(_expect(data, "nginx_conf", str, ""))
     backends = data.get("backends", [])
     if not isinstance(backends, list):
         raise ConfigError("backends: expected an array of tables ([[backends]])")
@@ -122,6 +129,7 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
             api_key_env=_expect(b, "api_key_env", str, where) if "api_key_env" in b else None,
             kind=_expect(b, "kind", str, where) if "kind" in b else None,
         ))
+    _parse_meters(data.get("meters", []), cfg)
     alerts = data.get("alerts", {})
     if not isinstance(alerts, dict):
         raise ConfigError("alerts: expected a table ([alerts])")
@@ -150,11 +158,12 @@ class Settings:
     prometheus_timeout_s: float = 3.0
     demo: str | None = None  # a simulated scenario (``--demo``), None for the real box
     config_path: Path | None = None
+    nginx_conf: str | None = None  # an nginx config to read pools from (None: the default, if any)
 
 
 def load_settings(config_path: str | os.PathLike | None = None, *, interval: float | None = None,
                   theme: str | None = None, backends=(), discover: bool = True, demo: str | None = None,
-                  prometheus_url: str | None = None) -> Settings:
+                  prometheus_url: str | None = None, nginx_conf: str | None = None) -> Settings:
     """The config file (``config_path`` or the default one) with the given overrides. A bad
     file or value raises :class:`ConfigError` with a one-line message naming the file and key."""
     cfg = load_config(config_path)
@@ -163,6 +172,9 @@ def load_settings(config_path: str | os.PathLike | None = None, *, interval: flo
     except ValueError as e:
         raise ConfigError(f"config file {cfg.path}: {e}") from None
     extra = tuple(b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends)
+    nginx_conf = nginx_conf or cfg.nginx_conf
+    if nginx_conf and not os.path.exists(nginx_conf):
+        raise ConfigError(f"nginx config {nginx_conf} does not exist")
     return Settings(
         interval=interval or cfg.interval,
         theme=theme or cfg.theme,
@@ -173,4 +185,23 @@ def load_settings(config_path: str | os.PathLike | None = None, *, interval: flo
         prometheus_timeout_s=cfg.prometheus_timeout_s,
         demo=demo,
         config_path=cfg.path,
+        nginx_conf=nginx_conf,
     )
+
+
+def _parse_meters(meters, cfg: Config) -> None:
+    """``[[meters]] url = ...``: kept as backends of kind "meter" (the instance collector reads
+    the meter and attaches its figures to the servers it fronts)."""
+    if not isinstance(meters, list):
+        raise ConfigError("meters: expected an array of tables ([[meters]])")
+    for i, m in enumerate(meters):
+        where = f"meters[{i}]."
+        if not isinstance(m, dict) or "url" not in m:
+            raise ConfigError(f"meters[{i}]: each meter needs a url (its --metrics address)")
+        extra = set(m) - {"url"}
+        if extra:
+            raise ConfigError(f"{where}{sorted(extra)[0]}: unknown key (known: url)")
+        url = _expect(m, "url", str, where)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
+        cfg.backends.append(BackendConfig(url=url.rstrip("/"), kind="meter"))

@@ -82,6 +82,20 @@ class NvLink:
 
 
 @dataclass
+class MigDevice:
+    """A MIG device (a GPU instance with its compute instance) of a GPU in MIG mode."""
+
+    index: int  # its slot on the parent GPU (nvmlDeviceGetMigDeviceHandleByIndex)
+    uuid: str | None = None
+    name: str | None = None  # "NVIDIA H100 80GB HBM3 MIG 3g.40gb"
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    pids: list[int] = field(default_factory=list)  # its processes (also in GPU.processes)
+
+
+@dataclass
 class GPU:
     index: int
     uuid: str | None = None
@@ -119,8 +133,15 @@ class GPU:
     processes: list[Process] = field(default_factory=list)
     # names of inference instances that use this GPU (filled by analysis)
     instances: list[str] = field(default_factory=list)
-    # fields that could not be read this tick, with the reason ("not supported", ...)
+    # field (or rule) -> why it is unavailable on this GPU, in a sentence an operator can act on
     errors: dict[str, str] = field(default_factory=dict)
+    # MIG: None where the GPU has no MIG (GeForce) or the driver does not say
+    mig_mode: bool | None = None
+    mig_devices: list[MigDevice] = field(default_factory=list)
+    # NVSwitch fabric (HGX): completed | in_progress | not_started | failed; None where not reported
+    fabric_state: str | None = None
+    # °C left before T.Limit (the GPU's nearest slowdown point), where the driver reports it
+    temperature_margin_c: float | None = None
 
     @property
     def memory_used_pct(self) -> float | None:
@@ -160,9 +181,9 @@ class BenchResult:
 @dataclass
 class Instance:
     name: str
-    kind: str  # ollama | vllm | llamacpp | sglang | unknown
+    kind: str  # ollama | vllm | llamacpp | sglang | tgi | tabbyapi | lmstudio | llamaswap | unknown
     url: str
-    status: str = "down"  # up | down | error | loading | sleeping (vocab.INSTANCE_STATUSES)
+    status: str = "down"  # up | down | error | loading | sleeping
     error: str | None = None
     error_since: str | None = None
     version: str | None = None
@@ -188,8 +209,37 @@ class Instance:
     slots_total: int | None = None
     bench: BenchResult | None = None
     source: str = "configured"  # configured | discovered | simulated | prometheus
-    # when ``status`` last changed (ISO time): how long it has been loading, sleeping, down
+    # since when ``status`` has had its current value (ISO time)
     status_since: str | None = None
+    # why it is loading / sleeping ("sleep level 1: weights offloaded to CPU memory")
+    status_detail: str | None = None
+    # Docker container it runs in (discovered through the Docker Engine API), and the GPUs the
+    # container was given (DeviceRequests / NVIDIA_VISIBLE_DEVICES: indices or UUIDs, or "all")
+    container: str | None = None
+    container_gpus: list[str] = field(default_factory=list)
+    # energy: the power of the instance's own GPUs (a GPU shared with other instances counted
+    # by this instance's share of the memory used on it: ``power_shared``), joules per generated
+    # token and generated tokens per second per kW of that power
+    power_w: float | None = None
+    power_shared: bool = False
+    joules_per_token: float | None = None
+    tokens_per_s_per_kw: float | None = None
+    # vLLM / SGLang --enable-mfu-metrics: model FLOP/s and memory read bytes/s per GPU, and as % of the
+    # GPU model's peak (analysis/peaks.py)
+    flops_per_gpu_per_s: float | None = None
+    read_bytes_per_gpu_per_s: float | None = None
+    mfu_pct: float | None = None
+    mem_bw_util_pct: float | None = None
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    meter: str | None = None
+    # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
+    # what clients and nginx upstreams point at when they reach it through a meter
+    meter_routes: list[str] = field(default_factory=list)
+    # serving settings read from the server process's environment where it is readable
+    # (Ollama: OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, CUDA_VISIBLE_DEVICES, ...)
+    settings: dict[str, str] = field(default_factory=dict)
+    # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
+    requests_per_s: float | None = None
     # mean time per generated token of the requests that finished lately (llama.cpp:
     # tokens_predicted_seconds_total over tokens_predicted_total, both added at a request's end)
     time_per_token_s: float | None = None
@@ -227,6 +277,13 @@ class Snapshot:
     collect_ms: float | None = None
     source: str = "nvml"  # nvml | simulated | replay | prometheus
     scenario: str | None = None
+    # replica groups: nginx upstreams whose servers are watched instances
+    pools: list[Pool] = field(default_factory=list)
+    # "container" when gpuwatch runs in a PID namespace of its own: NVML's PIDs are the host's and
+    # are neither named nor tied to servers; "host" or None otherwise
+    pid_namespace: str | None = None
+    # one line each for what server discovery could not look at (no Docker socket, no permission)
+    discovery_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -257,13 +314,50 @@ class Snapshot:
         return None
 
 
+@dataclass
+class PoolMember:
+    """One ``server`` line of an nginx upstream."""
+
+    url: str  # as nginx has it, with a scheme: http://127.0.0.1:11434
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout_s: float = 10.0
+    backup: bool = False
+    down: bool = False  # marked `down` in the config
+    instance: str | None = None  # the watched instance it resolves to
+    via: str | None = None  # the meter route it goes through (LISTEN URL), when it does
+    # expected share of the work: weight / sum of the weights of the members that take work
+    weight_share: float | None = None
+    # over the pool's window (fractions 0..1): requests started, running requests (time
+    # average) and generated tokens, each against the pool's total
+    request_share: float | None = None
+    running_share: float | None = None
+    token_share: float | None = None
+
+
+@dataclass
+class Pool:
+    """An nginx ``upstream`` whose servers are watched inference instances: a replica group."""
+
+    name: str
+    source: str  # where it was read from: /etc/nginx/conf.d/llm.conf:12
+    method: str = "round_robin"  # round_robin | least_conn | ip_hash | hash | random | least_time
+    members: list[PoolMember] = field(default_factory=list)
+    window_s: float | None = None  # the span the shares cover
+    # the model its members serve, as the first one spells it (None: none, or different models)
+    model: str | None = None
+
+
 _NESTED: dict[tuple[str, str], type] = {
     ("GPU", "pcie"): Pcie,
     ("GPU", "nvlink"): NvLink,
     ("GPU", "processes"): Process,
+    ("GPU", "mig_devices"): MigDevice,
     ("Instance", "models"): ModelInfo,
     ("Instance", "bench"): BenchResult,
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "pools"): Pool,
+    ("Pool", "members"): PoolMember,
 }

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .analysis.alert_config import AlertConfig
 from .analysis.alerts import AlertEngine, evaluate_once
+from .analysis.efficiency import instance_efficiency
 from .analysis.groups import assign_gpus
 from .analysis.history import History
 from .collect.nvml import NvmlCollector
@@ -31,7 +32,7 @@ def iso(ts: float) -> str:
 
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
-    return [assign_gpus]
+    return [assign_gpus, instance_efficiency]
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Sampler:
     analyzers: list = field(default_factory=default_analyzers)
     on_close: list = field(default_factory=list)
     instance_wait_s: float = 5.0  # the longest a waiting sample() waits for the servers
+    pools: object | None = None  # anything with collect() -> list[Pool] (collect/nginx.py)
 
     def __post_init__(self) -> None:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
@@ -71,17 +73,29 @@ class Sampler:
     def sample(self, wait_instances: bool = False) -> Snapshot:
         start = time.perf_counter()
         reading = self.nvml.collect()
+        pools = self._pools()  # first: it tells the instance collector where nginx's servers are
         instances = self._instances(wait_instances)
         snap = Snapshot(
             time=iso(self.wall()), host=self.host, driver_version=reading.driver_version,
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
-            scenario=self.scenario,
+            scenario=self.scenario, pools=pools,
+            discovery_notes=list(getattr(self.instances, "notes", ())),
         )
+        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
         return snap
+
+    def _pools(self) -> list:
+        try:
+            pools = self.pools.collect() if self.pools is not None else []
+            if pools and hasattr(self.instances, "probe"):  # look for the servers nginx names
+                self.instances.probe(self.pools.server_urls(pools))
+            return pools
+        except Exception:  # a config that trips the parser must not stop the GPU picture
+            return []
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass
 
 from .analysis.alerts import AlertEngine
+from .analysis.pools import DEFAULT_WINDOW_S, PoolAnalysis
 from .collect.instances import InstanceCollector
 from .collect.targets import BackendConfig
+from .collect.nginx import DEFAULT_NGINX_CONF, MeterRoutes, NginxPools
 from .collect.nvml import NvmlCollector
 from .collect.procs import ProcessTable
 from .config import Settings
@@ -35,22 +37,37 @@ class DemoSampler(Sampler):
 
 def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,
                  latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
-                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0) -> Sampler:
-    """The sampler for the real box (``demo=None``) or the simulated scenario ``demo``."""
+                 instance_timeout_s: float = 1.5, start_offset_s: float = 0.0,
+                 nginx_conf: str | None = None, pool_window_s: float | None = None) -> Sampler:
+    """The sampler for the real box (``demo=None``) or the simulated scenario ``demo``.
+    ``nginx_conf``: read pools from this file (default: /etc/nginx/nginx.conf on the real box,
+    the scenario's own on the simulated one)."""
     if demo is not None:
         d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
                        start_offset_s=start_offset_s)
         table = d.process_table
-        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now)
+        nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
         instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
                               wall=d.wall, host=f"demo-{d.box.scenario.name}", demo=d)
         sampler.on_close.append(d.close)
+        if nginx_conf or d.nginx_conf:  # the simulated box has nginx only if its scenario brings one
+            _add_pools(sampler, table, nginx_conf or d.nginx_conf, bool(nginx_conf), pool_window_s)
         return sampler
     table = ProcessTable()
     nvml = NvmlCollector(process_table=table)
     instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic)
-    return Sampler(nvml=nvml, instances=instances)
+    sampler = Sampler(nvml=nvml, instances=instances)
+    _add_pools(sampler, table, nginx_conf or DEFAULT_NGINX_CONF, bool(nginx_conf), pool_window_s)
+    return sampler
+
+
+def _add_pools(sampler: Sampler, table, path: str, required: bool, window_s: float | None) -> None:
+    """nginx upstreams as replica pools: read by collect/nginx.py, resolved by analysis/pools.py;
+    members that are ``gpuwatch meter`` routes stand for the instance behind them."""
+    routes = MeterRoutes(table)
+    sampler.pools = NginxPools(path, required=required, routes=routes)
+    sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S, routes=routes))
 
 
 def _instance_collector(backends, discover, table, timeout_s, clock) -> InstanceCollector | None:
@@ -66,7 +83,7 @@ def build_monitor(settings: Settings, *, one_shot: bool = False, history_points:
     then found already running for :data:`DEMO_WARMUP_S`."""
     offset = DEMO_WARMUP_S if (one_shot and settings.demo is not None) else 0.0
     sampler = make_sampler(demo=settings.demo, backends=settings.backends, discover=settings.discover,
-                           start_offset_s=offset)
+                           start_offset_s=offset, nginx_conf=settings.nginx_conf)
     return Monitor(sampler, AlertEngine(settings.alerts), history_points=history_points)
 
 

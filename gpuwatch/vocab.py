@@ -42,9 +42,11 @@ def decode_throttle_reasons(mask: int | None) -> list[str]:
 
 
 # ---- inference engines ---------------------------------------------------------------------
-ENGINE_KINDS: tuple[str, ...] = ("ollama", "vllm", "llamacpp", "sglang")
+ENGINE_KINDS: tuple[str, ...] = ("ollama", "vllm", "llamacpp", "sglang", "tgi", "tabbyapi", "lmstudio", "llamaswap")
 # how each engine spells its own name (what an operator reads on screen)
-ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang"}
+ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang",
+                                 "tgi": "TGI", "tabbyapi": "TabbyAPI", "lmstudio": "LM Studio",
+                                 "llamaswap": "llama-swap"}
 
 # engines that split a model by layers when it spans several GPUs and nothing says otherwise
 # (Ollama and llama.cpp's default --split-mode layer)
@@ -52,13 +54,6 @@ LAYER_SPLIT_BY_DEFAULT: tuple[str, ...] = ("ollama", "llamacpp")
 # engines whose server process holds its model from start to end (Ollama loads on demand, in a
 # runner child): serving with no GPU memory means running on the CPU
 MODEL_LOADED_AT_START: tuple[str, ...] = ("llamacpp",)
-
-
-# an instance's status: up (answering), down (unreachable), error (answering, but not usefully),
-# loading (it says its model is loading), sleeping (it unloaded its model until the next request)
-INSTANCE_STATUSES: tuple[str, ...] = ("up", "down", "error", "loading", "sleeping")
-# statuses in which a server is alive and will serve: not a fault, and no figures to judge
-RESTING_STATUSES: tuple[str, ...] = ("loading", "sleeping")
 
 
 def engine_label(kind: str | None) -> str:

@@ -17,6 +17,8 @@ SHOTS = [
     ("h100x8-faults", "h100x8:hot,lost,pcie"),
     ("rtx4090x2", "rtx4090x2"),
     ("rtx4090x2-offload", "rtx4090x2:offload,hot=0"),
+    ("ollama3x", "ollama3x"),  # three Ollama replicas behind an nginx pool (issue 14)
+    ("ollama3x-lost", "ollama3x:lost=2"),  # ... one of which lost its GPU
 ]
 SIZES = ["200x60", "80x24"]
 

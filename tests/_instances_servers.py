@@ -89,6 +89,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Backlogged(ThreadingHTTPServer):
+    # engine probing asks up to 8 paths at once: socketserver's default backlog (5) would drop
+    # connections that a real server (backlog in the hundreds) accepts
+    request_queue_size = 64
+
+
 class FakeServer:
     """``routes``: path -> body (str/bytes/JSON-able), callable(handler) -> body or (code, body),
     or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404)."""
@@ -100,7 +106,7 @@ class FakeServer:
         self.requests: list = []
         self.conns: list = []
         self.stop = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _Backlogged(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]
@@ -168,3 +174,81 @@ def wait_until(pred, timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return pred()
+
+
+class FakeDockerServer:
+    """The Docker Engine API on a unix socket, answering with documented payload shapes
+    (docs.docker.com Engine API: ContainerList, ContainerInspect, ContainerTop).
+    ``containers``: dicts with ``summary`` (a /containers/json item), ``inspect`` and ``top``."""
+
+    def __init__(self, path, containers) -> None:
+        import socketserver
+
+        self.path = str(path)
+        self.containers = containers
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                pass
+
+            def address_string(self):
+                return "unix"
+
+            def do_GET(self):  # noqa: N802
+                path = urlsplit(self.path).path
+                fake.requests.append(path)
+                body, code = fake.answer(path)
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(self.path, Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def answer(self, path: str):
+        if path == "/containers/json":
+            return [c["summary"] for c in self.containers], 200
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "containers":
+            for c in self.containers:
+                if c["summary"]["Id"] == parts[1] or parts[1] in c["summary"]["Names"][0]:
+                    if parts[2] == "json":
+                        return c["inspect"], 200
+                    if parts[2] == "top":
+                        return c["top"], 200
+            return {"message": f"No such container: {parts[1]}"}, 404
+        return {"message": "page not found"}, 404
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def docker_container(cid: str, name: str, image: str, cmd: list[str], ports=(), gpus=None, env=(),
+                     pids=(), network="bridge", ip="172.17.0.2") -> dict:
+    """One container as the Engine API describes it (list item, inspect, top)."""
+    summary = {"Id": cid, "Names": [f"/{name}"], "Image": image, "ImageID": "sha256:" + "0" * 64,
+               "Command": " ".join(cmd), "Created": 1764633600, "State": "running", "Status": "Up 2 hours",
+               "Ports": [{"IP": "0.0.0.0", "PrivatePort": priv, "PublicPort": pub, "Type": "tcp"} for priv, pub in ports],
+               "Labels": {}, "HostConfig": {"NetworkMode": network},
+               "NetworkSettings": {"Networks": {network: {"IPAddress": ip if network != "host" else ""}}},
+               "Mounts": []}
+    inspect = {"Id": cid, "Name": f"/{name}", "State": {"Status": "running", "Running": True,
+                                                         "Pid": pids[0] if pids else 0},
+               "Config": {"Image": image, "Cmd": cmd, "Entrypoint": None, "Env": list(env)},
+               "HostConfig": {"NetworkMode": network, "DeviceRequests": gpus},
+               "NetworkSettings": {"Networks": summary["NetworkSettings"]["Networks"]}}
+    top = {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+           "Processes": [["root", str(p), "1", "0", "07:00", "?", "00:01:00", " ".join(cmd)] for p in pids]}
+    return {"summary": summary, "inspect": inspect, "top": top}

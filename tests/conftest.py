@@ -38,20 +38,23 @@ def servers():
 
 
 @pytest.fixture
-def sim(clock):
-    """A factory: sim("h100x8:hot") -> (box, lib, collector) on the manual clock."""
+def sim(clock, tmp_path):
+    """A factory: sim("h100x8:hot") -> (box, lib, collector) on the manual clock (with the
+    simulated box's /proc and /sys under tmp_path)."""
     from gpuwatch.collect.nvml import NvmlCollector
     from gpuwatch.sim.box import SimBox
+    from gpuwatch.sim.host import write_host_tree
     from gpuwatch.sim.nvml import FakeNvmlLibrary, install, uninstall
     from gpuwatch.sim.scenarios import parse_scenario
 
     made = []
 
-    def make(spec="h100x8", pcie_sample_s=0.0, **lib_kw):
+    def make(spec="h100x8", pcie_sample_s=0.0, process_table=None, **lib_kw):
         scenario, faults = parse_scenario(spec)
         box = SimBox(scenario, faults, clock)
         lib = install(FakeNvmlLibrary(box, pcie_sample_s=pcie_sample_s, **lib_kw))
-        collector = NvmlCollector(process_table=_NoProcs(), clock=clock.now)
+        host = write_host_tree(lib, str(tmp_path / f"host{len(made)}"))
+        collector = NvmlCollector(process_table=process_table or _NoProcs(), clock=clock.now, host=host)
         made.append(collector)
         return box, lib, collector
 

@@ -133,6 +133,7 @@ def test_loading_server_is_loading_not_down(clock, servers):
         clock.advance(1.0)
         up = col.collect()[0]
     assert first.status == "loading" and first.error is None and first.status_since
+    assert "Loading model" in first.status_detail
     assert again.status_since == first.status_since
     assert up.status == "up" and up.kind == "llamacpp"
 
@@ -202,16 +203,17 @@ def test_cpu_and_loading_on_screen():
 
     snap = Snapshot(time=iso(T0 + 90), host="h", instances=[
         Instance(name="cpu-llama", kind="llamacpp", url="u", status="up", parallelism="cpu"),
-        Instance(name="big", kind="llamacpp", url="u", status="loading", status_since=iso(T0))])
+        Instance(name="big", kind="llamacpp", url="u", status="loading", status_since=iso(T0),
+                 status_detail="loading model (/metrics answers HTTP 503: Loading model)")])
     text = render_text(snap)
     assert "cpu-llama" in text and " cpu " in text
-    assert "loading its model (since " in text and "error" not in text
+    assert f"loading since {iso(T0)}: loading model" in text and "error" not in text
     from gpuwatch.frontends.tui.render import instance_lines
 
     cpu_card = "\n".join(c.plain for c in instance_lines(snap.instances[0], [], 40))
     loading_card = "\n".join(c.plain for c in instance_lines(snap.instances[1], [], 40))
     assert "GPUs none  CPU only" in cpu_card and "pipeline" not in cpu_card and "?" not in cpu_card
-    assert loading_card.startswith(" LOADING  loading its model (since ") and "no answer" not in loading_card
+    assert loading_card.startswith(" LOADING  loading model (/metrics answers HTTP 503") and "no answer" not in loading_card
 
 
 # ---- the counting itself ---------------------------------------------------------------------

@@ -40,6 +40,9 @@ class FakeTable:
     def info(self, pid):
         return self.procs.get(pid)
 
+    def processes(self):
+        return [(p.pid, p.name, p.cmdline, 0.0) for p in self.procs.values()]
+
     def children(self, pid):
         return list(self.kids.get(pid, []))
 

@@ -53,7 +53,9 @@ def test_sim_servers_discovered_with_box_rates_and_gpus():
         assert inst.models[0].name == spec.model
         expected = (box.instance_state(spec.name, t2).generation_tokens_total
                     - box.instance_state(spec.name, t1).generation_tokens_total) / 2.0
-        assert inst.generation_tokens_per_s == pytest.approx(expected, rel=0.01)
+        # SGLang's live rate is its gen_throughput gauge (the rate of the last decode steps, not
+        # the mean over the poll interval): within a few percent while the load drifts
+        assert inst.generation_tokens_per_s == pytest.approx(expected, rel=0.05 if spec.kind == "sglang" else 0.01)
         assert inst.kv_cache_usage_pct == pytest.approx(100 * box.instance_state(spec.name, t2).kv_cache_usage, rel=0.01)
         assert inst.ttft_p50_s is not None and inst.itl_p50_s is not None
         assert inst.gpus == list(spec.gpus)

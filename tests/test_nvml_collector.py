@@ -30,9 +30,10 @@ def test_healthy_h100_box_reads_every_field(sim, clock):
     g0 = r.gpus[0]
     assert g0.name == "NVIDIA H100 80GB HBM3" and g0.uuid.startswith("GPU-")
     assert g0.pci_bus_id == "00000000:18:00.0"
-    assert g0.temperature_slowdown_c == 90 and g0.temperature_shutdown_c == 92
+    assert g0.temperature_slowdown_c == 89 and g0.temperature_shutdown_c == 92  # 92/89/87 °C
+    assert g0.temperature_max_operating_c == 87
     assert g0.power_limit_w == 700.0 and 70 < g0.power_w <= 700
-    assert g0.memory_total_bytes == 80 * 1024**3
+    assert g0.memory_total_bytes == 81559 * 1024**2  # nvidia-smi: 81,559 MiB
     # v2 memory: reserved is apart from used
     st = box.gpu_state(0)
     assert g0.memory_used_bytes == st.mem_used and g0.memory_reserved_bytes == box.spec.memory_reserved_bytes
@@ -45,8 +46,9 @@ def test_healthy_h100_box_reads_every_field(sim, clock):
     assert g0.processes[0].used_memory_bytes == st.mem_used
     # H100 SXM has no fan: unknown, not zero
     assert g0.fan_pct is None
-    # the idle spare GPU is at Gen1 with the idle reason set
-    assert r.gpus[7].pcie.gen == 1 and "gpu_idle" in r.gpus[7].throttle_reasons
+    # the idle spare H100 stays at P0 and Gen5 x16, with the idle reason set
+    assert r.gpus[7].pcie.gen == 5 and r.gpus[7].pcie.width == 16 and r.gpus[7].pstate == 0
+    assert "gpu_idle" in r.gpus[7].throttle_reasons
     assert r.gpus[7].processes == []
 
 

@@ -54,6 +54,11 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "window_s": 60.0,
         "min_requests_diff": 4.0,  # running+waiting, busiest minus least busy replica
         "ratio": 3.0,  # busiest >= ratio * (least busy + 1)
+        # nginx pools: a member's share of the work (running requests for least_conn, requests
+        # for round robin) departing from its weight's share by more than this many points ...
+        "share_tolerance_pct": 15.0,
+        # ... while the pool averages at least this many running requests over its window
+        "min_pool_running": 2.0,
     },
     "pcie_degraded": {
         "busy_util_pct": 20.0,  # the link is judged only while the GPU is at least this busy
@@ -84,6 +89,8 @@ RULE_PARAMS: dict[str, dict[str, float]] = {
         "min_growth": 5.0,  # ... and this many more than at the start of the window
     },
     "driver_mismatch": {},
+    "nvlink_fabric": {},
+    "pid_namespace": {},
 }
 
 # per-rule defaults of the common keys, where they differ from the global ones
@@ -92,6 +99,7 @@ RULE_TIMING: dict[str, dict[str, float]] = {
     "backend_down": {"raise_after_s": 0.0},
     "ecc_errors": {"raise_after_s": 0.0},
     "driver_mismatch": {"raise_after_s": 0.0},
+    "pid_namespace": {"raise_after_s": 0.0},
     # conditions that come and go with the load: a cap or a narrow link that binds only at
     # peaks is one episode, not an alert every load cycle
     "power_cap": {"clear_after_s": 120.0},

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..model import Alert, Snapshot
-from ..vocab import RESTING_STATUSES
 from .alert_config import AlertConfig
-from .rules import cpu_ranges, link_degraded, link_text, numa_mismatches
+from .rules import (FABRIC_FIX, PID_NAMESPACE_NOTE, cpu_ranges, fabric_problems, fabric_summary, link_degraded,
+                    link_text, numa_mismatches)
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 _ORDER = {PASS: 0, WARN: 1, FAIL: 2}
@@ -73,10 +73,9 @@ def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
         checks.append(_topology(last))
         checks.extend(_links(snapshots, config or AlertConfig()))
         checks.append(_numa(snapshots))
-        ecc = _ecc(last)
-        if ecc is not None:
-            checks.append(ecc)
+        checks.extend(c for c in (_fabric(last), _mig(last), _pid_namespace(last), _ecc(last)) if c is not None)
     checks.extend(_instances(last))
+    checks.extend(_pools(last))
     checks.extend(_alerts(alerts))
     return report
 
@@ -95,8 +94,11 @@ def _nvml(s: Snapshot) -> Check:
     cuda = f", CUDA {s.cuda_version}" if s.cuda_version else ""
     detail = f"{len(s.gpus)} GPUs ({kinds}), driver {s.driver_version or '?'}{cuda}"
     if lost:
-        return Check("nvml", FAIL, f"{detail}; GPU {_idx(lost)} lost (fell off the bus)",
-                     ["check `dmesg | grep -i xid`, then reset the GPU or reboot"])
+        buses = [f"GPU {g.index} at PCI {g.pci_bus_id}" for g in s.gpus if g.lost and g.pci_bus_id]
+        notes = ["check `dmesg | grep -i xid`, then reset the GPU (`nvidia-smi -r -i N`) or reboot"]
+        if buses:
+            notes.insert(0, "lost: " + ", ".join(buses))
+        return Check("nvml", FAIL, f"{detail}; GPU {_idx(lost)} lost (fell off the bus)", notes)
     return Check("nvml", PASS, detail)
 
 
@@ -199,18 +201,15 @@ def _links(snapshots: list[Snapshot], config: AlertConfig) -> list[Check]:
         history = [s.gpu(g.index) for s in snapshots]
         history = [h for h in history if h is not None and not h.lost]
         busy_degraded = [h for h in history if link_degraded(h) and (h.utilization_gpu_pct or 0) >= busy]
-        width_low = [h for h in history if h.pcie.width and h.pcie.max_width and h.pcie.width < h.pcie.max_width]
         if busy_degraded:
             h = busy_degraded[-1]
             out.append(Check(name, WARN, f"{link_text(h)} while {h.utilization_gpu_pct:.0f} % busy",
                              ["reseat the card or move it to a full-width slot; check riser and BIOS PCIe settings"]))
-        elif width_low:
-            h = width_low[-1]
-            out.append(Check(name, WARN, f"{link_text(h)}: trained below its full width",
-                             ["width does not drop to save power: check the slot (x16/x4 boards), riser, reseat"]))
         elif link_degraded(g):
+            # an idle link may drop its generation, and on some boards its width, to save power
             out.append(Check(name, PASS, f"{link_text(g)}, idle",
-                             ["idle links drop their generation to save power: normal, judged again under load"]))
+                             ["idle links may run below their max generation or width to save power: "
+                              "normal, judged again under load"]))
         else:
             out.append(Check(name, PASS, link_text(g)))
     return out
@@ -233,6 +232,41 @@ def _numa(snapshots: list[Snapshot]) -> Check:
     return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {procs} GPU processes checked, all local")
 
 
+def _fabric(s: Snapshot) -> Check | None:
+    """NVSwitch fabric and NVLinks, on boxes whose GPUs have NVLinks."""
+    linked = [g for g in s.gpus if not g.lost and ((g.nvlink and g.nvlink.links_total) or g.fabric_state)]
+    if not linked:
+        return None
+    bad = fabric_problems(s)
+    if bad:
+        return Check("NVLink fabric", FAIL, fabric_summary(bad), [FABRIC_FIX])
+    states = {g.fabric_state for g in linked if g.fabric_state}
+    fabric = f", fabric {', '.join(sorted(states))}" if states else ""
+    return Check("NVLink fabric", PASS, f"all NVLinks active on {len(linked)} GPUs{fabric}")
+
+
+def _mig(s: Snapshot) -> Check | None:
+    on = [g for g in s.gpus if g.mig_mode]
+    if not on:
+        return None
+    notes = [f"GPU {g.index}: {len(g.mig_devices)} MIG device(s): "
+             + ", ".join((d.name or f"MIG {d.index}").rsplit(" ", 1)[-1] for d in g.mig_devices) for g in on]
+    notes.append("whole-GPU utilization is not reported in MIG mode: imbalance and busy-link checks skip these GPUs")
+    return Check("MIG", PASS, f"MIG mode on GPU {_idx(g.index for g in on)}", notes)
+
+
+def _pid_namespace(s: Snapshot) -> Check | None:
+    """Process lists gpuwatch cannot trust: a container's PID namespace, or garbled PIDs."""
+    if s.pid_namespace == "container":
+        return Check("GPU processes", WARN, "NVML's process IDs are the host's and cannot be resolved here",
+                     [PID_NAMESPACE_NOTE])
+    garbled = [g for g in s.gpus if "processes" in g.errors]
+    if garbled:
+        return Check("GPU processes", WARN, f"the driver lists impossible PIDs on GPU {_idx(g.index for g in garbled)}",
+                     [garbled[0].errors["processes"]])
+    return None
+
+
 def _ecc(s: Snapshot) -> Check | None:
     counts = {g.index: g.ecc_uncorrected_volatile for g in s.gpus if g.ecc_uncorrected_volatile is not None}
     if not counts:
@@ -245,6 +279,11 @@ def _ecc(s: Snapshot) -> Check | None:
 
 
 def _instances(s: Snapshot) -> list[Check]:
+    out = [Check("discovery", PASS, note) for note in s.discovery_notes]
+    return out + _instance_checks(s)
+
+
+def _instance_checks(s: Snapshot) -> list[Check]:
     if not s.instances:
         return [Check("instances", WARN, "no inference server found",
                       ["configure [[backends]] or check that Ollama/vLLM/llama.cpp/SGLang are listening"])]
@@ -255,15 +294,52 @@ def _instances(s: Snapshot) -> list[Check]:
         gpus = (f"GPU {_idx(inst.gpus)}" if inst.gpus else "the CPU (no GPU)" if inst.parallelism == "cpu"
                 else "GPUs unknown")
         par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single", "cpu") else ""
-        if inst.status in RESTING_STATUSES:
-            since = f" since {inst.status_since}" if inst.status_since else ""
-            out.append(Check(name, WARN, f"{inst.kind} at {inst.url} is {inst.status}{since}"))
+        if inst.status in ("loading", "sleeping"):  # not a fault (vLLM sleep mode, weights loading)
+            detail = f": {inst.status_detail}" if inst.status_detail else ""
+            out.append(Check(name, WARN if inst.status == "loading" else PASS,
+                             f"{inst.kind} at {inst.url} is {inst.status} since {inst.status_since or '?'}{detail}"))
             continue
         if inst.status != "up":
             out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
-        out.append(Check(name, PASS, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " ")))
+        notes = [" ".join(f"{k}={v}" for k, v in inst.settings.items())] if inst.settings else []
+        if inst.meter_routes:  # issue 14: figures from a gpuwatch meter in front of it
+            tps += f" (through gpuwatch meter {', '.join(inst.meter_routes)})"
+        elif inst.kind == "ollama" and inst.generation_tokens_per_s is None:
+            notes.append("no token counters: run `gpuwatch meter` in front of it for live tok/s (docs/METER.md)")
+        status = PASS
+        order = device_order_problem(s, inst)
+        if order:
+            status = WARN
+            notes.append(order)
+        out.append(Check(name, status, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " "),
+                         notes))
+    return out
+
+
+def device_order_problem(s: Snapshot, inst) -> str | None:
+    """CUDA numbers GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; nvidia-smi (and
+    NVML) number them by PCI bus. On a box with one GPU model the two orders agree; with
+    different models ``CUDA_VISIBLE_DEVICES=1`` may be another card than nvidia-smi's GPU 1.
+    Source: CUDA C Programming Guide, "CUDA Environment Variables" (CUDA_DEVICE_ORDER)."""
+    visible = inst.settings.get("CUDA_VISIBLE_DEVICES")
+    models = {g.name for g in s.gpus if g.name}
+    if visible is None or len(models) < 2 or inst.settings.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return None
+    return (f"CUDA_VISIBLE_DEVICES={visible} on a box with {len(models)} GPU models but CUDA_DEVICE_ORDER is not "
+            f"PCI_BUS_ID: CUDA counts the fastest GPU first, nvidia-smi by PCI bus, so this instance may not be on "
+            f"the GPUs you meant; set CUDA_DEVICE_ORDER=PCI_BUS_ID in its environment")
+
+
+def _pools(s: Snapshot) -> list[Check]:
+    out = []
+    for pool in s.pools:
+        parts = []
+        for m in pool.members:
+            flags = "".join(f" {f}" for f in ("backup", "down") if getattr(m, f))
+            parts.append(f"{m.instance or m.url} (weight {m.weight}{flags})")
+        out.append(Check(f"pool {pool.name}", PASS, f"nginx {pool.method}: " + ", ".join(parts), [f"from {pool.source}"]))
     return out
 
 

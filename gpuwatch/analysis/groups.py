@@ -25,6 +25,8 @@ def assign_gpus(snapshot: Snapshot) -> Snapshot:
     """Fill ``instance.gpus`` (sorted indices), ``instance.gpu_memory_bytes`` ({"0": bytes}),
     ``parallelism``/``parallel_size``, and ``GPU.instances``. Idempotent; returns the snapshot."""
     owner: dict[int, list[tuple[int, int | None]]] = {}  # pid -> [(gpu index, used bytes)]
+    if snapshot.pid_namespace == "container":
+        return snapshot  # NVML's pids are the host's: a match here would tie the wrong process to a GPU
     for gpu in snapshot.gpus:
         for proc in gpu.processes:
             owner.setdefault(proc.pid, []).append((gpu.index, proc.used_memory_bytes))
@@ -36,11 +38,13 @@ def assign_gpus(snapshot: Snapshot) -> Snapshot:
                 seen.add(index)
                 mem[index] = mem.get(index, 0) + (used or 0)
         if not seen:
+            seen = _container_gpus(snapshot, inst.container_gpus)
+        if not seen:
             if runs_on_cpu(snapshot, inst, bool(owner)):
                 inst.parallelism, inst.parallel_size = "cpu", None
             continue  # nothing on a GPU we can see (remote server, or not loaded): keep the hint
         inst.gpus = sorted(seen)
-        inst.gpu_memory_bytes = {str(i): mem[i] for i in inst.gpus}
+        inst.gpu_memory_bytes = {str(i): mem.get(i, 0) for i in inst.gpus}
         n = len(inst.gpus)
         if n == 1:
             inst.parallelism, inst.parallel_size = "single", 1
@@ -53,3 +57,16 @@ def assign_gpus(snapshot: Snapshot) -> Snapshot:
             if gpu is not None and inst.name not in gpu.instances:
                 gpu.instances.append(inst.name)
     return snapshot
+
+
+def _container_gpus(snapshot: Snapshot, declared: list[str]) -> set[int]:
+    """The GPUs a Docker container was given (indices or UUIDs; "all"), for a containerised
+    server whose processes NVML does not list (yet)."""
+    out: set[int] = set()
+    for d in declared:
+        if d == "all":
+            return {g.index for g in snapshot.gpus}
+        for g in snapshot.gpus:
+            if d == str(g.index) or (g.uuid and d.lower() == g.uuid.lower()):
+                out.add(g.index)
+    return out

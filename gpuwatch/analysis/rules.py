@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 from ..model import GPU, Alert, Instance, Snapshot
 from ..vocab import SEVERITY_RANK
 from .alert_config import AlertConfig
+from .pools import instance_model_key, pool_alerts
 
 GiB = 1024**3
 
@@ -212,8 +213,9 @@ def gpu_lost(ctx: RuleContext) -> list[Alert]:
         g = snap.gpu(idx)
         users = ", ".join(g.instances) if g is not None and g.instances else ""
         on = f"; instances on it: {users}" if users else ""
+        bus = f" at PCI {g.pci_bus_id}" if g is not None and g.pci_bus_id else ""
         out.append(ctx.alert(f"GPU {idx}",
-                             f"GPU {idx} fell off the bus (NVML: GPU is lost){on}; check `dmesg | grep -i xid` "
+                             f"GPU {idx}{bus} fell off the bus (NVML: GPU is lost){on}; check `dmesg | grep -i xid` "
                              f"(Xid 79), then reset the GPU (`nvidia-smi -r -i {idx}`) or reboot"))
     return out
 
@@ -325,6 +327,56 @@ def driver_mismatch(ctx: RuleContext) -> list[Alert]:
                       for v, idx in sorted(versions.items()))
     return [ctx.alert("driver", f"different driver versions: {parts}; all GPUs of a box must run one driver: "
                                 f"reinstall one version and reboot")]
+
+
+def fabric_problems(snap: Snapshot) -> list[tuple[GPU, str]]:
+    """(gpu, what is wrong) for every GPU whose NVSwitch fabric is not up or whose NVLinks are
+    not all active."""
+    out = []
+    for g in snap.gpus:
+        if g.lost:
+            continue
+        bits = []
+        if g.fabric_state in ("not_started", "failed"):
+            bits.append(f"fabric {g.fabric_state.replace('_', ' ')}")
+        nv = g.nvlink
+        if nv is not None and nv.links_total and nv.links_active < nv.links_total:
+            bits.append(f"{nv.links_active} of {nv.links_total} NVLinks active")
+        if bits:
+            out.append((g, ", ".join(bits)))
+    return out
+
+
+FABRIC_FIX = ("CUDA peer-to-peer falls back to PCIe and tensor-parallel throughput collapses; on an NVSwitch "
+              "box check `systemctl status nvidia-fabricmanager` (its version must match the driver), then "
+              "`nvidia-smi nvlink --status`")
+
+
+@rule("nvlink_fabric", "critical", "NVSwitch fabric not started or NVLinks inactive")
+def nvlink_fabric(ctx: RuleContext) -> list[Alert]:
+    bad = fabric_problems(ctx.snapshot)
+    if not bad:
+        return []
+    return [ctx.alert("NVLink", f"NVLink fabric down ({fabric_summary(bad)}): {FABRIC_FIX}")]
+
+
+def fabric_summary(bad: list[tuple[GPU, str]]) -> str:
+    """'GPU 0-7: fabric not started, 0 of 18 NVLinks active' (GPUs with the same trouble grouped)."""
+    by_why: dict[str, list[int]] = {}
+    for g, why in bad:
+        by_why.setdefault(why, []).append(g.index)
+    return "; ".join(f"GPU {cpu_ranges(idx)}: {why}" for why, idx in by_why.items())
+
+
+PID_NAMESPACE_NOTE = ("gpuwatch runs in a container with its own PID namespace: NVML reports host PIDs, so GPU "
+                      "processes cannot be named or tied to servers here; run the container with --pid=host")
+
+
+@rule("pid_namespace", "info", "in a container PID namespace, NVML's host PIDs cannot be resolved")
+def pid_namespace(ctx: RuleContext) -> list[Alert]:
+    if ctx.snapshot.pid_namespace != "container":
+        return []
+    return [ctx.alert("processes", PID_NAMESPACE_NOTE)]
 
 
 # ---- topology and placement ---------------------------------------------------------------
@@ -443,18 +495,16 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
     return out
 
 
-def _model_key(inst: Instance) -> str | None:
-    return inst.models[0].name.strip().lower() if inst.models and inst.models[0].name else None
-
-
 @rule("replica_imbalance", "warning", "replicas of one model carry very different load")
 def replica_imbalance(ctx: RuleContext) -> list[Alert]:
+    out = pool_alerts(ctx)
+    # instances outside any nginx pool: replicas of one model, whatever its spelling
+    pooled = {m.instance for p in ctx.snapshot.pools for m in p.members if m.instance}
     groups: dict[str, list[Instance]] = {}
     for inst in ctx.snapshot.instances:
-        key = _model_key(inst)
-        if inst.status == "up" and key:
+        key = instance_model_key(inst)
+        if inst.status == "up" and key and inst.name not in pooled:
             groups.setdefault(key, []).append(inst)
-    out = []
     window = ctx.p("window_s")
     for key, insts in groups.items():
         if len(insts) < 2:

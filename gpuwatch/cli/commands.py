@@ -18,6 +18,7 @@ def settings_from(args) -> Settings:
         discover=not getattr(args, "no_discover", False),
         demo=getattr(args, "demo", None),
         prometheus_url=getattr(args, "prometheus", None),
+        nginx_conf=getattr(args, "nginx_conf", None),
     )
 
 
@@ -122,5 +123,17 @@ def cmd_serve(args) -> int:
         monitor.close()
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
+def cmd_meter(args) -> int:
+    from ..errors import UsageError
+    from ..meter.proxy import run
+
+    seen = {args.metrics} if args.metrics else set()
+    for r in args.route:
+        if (r.host, r.port) in seen:
+            raise UsageError(f"{r.listen} is given twice (routes and --metrics need one address each)")
+        seen.add((r.host, r.port))
+    return run(args.route, args.metrics, drain_s=args.drain)
+
+
+COMMANDS = {"meter": cmd_meter, "snapshot": cmd_snapshot, "record": cmd_record, "doctor": cmd_doctor, "bench": cmd_bench,
             "replay": cmd_replay, "serve": cmd_serve}

@@ -8,11 +8,18 @@ import ipaddress
 
 from .. import __version__
 from ..errors import UsageError
+from ..meter.names import DEFAULT_METRICS as METER_DEFAULT_METRICS
+from ..meter.routes import parse_listen as parse_meter_listen
+from ..meter.routes import parse_route
 
 DEFAULT_LISTEN = "127.0.0.1:9835"
-SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h100xN (N GPUs) or rtx4090x2, with "
-                 "faults as SCENARIO:FAULT[=GPU],... e.g. h100x8:hot,lost (faults: hot idle pcie lost power "
-                 "unsupported olddriver offload ecc; 'none' clears defaults)")
+# the spellings of --demo (tests/test_nvml_drivers.py checks it names every scenario, fault and
+# driver of gpuwatch.sim, which the command line does not import)
+SCENARIO_HELP = ("use the built-in simulated box: h100x8 (default), h100x8-4i, h200x8, rtx4090x2, ollama3x or h100xN (N GPUs). "
+                 "Faults and a driver generation as SCENARIO:FAULT[=GPU],...,driver=BRANCH, e.g. h100x8:hot,lost or "
+                 "h100x8:driver=r535-early,lost-at-start (faults: hot idle pcie lost power unsupported olddriver "
+                 "offload ecc lost-at-start mig fabric nothresholds container; 'none' clears the defaults; drivers: "
+                 "r470 r525 r535-early r535 r550 r570 r580 r610)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +104,32 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, p
 
 
+def _route(text: str):
+    try:
+        return parse_route(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _meter_metrics(text: str):
+    if text.lower() in ("none", "off", ""):
+        return None
+    try:
+        return parse_meter_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 seconds")
+    return value
+
+
 def _listen(text: str) -> tuple[str, int]:
     try:
         return parse_listen(text)
@@ -112,6 +145,8 @@ def _add_source_options(p: argparse.ArgumentParser, sub: bool) -> None:
     p.add_argument("--backend", action="append", type=_url, metavar="URL",
                    help="an inference server to watch (repeatable), e.g. http://127.0.0.1:8000", **d)
     p.add_argument("--no-discover", action="store_true", help="do not look for local inference servers", **d)
+    p.add_argument("--nginx-conf", metavar="PATH", help="nginx config whose upstreams of watched servers are "
+                   "replica pools (default /etc/nginx/nginx.conf)", **d)
     p.add_argument("--config", metavar="PATH", help="config file (default ~/.config/gpuwatch/config.toml)", **d)
     p.add_argument("--interval", type=_interval, metavar="S", help="seconds between samples", **d)
 
@@ -174,4 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address to serve on (default {DEFAULT_LISTEN}: this machine only; "
                             f"0.0.0.0:9835 for every interface)")
     serve.add_argument("--host-label", metavar="NAME", help="the host label on every series (default: the host name)")
+    meter = sub.add_parser("meter", help="a transparent metering proxy: live tok/s, TTFT and ITL for servers "
+                                         "without counters (Ollama); see docs/METER.md")
+    meter.add_argument("--route", action="append", type=_route, required=True, metavar="LISTEN=UPSTREAM",
+                       help="listen on LISTEN and forward to UPSTREAM (repeatable), "
+                            "e.g. 127.0.0.1:11534=http://127.0.0.1:11434")
+    meter.add_argument("--metrics", type=_meter_metrics, default=_meter_metrics(METER_DEFAULT_METRICS),
+                       metavar="HOST:PORT", help=f"serve Prometheus text at http://HOST:PORT/metrics (default "
+                                                 f"{METER_DEFAULT_METRICS}; 'none' turns it off)")
+    meter.add_argument("--drain", type=_seconds, default=5.0, metavar="S",
+                       help="on SIGTERM, let running requests finish for up to S seconds (default 5)")
     return parser

@@ -57,6 +57,15 @@ def _pick_model(client: httpx.Client, url: str, kind: str) -> str | None:
             if models:
                 return models[0].get("name") or models[0].get("model")
         return None
+    if kind == "lmstudio":  # /v1/models lists every downloaded model: take a loaded LLM
+        data = _json(client.get(url + "/api/v0/models"), "/api/v0/models")
+        for m in data.get("data") or () if isinstance(data, dict) else ():
+            if isinstance(m, dict) and m.get("state") == "loaded" and m.get("type") in ("llm", "vlm"):
+                return m.get("id")
+        return None
+    if kind == "tabbyapi":  # the loaded model (/v1/models lists the model directory to admin keys)
+        data = _json(client.get(url + "/v1/model"), "/v1/model")
+        return data.get("id") if isinstance(data, dict) else None
     data = _json(client.get(url + "/v1/models"), "/v1/models")
     models = data.get("data") if isinstance(data, dict) else None
     if models:

@@ -28,6 +28,7 @@ import httpx
 from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
+from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
 
@@ -136,6 +137,15 @@ def expected_port(kind: str, argv: list[str], env: dict[str, str] | None) -> int
     return names.DEFAULT_PORTS[kind]
 
 
+def serving_settings(kind: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The variables of ``names.SERVING_ENV`` set in a server's environment (empty when the
+    environment is not readable: another user's process)."""
+    if not env:
+        return {}
+    return {k: "".join(ch if ch.isprintable() else "?" for ch in env[k][:200])
+            for k in names.SERVING_ENV.get(kind or "", names.CUDA_ENV) if k in env}
+
+
 # ---- per-server state ------------------------------------------------------------------------
 
 @dataclass
@@ -163,6 +173,10 @@ class _Target:
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    container: str | None = None
+    container_gpus: list[str] = field(default_factory=list)
+    upstream_of: str | None = None  # the llama-swap instance that started this server
 
 
 @dataclass
@@ -171,6 +185,8 @@ class _PollResult:
     t: float | None = None
     error: FetchError | None = None
     kind: str | None = None
+    meter: str | None = None  # metrics URL of the gpuwatch meter whose figures were attached
+    meter_routes: tuple[str, ...] = ()  # LISTEN addresses of the routes to it
     # a first reading taken PRIME_S before ``reading``, so that a new server has rates at once
     primer: tuple[Reading, float] | None = None
 
@@ -186,6 +202,21 @@ def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | No
     if cur is None or prev is None or not dt or dt <= 0 or cur < prev:
         return None
     return (cur - prev) / dt
+
+
+def _generation_rate(kind: str, r: Reading, prev: Reading | None, dt: float | None) -> float | None:
+    """Generated tokens per second as the clients receive them. A counter that rises every
+    iteration (vLLM's, SGLang's realtime_tokens, TGI's rebuilt one) is differenced; an engine
+    whose counter moves only when a request finishes is read from its rate gauge when it has
+    one (SGLang's gen_throughput), else from the counter (spiky). See ``names``."""
+    pc = prev.counters if prev else {}
+    live = _rate(r.counters.get("generation_tokens_iter"), pc.get("generation_tokens_iter"), dt)
+    if live is not None or "generation_tokens_iter" in r.counters:
+        return live
+    gauge = r.gauges.get("generation_rate")
+    if gauge is not None and kind in names.COUNTS_AT_REQUEST_END:
+        return gauge
+    return _rate(r.counters.get("generation_tokens"), pc.get("generation_tokens"), dt)
 
 
 def _held_ratio(t: _Target, key: str, c: dict, pc: dict, num: str, den: str) -> float | None:
@@ -219,21 +250,33 @@ class InstanceCollector:
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, prime_s: float = PRIME_S) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None, prime_s: float = PRIME_S) -> None:
         self.discover = discover
         self.prime_s = prime_s
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
         self.clock = clock
         if probe_ports is None:
-            probe_ports = tuple(names.DEFAULT_PORTS.values()) if self.table.probe_default_ports else ()
+            probe_ports = names.PROBE_PORTS if self.table.probe_default_ports else ()
         self.probe_ports = tuple(probe_ports)
+        # containers: the Docker Engine API (collect/docker.py), when discovering on a real machine
+        if docker is None and discover and self.table.probe_default_ports:
+            from .docker import DockerDiscovery
+            docker = DockerDiscovery()
+        self.docker = docker if discover else None
+        self.notes: list[str] = []  # one line each, for what discovery could not look at
+        self._procs_scan: tuple[float, list] | None = None  # (when, processes) for loading servers
         self.discovery_interval_s = discovery_interval_s
         self._lock = threading.Lock()
         self._targets: dict[tuple[str, int, str], _Target] = {}
         self._benches: dict[str, BenchResult] = {}
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
+        self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
+        # issue 14: `[[meters]]` arrive as backends of kind "meter"; the rest are servers
+        self.meters = MeterWatch([b.url for b in backends if getattr(b, "kind", None) == "meter"], url_key,
+                                 normalize_url)
+        backends = [b for b in backends if getattr(b, "kind", None) != "meter"]
         for b in backends:
             if isinstance(b, str):
                 b = BackendConfig(url=b)
@@ -270,6 +313,8 @@ class InstanceCollector:
                            for t in targets}
             out = []
             for t in targets:
+                if self._targets.get(t.key) is not t:
+                    continue  # dropped this tick (a proxy's upstream it has stopped)
                 inst = self._apply(t, results.get(t.key) or _PollResult(
                     error=FetchError(f"no answer within {self.timeout_s:g} s", "down")))
                 if inst is not None:
@@ -288,14 +333,23 @@ class InstanceCollector:
             else:
                 self._benches[key] = result  # for an instance not seen yet
 
+    def probe(self, urls) -> None:
+        """Loopback servers to look for at the next discovery scans, as the default ports are
+        (shown once they answer as a known engine): the members of an nginx upstream."""
+        with self._lock:
+            self._probe_urls = {normalize_url(u) for u in urls}
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self._clients:
+        if self.docker is not None:
+            self.docker.close()
+        if self._clients or self.meters:
             try:
                 asyncio.run_coroutine_threadsafe(self._close_clients(list(self._clients)), self._loop).result(timeout=2)
+                asyncio.run_coroutine_threadsafe(self.meters.close(), self._loop).result(timeout=2)
             except Exception:
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -336,17 +390,21 @@ class InstanceCollector:
                 port_pid.setdefault(lst.port, lst.pid)
         self._listener_pids = port_pid
         if self.discover:
+            self.meters.discover(listeners, self.table)
             self._discover_processes(listeners, now)
-            for port in self.probe_ports:
-                key = ("127.0.0.1", port, "")
-                if key not in self._targets:
-                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"127.0.0.1:{port}",
-                                                 kind=None, source="discovered", tentative=True, last_seen=now,
-                                                 discovered=True)
+            self._discover_loading(listeners, now)
+            self._discover_containers(now)
+            probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
+            for url in probes:
+                key = url_key(url)
+                if key[0] == "127.0.0.1" and key not in self._targets:
+                    self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{key[1]}{key[2]}",
+                                                 name=f"127.0.0.1:{key[1]}", kind=None, source="discovered",
+                                                 tentative=True, last_seen=now, discovered=True)
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
-            if t.key[0] != "127.0.0.1":
-                continue
+            if t.key[0] != "127.0.0.1" or t.container is not None:
+                continue  # a container's own PIDs, not docker-proxy's that holds the published port
             pid = port_pid.get(t.key[1])
             if pid is None:
                 continue
@@ -358,6 +416,7 @@ class InstanceCollector:
                 engine = ENGINES.get(kind) if kind else None
                 if engine is not None:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+                t.settings = serving_settings(kind, self.table.environ(pid))
         # forget discovered servers gone for a while
         for key, t in list(self._targets.items()):
             if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
@@ -391,6 +450,71 @@ class InstanceCollector:
                     t.kind = kind
                 t.last_seen = now
 
+    def _processes(self, now: float) -> list:
+        """The process list (pid, name, argv, start time), read at most once per discovery interval."""
+        if self._procs_scan is None or now - self._procs_scan[0] >= self.discovery_interval_s:
+            try:
+                self._procs_scan = (now, self.table.processes())
+            except Exception:
+                self._procs_scan = (now, [])
+        return self._procs_scan[1]
+
+    def _discover_loading(self, listeners, now: float) -> None:
+        """Server processes that do not listen yet (loading their model): a target at the port
+        they will listen on, shown as loading until they answer (see ``_starting_server``)."""
+        listening = {lst.pid for lst in listeners}
+        for pid, name, argv, _created in self._processes(now):
+            if pid in listening:
+                continue
+            kind = match_server_process(name, argv)
+            if kind is None or kind == "ollama":
+                continue  # Ollama listens at once and loads models per request
+            port = expected_port(kind, argv, None)
+            key = ("127.0.0.1", port, "")
+            if key not in self._targets:
+                self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{port}", name=f"{kind}:{port}",
+                                             kind=kind, source=self.table.discovered_source, last_seen=now,
+                                             discovered=True)
+
+    def _discover_containers(self, now: float) -> None:
+        """Inference servers in Docker containers: named after the container, reached at its
+        published port (or its own address), joined to the GPUs through its host PIDs."""
+        if self.docker is None:
+            return
+        from .docker import DockerUnavailable
+
+        try:
+            containers = self.docker.containers()
+        except DockerUnavailable as e:
+            if str(e) not in self.notes:
+                self.notes.append(str(e))
+            return
+        except Exception as e:  # a bug here must not stop discovery
+            note = f"Docker containers not read ({type(e).__name__})"
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        for c in containers:
+            if c.url is None:
+                continue
+            key = url_key(c.url)
+            t = self._targets.get(key)
+            if t is None:
+                t = self._targets[key] = _Target(key=key, url=c.url, name=c.name, kind=c.kind, source="discovered",
+                                                 last_seen=now, discovered=True)
+            elif t.tentative or t.discovered:
+                t.tentative = False
+                t.name = c.name
+                t.kind = t.kind or c.kind
+            t.last_seen = now
+            t.container, t.container_gpus = c.name, list(c.gpus)
+            if c.pids:
+                t.pid, t.pids = c.pids[0], list(c.pids)
+                info = self.table.info(c.pids[0])
+                engine = ENGINES.get(t.kind or c.kind or "")
+                if info is not None and engine is not None:
+                    t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
+
     # ---- polling ---------------------------------------------------------------------------
     def _client_for(self, key: str) -> httpx.AsyncClient:
         client = self._clients.get(key)
@@ -413,7 +537,8 @@ class InstanceCollector:
         if gone:
             await self._close_clients(gone)
         coros = [self._poll_bounded(self._client_for(t.key), t) for t in targets]
-        results = await asyncio.gather(*coros)
+        results, metered = await asyncio.gather(asyncio.gather(*coros), self.meters.poll(self.timeout_s))
+        attach_meters(targets, results, metered, self._targets, url_key)
         return {t.key: r for t, r in zip(targets, results)}
 
     async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
@@ -443,7 +568,7 @@ class InstanceCollector:
         engine = ENGINES[kind]
         reading = await engine.poll(f, t.cache)
         now = self.clock()
-        if t.prev is None and reading.counters and reading.status == "up" and self.prime_s > 0:
+        if t.prev is None and reading.counters and reading.state is None and self.prime_s > 0:
             # best effort within this server's time budget: the first reading stands if it fails
             took = time.monotonic() - started
             budget = self.timeout_s - took - self.prime_s - 0.1  # a margin under the outer bound
@@ -468,11 +593,48 @@ class InstanceCollector:
                 text = text.replace(secret, "***")
         return text
 
-    @staticmethod
-    def _set_status(t: _Target, inst: Instance, status: str) -> None:
-        if status != t.status:
-            t.status, t.status_since = status, _now_iso()
-        inst.status, inst.status_since = status, t.status_since
+    def _starting_server(self, t: _Target) -> tuple[int, str, float] | None:
+        """A server process of a known engine whose port is ``t``'s but which does not listen
+        yet: vLLM, SGLang and TGI bind or start their HTTP server only once the model is
+        loaded (names.VLLM), so a refused connection with such a process alive is loading, not
+        down -- unless it is the very process seen serving on that port (then it is going away).
+        Processes are listed at most once per discovery interval."""
+        if t.key[0] != "127.0.0.1":
+            return None
+        for pid, name, argv, created in self._processes(self.clock()):
+            if pid == t.pid or pid in t.pids:
+                continue  # the process we saw serving (or its forked workers): going away, not loading
+            kind = match_server_process(name, argv)
+            if kind is None or kind == "ollama" or (t.kind and kind != t.kind):
+                continue
+            if expected_port(kind, argv, None) == t.key[1]:
+                return pid, kind, created
+        return None
+
+    def _since(self, t: _Target, inst: Instance) -> None:
+        """``status_since``: when the instance's status last changed (kept across polls)."""
+        if inst.status != t.status or t.status_since is None:
+            t.status, t.status_since = inst.status, _now_iso()
+        inst.status_since = t.status_since
+
+    def _upstreams(self, t: _Target, r: Reading) -> None:
+        """The servers a proxy (llama-swap) runs behind it become instances of their own, named
+        ``PROXY/MODEL``; the ones it has stopped are forgotten."""
+        live = set()
+        for model, url, _state in r.upstreams:
+            try:
+                key = url_key(url)
+            except ValueError:
+                continue
+            live.add(key)
+            if key in self._targets:
+                continue
+            self._targets[key] = _Target(key=key, url=normalize_url(url), name=f"{t.name}/{model}", kind=None,
+                                         source=t.source, discovered=True, last_seen=self.clock(),
+                                         upstream_of=t.name)
+        for key, other in list(self._targets.items()):
+            if other.upstream_of == t.name and key not in live:
+                del self._targets[key]
 
     def _apply(self, t: _Target, res: _PollResult) -> Instance | None:
         if t.tentative:
@@ -491,23 +653,47 @@ class InstanceCollector:
             t.bench = self._benches.pop(t.name, None) or self._benches.pop(t.url, None)
         inst = Instance(name=t.name, kind=t.kind or "unknown", url=display_url(t.url), source=t.source,
                         pid=t.pid, pids=list(t.pids), parallelism=t.parallelism, parallel_size=t.parallel_size,
-                        bench=copy.deepcopy(t.bench))
+                        bench=copy.deepcopy(t.bench), container=t.container, container_gpus=list(t.container_gpus),
+                        settings=dict(t.settings))
+        if res.error is not None and res.error.status == "down" and "refused" in res.error.message:
+            starting = self._starting_server(t)
+            if starting is not None:
+                pid, kind, created = starting
+                inst.kind = t.kind or kind
+                inst.pid, inst.status = pid, "loading"
+                inst.status_detail = f"{kind} process {pid} runs but does not listen yet (loading its model)"
+                if t.status != "loading":
+                    t.status = "loading"
+                    t.status_since = _dt.datetime.fromtimestamp(created, _dt.timezone.utc).isoformat(
+                        timespec="seconds") if created else _now_iso()
+                inst.status_since = t.status_since
+                t.error_since = None
+                t.last_seen = self.clock()
+                return inst
         if res.error is not None:
-            self._set_status(t, inst, res.error.status)
-            if res.error.status == "loading":
+            inst.status = res.error.status
+            if res.error.status == "loading":  # it says so (llama.cpp's 503 "Loading model"): alive, no error
+                inst.status_detail = self._scrub(t, res.error.message)
                 t.error_since = None
                 inst.version = t.version
-                return inst  # alive: no error to show, and no figures
+                self._since(t, inst)
+                return inst
             if t.error_since is None:
                 t.error_since = _now_iso()
             inst.error = self._scrub(t, res.error.message)
             inst.error_since = t.error_since
             inst.version = t.version
+            self._since(t, inst)
             return inst
         t.last_seen = self.clock()
         t.error_since = None
         r = res.reading
-        self._set_status(t, inst, r.status)
+        inst.status = r.state or "up"
+        inst.status_detail = r.state_detail
+        self._since(t, inst)
+        self._upstreams(t, r)
+        inst.meter = res.meter
+        inst.meter_routes = list(res.meter_routes)
         primed = res.primer is not None and t.prev is None
         if primed:
             t.prev, t.prev_t = res.primer
@@ -527,15 +713,18 @@ class InstanceCollector:
         dt = (res.t - t.prev_t) if t.prev_t is not None else None
         pc = prev.counters if prev else {}
         c = r.counters
-        inst.generation_tokens_per_s = _rate(c.get("generation_tokens"), pc.get("generation_tokens"), dt)
+        inst.generation_tokens_per_s = _generation_rate(inst.kind, r, prev, dt)
+        inst.flops_per_gpu_per_s = _rate(c.get("flops_per_gpu"), pc.get("flops_per_gpu"), dt)
+        inst.read_bytes_per_gpu_per_s = _rate(c.get("read_bytes_per_gpu"), pc.get("read_bytes_per_gpu"), dt)
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
+        inst.requests_per_s = _rate(c.get("requests"), pc.get("requests"), dt)
         # prompts arrive with requests: between two arrivals the last hit rate stands
         hit = _held_ratio(t, "prefix_cache_hit", c, pc, "prefix_cache_hits", "prefix_cache_queries")
         if hit is not None:
             inst.prefix_cache_hit_pct = 100.0 * hit
-        inst.time_per_token_s = _held_ratio(t, "time_per_token_s", c, pc, "generation_seconds",
-                                            "generation_tokens_done")
+        # llama.cpp adds both at a request's end (names.LLAMACPP)
+        inst.time_per_token_s = _held_ratio(t, "time_per_token_s", c, pc, "generation_seconds", "generation_tokens")
         accept = _held_ratio(t, "spec_accept_pct", c, pc, "spec_accepted_tokens", "spec_draft_tokens")
         inst.spec_accept_pct = None if accept is None else 100.0 * accept
         ph = prev.histograms if prev and not primed else {}  # a first poll: latency over all observed so far

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import pynvml as N
 
-from ..model import GPU, NvLink, Pcie, Process
+from ..model import GPU, MigDevice, NvLink, Pcie, Process
 from ..vocab import decode_throttle_reasons
+from .host import HostView
 from .procs import ProcessTable
 from .rates import CounterRates
 
@@ -99,6 +100,56 @@ def _field_value(fv) -> tuple[float | None, int | None]:
     return getattr(fv.value, member), _VALUE_BITS.get(t)
 
 
+class _ProcessInfoV1(ctypes.Structure):
+    """nvmlProcessInfo_v1_t, the structure of the original (unversioned) process entry points."""
+
+    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong)]
+
+
+# The process-list entry points, newest first, with the structure each one fills. nvidia-ml-py
+# >= 12.535 calls only _v3, which drivers export from R535: on R470/R525 it is missing and no
+# process would ever appear. Like nvitop (api/libnvml.py), fall back through the C functions.
+_PROCESS_ENTRY_POINTS = {
+    kind: ((f"nvmlDevice{fn}_v3", N.c_nvmlProcessInfo_v3_t), (f"nvmlDevice{fn}_v2", N.c_nvmlProcessInfo_v2_t),
+           (f"nvmlDevice{fn}", _ProcessInfoV1))
+    for kind, fn in (("compute", "GetComputeRunningProcesses"), ("graphics", "GetGraphicsRunningProcesses"))
+}
+# include/linux/threads.h PID_MAX_LIMIT (64-bit): a pid NVML reports above it, or 0, is garbage
+# (early R535 drivers list 0 and 4294967295 between the real entries, nvitop issue #75)
+PID_MAX_LIMIT = 4 * 1024 * 1024
+_NO_ID = 0xFFFFFFFF
+
+
+def _process_list(fn, handle, struct) -> list[tuple[int, int | None, int | None]]:
+    """(pid, used bytes or None, GPU instance id or None) from one process entry point: the
+    two-call protocol (count with a NULL buffer, then a buffer with room to spare)."""
+    count = ctypes.c_uint(0)
+    ret = fn(handle, ctypes.byref(count), None)
+    if ret == N.NVML_SUCCESS:
+        return []
+    if ret != N.NVML_ERROR_INSUFFICIENT_SIZE:
+        raise N.NVMLError(ret)
+    count.value = count.value * 2 + 5
+    buf = (struct * count.value)()
+    N._nvmlCheckReturn(fn(handle, ctypes.byref(count), buf))
+    out = []
+    for p in buf[:count.value]:
+        used = None if p.usedGpuMemory == N.NVML_VALUE_NOT_AVAILABLE_ulonglong.value else int(p.usedGpuMemory)
+        gi = getattr(p, "gpuInstanceId", _NO_ID)
+        out.append((int(p.pid), used, None if gi == _NO_ID else int(gi)))
+    return out
+
+
+_FABRIC_STATES = {
+    N.NVML_GPU_FABRIC_STATE_NOT_STARTED: "not_started",
+    N.NVML_GPU_FABRIC_STATE_IN_PROGRESS: "in_progress",
+    N.NVML_GPU_FABRIC_STATE_COMPLETED: "completed",
+}
+
+_MIG_UTIL_NOTE = ("MIG mode: NVML reports no whole-GPU utilization (per-instance activity needs DCGM); "
+                  "the imbalance and busy-link checks skip this GPU")
+
+
 def human_nvml_error(err: Exception) -> str:
     """One sentence an operator can act on, for a failure to open NVML."""
     if isinstance(err, N.NVMLError):
@@ -120,6 +171,15 @@ def human_nvml_error(err: Exception) -> str:
 
 class _Lost(Exception):
     pass
+
+
+def _quiet(fn, *args):
+    """fn(*args), or None on any NVML error (calls on MIG devices: never cached as unsupported)."""
+    try:
+        value = fn(*args)
+    except N.NVMLError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -154,6 +214,13 @@ class _Static:
     fields_array: object = None
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
+    # temperature thresholds relative to T.Limit (fields 193/194/196), where the absolute query
+    # is not supported: key -> °C (negative: past T.Limit)
+    tlimit: dict[str, float] = field(default_factory=dict)
+    thresholds_from_tlimit: bool = False  # the absolute query failed: read the margin per tick
+    mig_mode: bool | None = None
+    mig: list = field(default_factory=list)  # (MigDevice template, handle) per MIG device
+    fabric_state: str | None = None
 
 
 @dataclass
@@ -163,6 +230,7 @@ class NvmlReading:
     cuda_version: str | None = None
     nvml_version: str | None = None
     error: str | None = None
+    pid_namespace: str | None = None  # "container": NVML's pids are the host's
 
 
 class PcieSampler:
@@ -179,11 +247,20 @@ class PcieSampler:
         self._wake = threading.Event()  # a GPU was added: sample it now, not a period later
         self._threads: list[threading.Thread] = []
         self._workers = workers
+        self._capacity: dict[int, float] = {}  # index -> the link's max bytes/s per direction
+        # bytes per unit of the reading: 1000 (KB/s, as documented) until a reading proves the
+        # driver answers in bytes/s (the unit flipped x1000 between drivers, issue 12)
+        self.unit_bytes = 1000.0
+        self.discarded = 0  # readings above the link's capacity, never shown
 
-    def watch(self, index: int, handle) -> None:
+    def watch(self, index: int, handle, capacity_bytes_per_s: float | None = None) -> None:
+        """Sample ``handle``; ``capacity_bytes_per_s``: what its link can carry per direction at
+        most (readings above it are impossible: see :meth:`_judge`)."""
         with self._lock:
             new = index not in self._handles
             self._handles[index] = handle
+            if capacity_bytes_per_s:
+                self._capacity[index] = capacity_bytes_per_s
         if new:
             self._wake.set()
         if not self._threads:
@@ -213,26 +290,58 @@ class PcieSampler:
                 if self._stop.is_set():
                     return
                 try:
-                    tx = N.nvmlDeviceGetPcieThroughput(handle, N.NVML_PCIE_UTIL_TX_BYTES) * 1000.0
-                    rx = N.nvmlDeviceGetPcieThroughput(handle, N.NVML_PCIE_UTIL_RX_BYTES) * 1000.0
+                    tx = N.nvmlDeviceGetPcieThroughput(handle, N.NVML_PCIE_UTIL_TX_BYTES)
+                    rx = N.nvmlDeviceGetPcieThroughput(handle, N.NVML_PCIE_UTIL_RX_BYTES)
                 except N.NVMLError:
                     self.unwatch(index)
                     continue
                 with self._lock:
-                    if index in self._handles:
-                        self._values[index] = (tx, rx, time.monotonic())
+                    if index in self._handles and self._judge(index, tx, rx):
+                        self._values[index] = (tx * self.unit_bytes, rx * self.unit_bytes, time.monotonic())
             self._wake.wait(max(0.05, self.period_s - (time.monotonic() - start)))
             self._wake.clear()
+
+    def _judge(self, index: int, *raw: int) -> bool:
+        """Keep a reading only if the link could carry it. A reading that is impossible in KB/s
+        but possible in bytes/s settles the unit (for every GPU: it is the driver's) and is
+        dropped with every value cached so far, which were read in the wrong unit."""
+        cap = self._capacity.get(index)
+        if cap is None:
+            return True
+        top = max(raw) * self.unit_bytes
+        if top <= cap * 1.05:
+            return True
+        self.discarded += 1
+        if self.unit_bytes == 1000.0 and max(raw) <= cap * 1.05:
+            self.unit_bytes = 1.0
+            self._values.clear()
+        return False
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
 
 
+# bytes/s one PCIe lane carries per direction, by generation (after line encoding: 8b/10b for
+# Gen1-2, 128b/130b from Gen3; PCI-SIG base specifications)
+PCIE_LANE_BYTES_PER_S = {1: 250e6, 2: 500e6, 3: 984.6e6, 4: 1969e6, 5: 3938e6, 6: 7563e6}
+
+
+def pcie_capacity(max_gen: int | None, max_width: int | None) -> float | None:
+    """The most a link can carry per direction, bytes/s (None when the link is not reported)."""
+    lane = PCIE_LANE_BYTES_PER_S.get(max_gen or 0)
+    return lane * max_width if lane and max_width else None
+
+
 class NvmlCollector:
     def __init__(self, process_table=None, clock=time.monotonic, slow_every_s: float = 10.0,
-                 pcie_sampler: PcieSampler | None = None, retry_open_s: float = 30.0) -> None:
+                 pcie_sampler: PcieSampler | None = None, retry_open_s: float = 30.0,
+                 host: HostView | None = None) -> None:
         self.procs = process_table if process_table is not None else ProcessTable()
+        self.host = host if host is not None else HostView()
+        self.pid_namespace: str | None = None
+        self._proc_entry: dict[str, tuple] = {}  # "compute"/"graphics" -> the entry point that answers
+        self._last_error: int | None = None  # the code of the last call _call turned into None
         self.clock = clock
         self.slow_every_s = slow_every_s
         self.retry_open_s = retry_open_s
@@ -255,6 +364,7 @@ class NvmlCollector:
         globally). Raises _Lost when the GPU fell off the bus."""
         if key in self._missing or (st is not None and key in st.unsupported):
             return None
+        self._last_error = None
         try:
             return fn(*args)
         except N.NVMLError_FunctionNotFound:
@@ -266,8 +376,8 @@ class NvmlCollector:
             raise _Lost() from None
         except N.NVMLError_ArgumentVersionMismatch:
             self._missing.add(key)
-        except N.NVMLError:
-            pass
+        except N.NVMLError as e:
+            self._last_error = e.value
         return None
 
     # ---- open ---------------------------------------------------------------------------
@@ -292,19 +402,42 @@ class NvmlCollector:
         count = self._call(None, "count", N.nvmlDeviceGetCount) or 0
         self._static = []
         for i in range(count):
-            handle = self._call(None, "handle", N.nvmlDeviceGetHandleByIndex, i)
-            st = _Static(index=i, handle=handle)
+            st = _Static(index=i, handle=None)
             self._static.append(st)
-            if handle is None:
+            try:
+                st.handle = self._call(None, "handle", N.nvmlDeviceGetHandleByIndex, i)
+            except _Lost:  # counted by nvmlDeviceGetCount, but already off the bus
+                st.handle = None
+            if st.handle is None:
                 st.lost = True
                 continue
             try:
                 self._read_static(st)
             except _Lost:
                 st.lost = True
+        self._identify_lost()
+        self.pid_namespace = self.host.pid_namespace()
         self._read_topology()
         self._last_slow = self.clock()
         return True
+
+    def _identify_lost(self) -> None:
+        """Name the GPUs NVML could not open from what the kernel driver lists: NVML's default
+        order is PCI bus order, the order of /proc/driver/nvidia/gpus/."""
+        blind = [st for st in self._static if st.pci_bus_id is None]
+        if not blind:
+            return
+        listed = self.host.nvidia_gpus()
+        if len(listed) == len(self._static):
+            pairs = [(st, listed[st.index]) for st in blind]
+        else:
+            known = {st.pci_bus_id for st in self._static}
+            rest = [g for g in listed if g.bus_id not in known]
+            pairs = list(zip(blind, rest)) if len(rest) == len(blind) else []
+        for st, os_gpu in pairs:
+            st.pci_bus_id = os_gpu.bus_id
+            st.name = st.name or os_gpu.name
+            st.uuid = st.uuid or os_gpu.uuid
 
     def _read_static(self, st: _Static) -> None:
         h = st.handle
@@ -318,13 +451,15 @@ class NvmlCollector:
                            ("temperature_shutdown_c", N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN),
                            ("temperature_max_operating_c", N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX)):
             setattr(st, key, self._call(st, key, N.nvmlDeviceGetTemperatureThreshold, h, which))
+        if st.temperature_slowdown_c is None and st.temperature_shutdown_c is None:
+            self._read_tlimit(st)
         limit = self._call(st, "power_default", N.nvmlDeviceGetPowerManagementDefaultLimit, h)
         st.power_default_limit_w = limit / 1000.0 if limit is not None else None
         st.sm_clock_max_mhz = self._call(st, "sm_max", N.nvmlDeviceGetMaxClockInfo, h, N.NVML_CLOCK_SM)
         st.mem_clock_max_mhz = self._call(st, "mem_max", N.nvmlDeviceGetMaxClockInfo, h, N.NVML_CLOCK_MEM)
         st.pcie_max_gen = self._call(st, "pcie_max_gen", N.nvmlDeviceGetMaxPcieLinkGeneration, h)
         st.pcie_max_width = self._call(st, "pcie_max_width", N.nvmlDeviceGetMaxPcieLinkWidth, h)
-        st.numa_node = self._call(st, "numa", N.nvmlDeviceGetNumaNodeId, h)
+        st.numa_node = self._cpu_numa_node(st)
         words = max(1, ((os.cpu_count() or 64) + 63) // 64, 4)
         mask = self._call(st, "affinity", N.nvmlDeviceGetCpuAffinity, h, words)
         if mask is not None:
@@ -335,6 +470,75 @@ class NvmlCollector:
         st.nvlinks_total = int(count or 0)
         self._read_slow(st)
 
+    def _read_tlimit(self, st: _Static) -> None:
+        """The thresholds relative to T.Limit (fields 193/194/196, from R555), for drivers whose
+        absolute threshold query answers NOT_SUPPORTED (nvml.h: not preferred from Ada on)."""
+        st.tlimit = {}
+        keys = (("temperature_shutdown_c", N.NVML_FI_DEV_TEMPERATURE_SHUTDOWN_TLIMIT),
+                ("temperature_slowdown_c", N.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT),
+                ("temperature_max_operating_c", N.NVML_FI_DEV_TEMPERATURE_GPU_MAX_TLIMIT))
+        values = self._call(st, "tlimit", _get_field_values, st.handle, _field_request(tuple(f for _k, f in keys)))
+        for (key, _fid), fv in zip(keys, values if values is not None else ()):
+            value = _field_value(fv)[0]
+            if value is not None:
+                st.tlimit[key] = float(value)
+        st.thresholds_from_tlimit = True
+
+    def _cpu_numa_node(self, st: _Static) -> int | None:
+        """The NUMA node of the CPUs nearest the GPU, the node an operator pins to.
+        nvmlDeviceGetNumaNodeId is the node of the GPU's *own* memory: it answers on Grace and is
+        NOT_SUPPORTED on x86 boxes. The memory-affinity call (node scope) and the PCI device's
+        numa_node in sysfs give the CPU side."""
+        nodes = self._call(st, "memory_affinity", N.nvmlDeviceGetMemoryAffinity, st.handle, 1,
+                           N.NVML_AFFINITY_SCOPE_NODE)
+        if nodes is not None:
+            bits = [b for b in range(64) if nodes[0] >> b & 1]
+            if len(bits) == 1:
+                return bits[0]
+        node = self.host.pci_numa_node(st.pci_bus_id)
+        if node is None:
+            node = self._call(st, "numa", N.nvmlDeviceGetNumaNodeId, st.handle)
+        return node
+
+    def _read_mig(self, st: _Static) -> None:
+        """MIG mode, and the MIG devices when it is on. When the mode changes, everything that
+        answered NOT_SUPPORTED is asked again (whole-GPU utilization returns with MIG off)."""
+        mode = self._call(st, "mig_mode", N.nvmlDeviceGetMigMode, st.handle)
+        mig = None if mode is None else mode[0] == N.NVML_DEVICE_MIG_ENABLE
+        if st.mig_mode is not None and mig is not None and mig != st.mig_mode:
+            st.unsupported.clear()
+        if mig is not None:
+            st.mig_mode = mig
+        st.mig = []
+        if not mig:
+            return
+        for k in range(self._call(st, "mig_count", N.nvmlDeviceGetMaxMigDeviceCount, st.handle) or 0):
+            try:
+                mh = N.nvmlDeviceGetMigDeviceHandleByIndex(st.handle, k)
+            except N.NVMLError_GpuIsLost:
+                raise _Lost() from None
+            except N.NVMLError:  # NOT_FOUND: an empty slot
+                continue
+            dev = MigDevice(index=k, uuid=_quiet(N.nvmlDeviceGetUUID, mh), name=_quiet(N.nvmlDeviceGetName, mh),
+                            gpu_instance_id=_quiet(N.nvmlDeviceGetGpuInstanceId, mh),
+                            compute_instance_id=_quiet(N.nvmlDeviceGetComputeInstanceId, mh))
+            st.mig.append((dev, mh))
+
+    def _read_fabric(self, st: _Static) -> None:
+        """NVSwitch fabric state (HGX): the V call (R550+) or the first one (R525+)."""
+        info = N.c_nvmlGpuFabricInfoV_t()
+        ok = self._call(st, "fabric_v", N.nvmlDeviceGetGpuFabricInfoV, st.handle, ctypes.byref(info))
+        if ok is None:
+            info = N.c_nvmlGpuFabricInfo_t()
+            ok = self._call(st, "fabric", N.nvmlDeviceGetGpuFabricInfo, st.handle, ctypes.byref(info))
+        if ok is None:
+            st.fabric_state = None
+            return
+        state = _FABRIC_STATES.get(info.state)
+        if state == "completed" and info.status != N.NVML_SUCCESS:
+            state = "failed"
+        st.fabric_state = state
+
     def _read_slow(self, st: _Static) -> None:
         h = st.handle
         mode = self._call(st, "persistence", N.nvmlDeviceGetPersistenceMode, h)
@@ -344,7 +548,9 @@ class NvmlCollector:
         st.ecc_uncorrected = self._call(st, "ecc", N.nvmlDeviceGetTotalEccErrors, h,
                                         N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC)
         # display servers (Xorg on a desktop board) come and go rarely
-        st.graphics_procs = self._call(st, "procs_graphics", N.nvmlDeviceGetGraphicsRunningProcesses, h) or []
+        st.graphics_procs = self._call(st, "procs_graphics", self._running, h, "graphics") or []
+        self._read_mig(st)
+        self._read_fabric(st)
         active = []
         for link in range(st.nvlinks_total):
             state = self._call(st, f"nvlink_state_{link}", N.nvmlDeviceGetNvLinkState, h, link)
@@ -426,7 +632,7 @@ class NvmlCollector:
                 self.pcie.unwatch(st.index)
             gpus.append(gpu)
         return NvmlReading(gpus=gpus, driver_version=self.driver_version, cuda_version=self.cuda_version,
-                           nvml_version=self.nvml_version)
+                           nvml_version=self.nvml_version, pid_namespace=self.pid_namespace)
 
     def _base_gpu(self, st: _Static) -> GPU:
         return GPU(
@@ -437,6 +643,7 @@ class NvmlCollector:
             mem_clock_max_mhz=st.mem_clock_max_mhz, persistence_mode=st.persistence_mode,
             numa_node=st.numa_node, cpu_affinity=st.cpu_affinity, topology=dict(st.topology),
             pcie=Pcie(max_gen=st.pcie_max_gen, max_width=st.pcie_max_width),
+            mig_mode=st.mig_mode, fabric_state=st.fabric_state,
         )
 
     def _read_dynamic(self, st: _Static, gpu: GPU, now: float) -> None:
@@ -457,6 +664,8 @@ class NvmlCollector:
         if temp is None:
             temp = c(st, "temp", N.nvmlDeviceGetTemperature, h, N.NVML_TEMPERATURE_GPU)
         gpu.temperature_c = float(temp) if temp is not None else None
+        if st.thresholds_from_tlimit:
+            self._thresholds_from_margin(st, gpu)
         power = c(st, "power", N.nvmlDeviceGetPowerUsage, h)
         gpu.power_w = power / 1000.0 if power is not None else None
         gpu.power_limit_w = st.power_limit_w
@@ -473,8 +682,41 @@ class NvmlCollector:
         gpu.pcie.width = c(st, "pcie_width", N.nvmlDeviceGetCurrPcieLinkWidth, h)
         gpu.ecc_uncorrected_volatile = st.ecc_uncorrected
         self._read_counters(st, gpu, now)
-        gpu.processes = self._processes(st)
+        gpu.processes = self._processes(st, gpu)
+        if st.mig_mode:
+            if gpu.utilization_gpu_pct is None:
+                gpu.errors["utilization_gpu_pct"] = _MIG_UTIL_NOTE
+            gpu.mig_devices = self._mig_devices(st)
 
+    def _thresholds_from_margin(self, st: _Static, gpu: GPU) -> None:
+        """T.Limit = temperature + margin; each threshold sits its T.Limit offset from it (an
+        offset of -2 °C: slowdown 2 °C past T.Limit). With no offsets, the margin is the
+        distance to the nearest slowdown point."""
+        margin = self._call(st, "margin", N.nvmlDeviceGetMarginTemperature, st.handle)
+        if margin is None:
+            return
+        gpu.temperature_margin_c = float(margin)
+        if gpu.temperature_c is None:
+            return
+        limit = gpu.temperature_c + margin
+        for key, offset in st.tlimit.items():
+            setattr(gpu, key, limit - offset)
+        if gpu.temperature_slowdown_c is None:
+            gpu.temperature_slowdown_c = limit
+
+    def _mig_devices(self, st: _Static) -> list[MigDevice]:
+        out = []
+        for template, mh in st.mig:
+            dev = MigDevice(**{**template.__dict__, "pids": []})
+            mem = _quiet(N.nvmlDeviceGetMemoryInfo, mh)
+            if mem is not None:
+                dev.memory_used_bytes, dev.memory_total_bytes = int(mem.used), int(mem.total)
+            try:
+                dev.pids = [pid for pid, _used, _gi in self._running(mh, "compute") if 0 < pid <= PID_MAX_LIMIT]
+            except N.NVMLError:
+                pass
+            out.append(dev)
+        return out
     def _read_counters(self, st: _Static, gpu: GPU, now: float) -> None:
         """One field-values call for all cumulative byte counters of this GPU."""
         ids: list = []
@@ -487,19 +729,28 @@ class NvmlCollector:
             request = tuple(ids)
             if request != st.fields_request:
                 st.fields_request, st.fields_array = request, _field_request(request)
+            for fv in st.fields_array:  # some drivers add into the value instead of writing it (go-nvml#46)
+                fv.value.ullVal = 0
             values = self._call(st, "fields", _get_field_values, st.handle, st.fields_array)
+            if values is None and st.pcie_counters and self._last_error == N.NVML_ERROR_INVALID_ARGUMENT:
+                # the whole call refused an id it does not know: ask without the PCIe counters
+                st.pcie_counters = False
+                return self._read_counters(st, gpu, now)
         k = 0
         if st.pcie_counters:
             tx, tx_bits = _field_value(values[0]) if values is not None else (None, None)
             rx, rx_bits = _field_value(values[1]) if values is not None else (None, None)
             k = 2
-            if values is not None and values[0].nvmlReturn == N.NVML_ERROR_NOT_SUPPORTED:
-                st.pcie_counters = False  # this GPU has no byte counters: sample in the background
+            if values is not None and values[0].nvmlReturn in (N.NVML_ERROR_NOT_SUPPORTED,
+                                                               N.NVML_ERROR_INVALID_ARGUMENT):
+                # no byte counters on this GPU, or fields 197/198 unknown to the driver (before
+                # R555 an unknown id answers INVALID_ARGUMENT): sample in the background
+                st.pcie_counters = False
             else:
                 gpu.pcie.tx_bytes_per_s = self.rates.update((st.index, "pcie_tx"), tx, now, tx_bits)
                 gpu.pcie.rx_bytes_per_s = self.rates.update((st.index, "pcie_rx"), rx, now, rx_bits)
         if not st.pcie_counters:
-            self.pcie.watch(st.index, st.handle)
+            self.pcie.watch(st.index, st.handle, pcie_capacity(st.pcie_max_gen, st.pcie_max_width))
             gpu.pcie.tx_bytes_per_s, gpu.pcie.rx_bytes_per_s = self.pcie.get(st.index)
         if st.nvlinks_total:
             nv = NvLink(links_active=len(st.nvlinks_active), links_total=st.nvlinks_total)
@@ -524,17 +775,35 @@ class NvmlCollector:
                 nv.tx_bytes_per_s = nv.rx_bytes_per_s = 0.0
             gpu.nvlink = nv
 
-    def _processes(self, st: _Static) -> list[Process]:
+    def _running(self, handle, kind: str) -> list[tuple[int, int | None, int | None]]:
+        """The processes on a GPU or MIG device through the newest entry point the driver has."""
+        chosen = self._proc_entry.get(kind)
+        for name, struct in ((chosen,) if chosen else _PROCESS_ENTRY_POINTS[kind]):
+            try:
+                fn = N._nvmlGetFunctionPointer(name)
+            except N.NVMLError_FunctionNotFound:
+                continue
+            self._proc_entry[kind] = (name, struct)
+            return _process_list(fn, handle, struct)
+        raise N.NVMLError(N.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    def _processes(self, st: _Static, gpu: GPU) -> list[Process]:
         out: list[Process] = []
         seen: set[int] = set()
-        compute = self._call(st, "procs_compute", N.nvmlDeviceGetComputeRunningProcesses, st.handle) or []
+        impossible = 0
+        compute = self._call(st, "procs_compute", self._running, st.handle, "compute") or []
+        # in a container's PID namespace NVML's (host) pids name nothing here, or the wrong process
+        resolve = self.pid_namespace != "container"
         for kind, plist in (("compute", compute), ("graphics", st.graphics_procs)):
-            for p in plist:
-                if p.pid in seen:
+            for pid, used, _gi in plist:
+                if not 0 < pid <= PID_MAX_LIMIT:
+                    impossible += 1
                     continue
-                seen.add(p.pid)
-                proc = Process(pid=int(p.pid), used_memory_bytes=p.usedGpuMemory, type=kind)
-                info = self.procs.info(proc.pid)
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                proc = Process(pid=pid, used_memory_bytes=used, type=kind)
+                info = self.procs.info(pid) if resolve else None
                 if info is not None:
                     proc.name = info.name
                     proc.user = info.user
@@ -543,6 +812,10 @@ class NvmlCollector:
                     proc.rss_bytes = info.rss_bytes
                     proc.cpu_affinity = info.cpu_affinity
                 out.append(proc)
+        if impossible:
+            gpu.errors["processes"] = (
+                f"the driver listed {impossible} impossible PID(s) (0 or 4294967295), left out: a known bug of "
+                f"early R535 drivers (535.43-535.86); update the driver to see every process")
         return out
 
     def close(self) -> None:

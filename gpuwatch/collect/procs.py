@@ -148,6 +148,15 @@ class ProcessTable:
             out.append(Listener(pid=c.pid, port=c.laddr.port, host=host))
         return out
 
+    def processes(self) -> list[tuple[int, str, list[str], float]]:
+        """(pid, name, command line, start time) of every process we may see. Used to tell a
+        server that is still loading (process up, port not listening yet) from one that is down."""
+        out = []
+        for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
+            info = p.info
+            out.append((info["pid"], info.get("name") or "", info.get("cmdline") or [], info.get("create_time") or 0.0))
+        return out
+
     def forget_missing(self, alive: set[int]) -> None:
         with self._lock:
             for pid in list(self._procs):

@@ -127,6 +127,8 @@ def _engine_fields() -> dict[str, tuple[str, Field]]:
                 continue
             path, scale, mode, agg = spec
             for prio, metric in enumerate(candidates):
+                if "{" in metric:
+                    continue  # a label-selected series (SGLang's realtime_tokens{mode=...}): not mapped here
                 out[metric] = (kind, Field(metric, path, scale, float, mode, prio, agg))
     return out
 

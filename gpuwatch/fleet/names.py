@@ -93,6 +93,15 @@ INSTANCE_SERIES: tuple[Series, ...] = (
     Series("gpuwatch_instance_slots_busy", "slots_busy", cast=int, help="busy slots (llama.cpp)"),
     Series("gpuwatch_instance_slots", "slots_total", cast=int, help="slots (llama.cpp)"),
     Series("gpuwatch_instance_gpus", "#gpus", cast=int, help="GPUs the instance holds memory on"),
+    Series("gpuwatch_instance_power_watts", "power_w",
+           help="power of the instance's GPUs (a shared GPU split by memory share)"),
+    Series("gpuwatch_instance_joules_per_token", "joules_per_token", help="energy per generated token"),
+    Series("gpuwatch_instance_generation_tokens_per_second_per_kilowatt", "tokens_per_s_per_kw",
+           help="generated tokens per second per kW of the instance's GPU power"),
+    Series("gpuwatch_instance_model_flops_utilization_ratio", "mfu_pct", 0.01,
+           help="vLLM estimated FLOP/s per GPU over the GPU's peak, 0..1"),
+    Series("gpuwatch_instance_memory_bandwidth_utilization_ratio", "mem_bw_util_pct", 0.01,
+           help="vLLM estimated memory reads per GPU over the GPU's peak bandwidth, 0..1"),
 )
 
 # info-style series (value 1, facts in labels)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from ..analysis.doctor import FAIL, PASS, WARN, DoctorReport
 from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
-from ..vocab import RESTING_STATUSES
-from .units import fmt_bytes, fmt_rate, fmt_pct, na, status_text
+from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
 
 def render_text(snap: Snapshot) -> str:
@@ -30,7 +29,8 @@ def render_text(snap: Snapshot) -> str:
         for g in snap.gpus:
             name = (g.name or "?")[:24]
             if g.lost:
-                lines.append(f"{g.index:>3}  {name:<24} LOST: the GPU fell off the bus (check dmesg for Xid 79)")
+                bus = f" at PCI {g.pci_bus_id}" if g.pci_bus_id else ""
+                lines.append(f"{g.index:>3}  {name:<24} LOST: the GPU fell off the bus{bus} (check dmesg for Xid 79)")
                 continue
             mem = f"{fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"
             temp = f"{na(g.temperature_c, '{:.0f}')}/{na(g.temperature_slowdown_c, '{:.0f}')}C"
@@ -44,6 +44,17 @@ def render_text(snap: Snapshot) -> str:
             reasons = ",".join(r for r in g.throttle_reasons if r != "gpu_idle") or "-"
             lines.append(f"{g.index:>3}  {name:<24} {fmt_pct(g.utilization_gpu_pct):>5} {mem:>17} {temp:>9} "
                          f"{power:>13} {clock:>11} {link:>8} {io:>19}  {reasons}")
+        notes = [f"GPU {g.index}: {why}" for g in snap.gpus for why in g.errors.values()]
+        for g in snap.gpus:
+            for d in g.mig_devices:
+                notes.append(f"GPU {g.index} MIG {d.index} {(d.name or '').rsplit(' ', 1)[-1]}: "
+                             f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}, "
+                             f"pids {', '.join(map(str, d.pids)) or '-'}")
+        if snap.pid_namespace == "container":
+            notes.append("processes: NVML's PIDs are the host's (container PID namespace): run with --pid=host")
+        if notes:
+            lines.append("")
+            lines.extend(notes)
         procs = [(g.index, p) for g in snap.gpus for p in g.processes]
         if procs:
             lines.append("")
@@ -65,8 +76,24 @@ def render_text(snap: Snapshot) -> str:
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
                 lines.append(f"{'':<18} error: {inst.error}")
-            elif inst.status in RESTING_STATUSES:
-                lines.append(f"{'':<18} {status_text(inst)}")
+            if inst.status in ("loading", "sleeping"):
+                lines.append(f"{'':<18} {inst.status} since {inst.status_since or '?'}"
+                             + (f": {inst.status_detail}" if inst.status_detail else ""))
+            if inst.joules_per_token is not None:
+                lines.append(f"{'':<18} energy: {inst.joules_per_token:.2f} J/token, "
+                             f"{inst.tokens_per_s_per_kw or 0:.0f} tok/s per kW of {inst.power_w or 0:.0f} W"
+                             + (" (shared GPUs split by memory share)" if inst.power_shared else ""))
+    for pool in snap.pools:
+        lines.append("")
+        lines.append(f"Pool {pool.name} ({pool.method}, {pool.source}): member, weight share, share of requests / "
+                     f"running / tokens over {na(pool.window_s, '{:.0f}')} s")
+        for m in pool.members:
+            flags = "".join(f" {f}" for f in ("backup", "down") if getattr(m, f))
+            via = " (meter route)" if m.via else ""
+            lines.append(f"  {(m.instance or '-')[:18]:<18} {m.url}{via}{flags}  weight {m.weight} "
+                         f"({fmt_pct(None if m.weight_share is None else 100 * m.weight_share)})  "
+                         + " / ".join(fmt_pct(None if v is None else 100 * v)
+                                      for v in (m.request_share, m.running_share, m.token_share)))
     if snap.alerts:
         lines.append("")
         lines.append("Alerts:")

@@ -36,15 +36,3 @@ def fmt_rate(n: float | None) -> str:
 
 def fmt_pct(p: float | None) -> str:
     return NA if p is None else f"{p:.0f}%"
-
-
-# what an instance that is alive but not serving is doing (vocab.RESTING_STATUSES)
-_RESTING_TEXT = {"loading": "loading its model", "sleeping": "model unloaded until the next request"}
-
-
-def status_text(inst) -> str:
-    """``loading its model (since 08:12:03)`` for an instance in one of the resting statuses;
-    the status word otherwise."""
-    text = _RESTING_TEXT.get(inst.status, inst.status)
-    since = inst.status_since or ""
-    return f"{text} (since {since[11:19]})" if len(since) >= 19 else text

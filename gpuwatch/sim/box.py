@@ -144,6 +144,8 @@ class SimBox:
         self._counter_base: dict[int, float] = {}
         self.ports: dict[str, int] = {}  # instance name -> real loopback port of its simulated server
         self._state_cache: dict[int, tuple[float, GpuState]] = {}
+        # MIG mode per GPU; tests switch it at run time (`set_mig`), as `nvidia-smi -mig 0|1` does
+        self._mig = {g: True for g in range(self.count) if self.has_fault("mig", g) and self.spec.mig_slices}
 
     # ---- time -----------------------------------------------------------------
     def t(self) -> float:
@@ -159,8 +161,42 @@ class SimBox:
         return gpu is None or self.faults[fault] == gpu or self.faults[fault] == -1
 
     def is_lost(self, gpu: int, t: float | None = None) -> bool:
+        if self.has_fault("lost-at-start", gpu):
+            return True
         t = self.t() if t is None else t
         return self.has_fault("lost", gpu) and t >= LOST_AFTER_S
+
+    # ---- MIG, fabric, PID namespace ---------------------------------------------------
+    def mig_enabled(self, gpu: int) -> bool:
+        return self._mig.get(gpu, False)
+
+    def set_mig(self, gpu: int, on: bool) -> None:
+        self._mig[gpu] = bool(on)
+
+    # MIG devices of a MIG-enabled GPU: (profile name, memory slices, pid or None, its memory)
+    MIG_LAYOUT = (("3g.40gb", 4, 24000, 18 * GiB), ("3g.40gb", 4, None, 0))
+
+    def mig_devices(self, gpu: int) -> list[tuple[str, int, int, int | None, int]]:
+        """(name, gpu instance id, total bytes, pid, pid's memory) of each MIG device."""
+        if not self.mig_enabled(gpu):
+            return []
+        slice_bytes = (self.spec.memory_total_bytes - self.spec.memory_reserved_bytes) // 8
+        return [(name, 1 + 1 * k, slices * slice_bytes, pid, mem)
+                for k, (name, slices, pid, mem) in enumerate(self.MIG_LAYOUT)]
+
+    def fabric_down(self, gpu: int) -> bool:
+        return self.scenario.nvswitch and self.has_fault("fabric", gpu)
+
+    def host_pid(self, pid: int) -> int:
+        """The pid NVML reports for ``pid``: the same one, unless gpuwatch runs in a container's
+        PID namespace: then NVML (which knows only the host's namespace) reports host pids that
+        mean nothing here, and one of them happens to be the pid of an unrelated process."""
+        if not self.has_fault("container"):
+            return pid
+        first = self.scenario.instances[0] if self.scenario.instances else None
+        if first is not None and pid == self.gpu_pid(first, 0):
+            return self.server_pid(self.scenario.instances[-1])  # a pid that exists here: another server
+        return pid + 3_100_000
 
     def reset_counters(self, gpu: int) -> None:
         """Make the GPU's cumulative counters restart from zero now (as after a driver reload)."""
@@ -220,6 +256,7 @@ class SimBox:
         wobble = math.sin(0.37 * t + gpu)
         # memory: weights (and vLLM's preallocated KV cache) stay put; a little activation churn
         mem_used = sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        mem_used += sum(mem for *_rest, mem in self.mig_devices(gpu))
         if owners:
             mem_used += int(0.15 * GiB * load)
         mem_used = min(mem_used, spec.memory_total_bytes - spec.memory_reserved_bytes)
@@ -246,17 +283,21 @@ class SimBox:
                 clock_factor *= 0.71
         if busy:
             sm_clock = int(spec.sm_clock_max_mhz * clock_factor)
-            pstate = 0
+            pstate = spec.busy_pstate  # GeForce runs CUDA at P2
             mem_clock = spec.mem_clock_max_mhz
         else:
             sm_clock = spec.sm_clock_idle_mhz
-            pstate = 2 if owners else 8
-            mem_clock = spec.mem_clock_max_mhz if owners else 405
+            # a CUDA context holds GeForce at P2; H100/H200 stay at P0 at idle
+            pstate = spec.busy_pstate if owners and spec.busy_pstate else spec.idle_pstate
+            mem_clock = spec.mem_clock_max_mhz if owners or pstate == 0 else 405
             reasons |= REASON_GPU_IDLE
         fan = 30 + 60 * max(0.0, (temp - spec.temp_idle_c) / (spec.temp_slowdown_c - spec.temp_idle_c))
+        if spec.zero_rpm_fan and not busy and temp < 50:
+            fan = 0.0  # consumer boards stop their fans when cool
 
-        # PCIe: idle links drop to Gen1 on purpose; a degraded link trained at x4 stays there
-        gen = spec.pcie_max_gen if busy else 1
+        # PCIe: GeForce links drop to Gen1 at idle on purpose (H100/H200 stay at Gen5); a degraded
+        # link trained at x4 stays there
+        gen = spec.pcie_max_gen if busy or spec.idle_pcie_gen is None else spec.idle_pcie_gen
         width = 4 if self.has_fault("pcie", gpu) else spec.pcie_max_width
         base_t = self._counter_base.get(gpu, 0.0)
         li = self._load_integral(gpu, t) - self._load_integral(gpu, base_t)
@@ -300,13 +341,15 @@ class SimBox:
         """(pid, GPU memory) of every process on the GPU: the activation churn goes to the
         process of the GPU's first owner, the weights to each owner."""
         owners = self._gpu_owners.get(gpu, [])
+        mig = [(self.host_pid(pid), mem) for _n, _gi, _total, pid, mem in self.mig_devices(gpu) if pid is not None]
         if not owners:
-            return []
+            return mig
         extra = self.gpu_state(gpu).mem_used - sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
         out = []
         for k, (inst, rank) in enumerate(owners):
-            out.append((self.gpu_pid(inst, rank), inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
-        return out
+            out.append((self.host_pid(self.gpu_pid(inst, rank)),
+                        inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
+        return out + mig
 
     # ---- inference servers ---------------------------------------------------------
     def instance(self, name: str) -> InstanceSpec:

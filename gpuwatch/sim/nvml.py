@@ -24,6 +24,8 @@ import pynvml as N
 from .box import SimBox
 
 _HANDLE_BASE = 0x6A7E0000
+_MIG_HANDLE_BASE = 0x6A7F0000  # + 16 * gpu + MIG device index
+_INVALID_PID = 0xFFFFFFFF
 
 H100_BUS = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
 
@@ -67,8 +69,9 @@ class FakeNvmlLibrary:
         faults = box.faults
         self.old_driver = "olddriver" in faults
         self.unsupported = "unsupported" in faults
-        # functions an older driver (r470-era) does not export
-        self.missing = set()
+        self.driver = box.scenario.driver
+        # functions this driver generation does not export (gpuwatch.sim.drivers)
+        self.missing = set(self.driver.missing)
         if self.old_driver:
             self.missing |= {"nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetMemoryInfo_v2",
                              "nvmlDeviceGetTemperatureV"}
@@ -118,10 +121,34 @@ class FakeNvmlLibrary:
             return idx
         return None
 
+    def _mig(self, handle) -> tuple[int, int] | None:
+        """(parent GPU, MIG device index) of a MIG device handle, else None."""
+        addr = ctypes.cast(handle, ctypes.c_void_p).value or 0
+        off = addr - _MIG_HANDLE_BASE
+        if 0 <= off < 16 * self.box.count:
+            gpu, k = divmod(off, 16)
+            if k < len(self.box.mig_devices(gpu)):
+                return gpu, k
+        return None
+
+    def _mig_call(self, handle, fn):
+        """Answer a call made on a MIG device handle (``fn(gpu, k)``), else None."""
+        mig = self._mig(handle)
+        if mig is None:
+            return None
+        if self.box.is_lost(mig[0]):
+            return N.NVML_ERROR_GPU_IS_LOST
+        return fn(*mig)
+
+    def _either(self, handle, mig, fn):
+        r = self._mig_call(handle, mig)
+        return self._device_call(handle, fn) if r is None else r
+
     def _device_call(self, handle, fn, *, supported: bool = True):
         idx = self._dev(handle)
         if idx is None:
-            return N.NVML_ERROR_INVALID_ARGUMENT
+            # a MIG device handle answers only the calls that handle it; the rest: NOT_SUPPORTED
+            return N.NVML_ERROR_NOT_SUPPORTED if self._mig(handle) is not None else N.NVML_ERROR_INVALID_ARGUMENT
         if self.box.is_lost(idx):
             return N.NVML_ERROR_GPU_IS_LOST
         if not supported:
@@ -180,6 +207,8 @@ class FakeNvmlLibrary:
         idx = index.value if hasattr(index, "value") else int(index)
         if not 0 <= idx < self.box.count:
             return N.NVML_ERROR_INVALID_ARGUMENT
+        if self.box.has_fault("lost-at-start", idx):
+            return N.NVML_ERROR_GPU_IS_LOST  # nvmlDeviceGetCount still counts it
         ptr = ctypes.cast(ctypes.c_void_p(_HANDLE_BASE + idx), N.c_nvmlDevice_t)
         ctypes.pointer(_out(out))[0] = ptr
         return N.NVML_SUCCESS
@@ -189,13 +218,21 @@ class FakeNvmlLibrary:
         def f(i):
             buf.value = self.box.spec.name.encode()
             return N.NVML_SUCCESS
-        return self._device_call(handle, f)
+
+        def mig(g, k):
+            buf.value = f"{self.box.spec.name} MIG {self.box.mig_devices(g)[k][0]}".encode()
+            return N.NVML_SUCCESS
+        return self._either(handle, mig, f)
 
     def c_nvmlDeviceGetUUID(self, handle, buf, size):
         def f(i):
             buf.value = self.uuids[i].encode()
             return N.NVML_SUCCESS
-        return self._device_call(handle, f)
+
+        def mig(g, k):
+            buf.value = ("MIG-" + self.uuids[g][4:-4] + f"{k:04x}").encode()
+            return N.NVML_SUCCESS
+        return self._either(handle, mig, f)
 
     def c_nvmlDeviceGetIndex(self, handle, out):
         def f(i):
@@ -242,18 +279,74 @@ class FakeNvmlLibrary:
         return self.c_nvmlDeviceGetDriverModel(handle, current, pending)
 
     def c_nvmlDeviceGetMigMode(self, handle, current, pending):
-        """Datacenter parts support MIG (here: off); GeForce does not."""
+        """A100/H100/H200 support MIG (off unless the mig fault is on); GeForce does not."""
         def f(i):
-            _out(current).value = N.NVML_DEVICE_MIG_DISABLE
-            _out(pending).value = N.NVML_DEVICE_MIG_DISABLE
+            mode = N.NVML_DEVICE_MIG_ENABLE if self.box.mig_enabled(i) else N.NVML_DEVICE_MIG_DISABLE
+            _out(current).value = mode
+            _out(pending).value = mode
             return N.NVML_SUCCESS
-        return self._device_call(handle, f, supported=self.box.spec.ecc)
+        return self._device_call(handle, f, supported=bool(self.box.spec.mig_slices))
 
     def c_nvmlDeviceIsMigDeviceHandle(self, handle, out):
+        if self._mig(handle) is not None:
+            _out(out).value = 1
+            return N.NVML_SUCCESS
+
         def f(i):
-            _out(out).value = 0  # every handle here is a physical GPU
+            _out(out).value = 0
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetMaxMigDeviceCount(self, handle, out):
+        def f(i):
+            _out(out).value = self.box.spec.mig_slices
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f, supported=bool(self.box.spec.mig_slices))
+
+    def c_nvmlDeviceGetMigDeviceHandleByIndex(self, handle, index, out):
+        k = index.value if hasattr(index, "value") else int(index)
+
+        def f(i):
+            if not self.box.mig_enabled(i):
+                return N.NVML_ERROR_INVALID_ARGUMENT  # MIG off: there are no MIG devices
+            if k >= len(self.box.mig_devices(i)):
+                return N.NVML_ERROR_NOT_FOUND  # an unpopulated slot
+            ptr = ctypes.cast(ctypes.c_void_p(_MIG_HANDLE_BASE + 16 * i + k), N.c_nvmlDevice_t)
+            ctypes.pointer(_out(out))[0] = ptr
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f, supported=bool(self.box.spec.mig_slices))
+
+    def c_nvmlDeviceGetGpuInstanceId(self, handle, out):
+        def mig(g, k):
+            _out(out).value = self.box.mig_devices(g)[k][1]
+            return N.NVML_SUCCESS
+        return self._either(handle, mig, lambda i: N.NVML_ERROR_INVALID_ARGUMENT)
+
+    def c_nvmlDeviceGetComputeInstanceId(self, handle, out):
+        def mig(g, k):
+            _out(out).value = 0
+            return N.NVML_SUCCESS
+        return self._either(handle, mig, lambda i: N.NVML_ERROR_INVALID_ARGUMENT)
+
+    # ---- NVSwitch fabric ------------------------------------------------------------------
+    def _fabric(self, handle, info):
+        def f(i):
+            if not self.box.scenario.nvswitch:
+                return N.NVML_ERROR_NOT_SUPPORTED  # no NVSwitch fabric on this board
+            o = _out(info)
+            o.status = N.NVML_SUCCESS
+            o.cliqueId = 0
+            o.state = N.NVML_GPU_FABRIC_STATE_NOT_STARTED if self.box.fabric_down(i) else N.NVML_GPU_FABRIC_STATE_COMPLETED
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def c_nvmlDeviceGetGpuFabricInfo(self, handle, info):
+        return self._fabric(handle, info)
+
+    def c_nvmlDeviceGetGpuFabricInfoV(self, handle, info):
+        if _out(info).version != N.nvmlGpuFabricInfo_v2:
+            return N.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+        return self._fabric(handle, info)
 
     def c_nvmlDeviceGetConfComputeMemSizeInfo(self, handle, out):
         """Confidential computing is off on the simulated boxes."""
@@ -267,10 +360,25 @@ class FakeNvmlLibrary:
             o.gpu = int(st.util)
             o.memory = int(st.mem_util)
             return N.NVML_SUCCESS
+        if (i := self._dev(handle)) is not None and self.box.mig_enabled(i) and not self.box.is_lost(i):
+            return N.NVML_ERROR_NOT_SUPPORTED  # whole-GPU utilization is not reported in MIG mode
         return self._device_call(handle, f)
+
+    def _mig_memory(self, out, v2: bool):
+        def mig(g, k):
+            _name, _gi, total, _pid, used = self.box.mig_devices(g)[k]
+            o = _out(out)
+            o.total, o.used, o.free = total, used, total - used
+            if v2:
+                o.reserved = 0
+            return N.NVML_SUCCESS
+        return mig
 
     def c_nvmlDeviceGetMemoryInfo(self, handle, out):
         """v1: 'used' counts the driver's reserved memory as used (why v2 exists)."""
+        if (r := self._mig_call(handle, self._mig_memory(out, False))) is not None:
+            return r
+
         def f(i):
             st, spec = self.box.gpu_state(i), self.box.spec
             o = _out(out)
@@ -281,6 +389,9 @@ class FakeNvmlLibrary:
         return self._device_call(handle, f)
 
     def c_nvmlDeviceGetMemoryInfo_v2(self, handle, out):
+        if _out(out).version == N.nvmlMemory_v2 and (r := self._mig_call(handle, self._mig_memory(out, True))) is not None:
+            return r
+
         def f(i):
             o = _out(out)
             if o.version != N.nvmlMemory_v2:
@@ -361,9 +472,28 @@ class FakeNvmlLibrary:
         which = threshold.value if hasattr(threshold, "value") else int(threshold)
 
         def f(i):
-            if which not in table:
-                return N.NVML_ERROR_NOT_SUPPORTED
+            if which not in table or self.box.has_fault("nothresholds", i):
+                return N.NVML_ERROR_NOT_SUPPORTED  # nvml.h: not preferred from Ada on, due for removal
             _out(out).value = table[which]
+            return N.NVML_SUCCESS
+        return self._device_call(handle, f)
+
+    def _tlimit(self, fid: int) -> int | None:
+        """Fields 193-196: each threshold relative to T.Limit (the max operating temperature),
+        as driver 580's nvidia-smi shows them (slowdown -2 °C on H100: 2 °C past T.Limit)."""
+        spec = self.box.spec
+        absolute = {N.NVML_FI_DEV_TEMPERATURE_SHUTDOWN_TLIMIT: spec.temp_shutdown_c,
+                    N.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT: spec.temp_slowdown_c,
+                    N.NVML_FI_DEV_TEMPERATURE_GPU_MAX_TLIMIT: spec.temp_max_operating_c}.get(fid)
+        return None if absolute is None else spec.temp_max_operating_c - absolute
+
+    def c_nvmlDeviceGetMarginTemperature(self, handle, out):
+        """Distance (°C) from the current temperature to T.Limit, the nearest slowdown point."""
+        def f(i):
+            o = _out(out)
+            if o.version != N.nvmlMarginTemperature_v1:
+                return N.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+            o.marginTemperature = int(round(self.box.spec.temp_max_operating_c - self.box.gpu_state(i).temp))
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -473,7 +603,8 @@ class FakeNvmlLibrary:
                 time.sleep(self.pcie_sample_s)
             st = self.box.gpu_state(i)
             rate = st.pcie_tx_rate if which == N.NVML_PCIE_UTIL_TX_BYTES else st.pcie_rx_rate
-            _out(out).value = int(rate / 1000)
+            # KB/s as documented; some drivers answer 1000 times bigger (gpuwatch.sim.drivers)
+            _out(out).value = min(0xFFFFFFFF, int(rate / 1000 * self.driver.pcie_sampler_scale))
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -486,7 +617,7 @@ class FakeNvmlLibrary:
                 return N.NVML_ERROR_NOT_SUPPORTED
             if link >= self.box.spec.nvlinks:
                 return N.NVML_ERROR_INVALID_ARGUMENT
-            _out(out).value = 1
+            _out(out).value = 0 if self.box.fabric_down(i) else 1  # no fabric manager: links inactive
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -517,6 +648,17 @@ class FakeNvmlLibrary:
         n = count.value if hasattr(count, "value") else int(count)
         arr = _out(values)
 
+        driver = self.driver
+        # field ids this driver generation knows: 193-198 arrived with R555 (gpuwatch.sim.drivers)
+        unknown = set()
+        if driver.pcie_byte_counters is None:
+            unknown |= {N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES}
+        if not driver.tlimit_fields:
+            unknown |= {N.NVML_FI_DEV_TEMPERATURE_SHUTDOWN_TLIMIT, N.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT,
+                        N.NVML_FI_DEV_TEMPERATURE_MEM_MAX_TLIMIT, N.NVML_FI_DEV_TEMPERATURE_GPU_MAX_TLIMIT}
+        pcie_counters = (driver.pcie_byte_counters == "all" or self.box.spec.ecc) and not (
+            self.unsupported or self.old_driver)
+
         def f(i):
             st = self.box.gpu_state(i)
             now_us = int(time.time() * 1e6)
@@ -527,34 +669,13 @@ class FakeNvmlLibrary:
                 v.latencyUsec = 0
                 v.nvmlReturn = N.NVML_SUCCESS
                 fid, scope = v.fieldId, v.scopeId
-                if fid == N.NVML_FI_DEV_NVLINK_LINK_COUNT:
-                    if spec.nvlinks == 0:
-                        v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
-                    else:
-                        v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_INT
-                        v.value.uiVal = spec.nvlinks
-                elif fid in (N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX):
-                    totals = st.nvlink_tx_total_kib if fid == N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX else st.nvlink_rx_total_kib
-                    if spec.nvlinks == 0:
-                        v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
-                    elif scope == 0xFFFFFFFF:
-                        v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-                        v.value.ullVal = sum(totals)
-                    elif scope >= spec.nvlinks:
-                        v.nvmlReturn = N.NVML_ERROR_INVALID_ARGUMENT
-                    else:
-                        v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-                        v.value.ullVal = totals[scope] & 0xFFFFFFFFFFFFFFFF
-                elif fid in (N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES):
-                    # datacenter parts on this driver export the byte counters; GeForce does not
-                    if not spec.ecc or self.unsupported or self.old_driver:
-                        v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
-                    else:
-                        v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-                        total = st.pcie_tx_total if fid == N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES else st.pcie_rx_total
-                        v.value.ullVal = total & 0xFFFFFFFFFFFFFFFF
-                else:
-                    v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
+                if driver.field_accumulates:
+                    before = v.value.ullVal  # go-nvml#46: the driver adds into the caller's value
+                    _set_field(v, fid, scope, st, spec, unknown, pcie_counters, self)
+                    if v.nvmlReturn == N.NVML_SUCCESS:
+                        v.value.ullVal = (v.value.ullVal + before) & 0xFFFFFFFFFFFFFFFF
+                    continue
+                _set_field(v, fid, scope, st, spec, unknown, pcie_counters, self)
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
 
@@ -565,15 +686,28 @@ class FakeNvmlLibrary:
             return N.NVML_SUCCESS
         return self._device_call(handle, f, supported=self.box.spec.ecc and not self.unsupported)
 
-    def _numa(self, i: int) -> int:
+    def numa_node(self, i: int) -> int:
         scen = self.box.scenario
         return i * scen.numa_nodes // scen.count
 
     def c_nvmlDeviceGetNumaNodeId(self, handle, out):
+        """The node of the GPU's *own* memory: answered on Grace (coherent) systems only;
+        NOT_SUPPORTED on x86 H100/H200 boxes (`nvidia-smi topo -m`: "GPU NUMA ID N/A")."""
+        return self._device_call(handle, lambda i: N.NVML_ERROR_NOT_SUPPORTED)
+
+    def c_nvmlDeviceGetMemoryAffinity(self, handle, size, out, scope):
+        """The NUMA node(s) nearest the GPU (scope NODE), as a bit set of nodes."""
+        words = size.value if hasattr(size, "value") else int(size)
+
         def f(i):
-            _out(out).value = self._numa(i)
+            arr = _out(out)
+            for w in range(words):
+                arr[w] = 0
+            node = self.numa_node(i)
+            if node // 64 < words:
+                arr[node // 64] |= 1 << (node % 64)
             return N.NVML_SUCCESS
-        return self._device_call(handle, f, supported=not self.unsupported and not self.old_driver)
+        return self._device_call(handle, f, supported=not self.unsupported)
 
     def c_nvmlDeviceGetCpuAffinity(self, handle, size, out):
         words = size.value if hasattr(size, "value") else int(size)
@@ -581,7 +715,7 @@ class FakeNvmlLibrary:
         def f(i):
             scen = self.box.scenario
             per = scen.cpus // scen.numa_nodes
-            node = self._numa(i)
+            node = self.numa_node(i)
             arr = _out(out)
             for w in range(words):
                 arr[w] = 0
@@ -602,7 +736,7 @@ class FakeNvmlLibrary:
             level = N.NVML_TOPOLOGY_INTERNAL
         elif scen.pcie_switch and scen.pcie_switch[a] == scen.pcie_switch[b]:
             level = N.NVML_TOPOLOGY_SINGLE
-        elif self._numa(a) == self._numa(b):
+        elif self.numa_node(a) == self.numa_node(b):
             level = N.NVML_TOPOLOGY_NODE if scen.numa_nodes > 1 else N.NVML_TOPOLOGY_HOSTBRIDGE
         else:
             level = N.NVML_TOPOLOGY_SYSTEM
@@ -610,30 +744,111 @@ class FakeNvmlLibrary:
         return N.NVML_SUCCESS
 
     # ---- processes ----------------------------------------------------------------------------------------
-    def c_nvmlDeviceGetComputeRunningProcesses_v3(self, handle, count, procs):
-        def f(i):
-            plist = self.box.gpu_processes(i)
-            c = _out(count)
-            if procs is None:
-                c.value = len(plist)
-                return N.NVML_ERROR_INSUFFICIENT_SIZE if plist else N.NVML_SUCCESS
-            if c.value < len(plist):
-                c.value = len(plist)
-                return N.NVML_ERROR_INSUFFICIENT_SIZE
-            for k, (pid, mem) in enumerate(plist):
-                procs[k].pid = pid
-                procs[k].usedGpuMemory = mem
-                procs[k].gpuInstanceId = 0xFFFFFFFF
-                procs[k].computeInstanceId = 0xFFFFFFFF
-            c.value = len(plist)
-            return N.NVML_SUCCESS
-        return self._device_call(handle, f)
+    def _process_records(self, handle) -> list[tuple[int, int, int, int]] | int:
+        """(pid, used bytes, GPU instance id, compute instance id) on a GPU or MIG device handle,
+        or an nvmlReturn_t error."""
+        none = 0xFFFFFFFF
+        mig = self._mig(handle)
+        if mig is not None:
+            g, k = mig
+            if self.box.is_lost(g):
+                return N.NVML_ERROR_GPU_IS_LOST
+            _n, gi, _total, pid, mem = self.box.mig_devices(g)[k]
+            return [] if pid is None else [(self.box.host_pid(pid), mem, gi, 0)]
+        idx = self._dev(handle)
+        if idx is None:
+            return N.NVML_ERROR_INVALID_ARGUMENT
+        if self.box.is_lost(idx):
+            return N.NVML_ERROR_GPU_IS_LOST
+        in_mig = {self.box.host_pid(pid): gi for _n, gi, _t, pid, _m in self.box.mig_devices(idx) if pid is not None}
+        out = []
+        for pid, mem in self.box.gpu_processes(idx):
+            gi = in_mig.get(pid, none)
+            out.append((pid, mem, gi, 0 if gi != none else none))
+        return out
 
-    def c_nvmlDeviceGetGraphicsRunningProcesses_v3(self, handle, count, procs):
+    def _processes(self, handle, count, procs, scrambled: bool = False):
+        """The two-call process query: a NULL buffer gets the count and INSUFFICIENT_SIZE."""
+        records = self._process_records(handle)
+        if isinstance(records, int):
+            return records
+        if scrambled:  # early R535: each process followed by three impossible entries [nvitop#75]
+            garbage = [(0, 0, 0, 0), (_INVALID_PID, 0, 0, 0), (_INVALID_PID, 0, 0, 0)]
+            records = [r for rec in records for r in (rec, *garbage)]
+        c = _out(count)
+        if procs is None:
+            c.value = len(records)
+            return N.NVML_ERROR_INSUFFICIENT_SIZE if records else N.NVML_SUCCESS
+        if c.value < len(records):
+            c.value = len(records)
+            return N.NVML_ERROR_INSUFFICIENT_SIZE
+        for k, (pid, mem, gi, ci) in enumerate(records):
+            procs[k].pid = pid
+            procs[k].usedGpuMemory = mem
+            if hasattr(procs[k], "gpuInstanceId"):  # the v1 structure has pid and memory only
+                procs[k].gpuInstanceId = gi
+                procs[k].computeInstanceId = ci
+        c.value = len(records)
+        return N.NVML_SUCCESS
+
+    def c_nvmlDeviceGetComputeRunningProcesses_v3(self, handle, count, procs):
+        return self._processes(handle, count, procs, scrambled=self.driver.scrambled_pids)
+
+    def c_nvmlDeviceGetComputeRunningProcesses_v2(self, handle, count, procs):
+        return self._processes(handle, count, procs)
+
+    def c_nvmlDeviceGetComputeRunningProcesses(self, handle, count, procs):
+        """The original entry point (nvmlProcessInfo_v1_t: pid, usedGpuMemory)."""
+        return self._processes(handle, count, procs)
+
+    def _no_graphics(self, handle, count, procs):
         def f(i):
             _out(count).value = 0
             return N.NVML_SUCCESS
         return self._device_call(handle, f)
+
+    c_nvmlDeviceGetGraphicsRunningProcesses_v3 = _no_graphics
+    c_nvmlDeviceGetGraphicsRunningProcesses_v2 = _no_graphics
+    c_nvmlDeviceGetGraphicsRunningProcesses = _no_graphics
+
+
+def _set_field(v, fid, scope, st, spec, unknown, pcie_counters, lib) -> None:
+    """Answer one nvmlFieldValue_t, with the return code the driver gives for that field."""
+    if fid in unknown:
+        # an id this driver does not know: R535/R550 answer INVALID_ARGUMENT, not NOT_SUPPORTED
+        v.nvmlReturn = N.NVML_ERROR_INVALID_ARGUMENT
+    elif fid == N.NVML_FI_DEV_NVLINK_LINK_COUNT:
+        if spec.nvlinks == 0:
+            v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
+        else:
+            v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_INT
+            v.value.ullVal = 0
+            v.value.uiVal = spec.nvlinks
+    elif fid in (N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX):
+        totals = st.nvlink_tx_total_kib if fid == N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX else st.nvlink_rx_total_kib
+        if spec.nvlinks == 0:
+            v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
+        elif scope == 0xFFFFFFFF:
+            v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            v.value.ullVal = sum(totals)
+        elif scope >= spec.nvlinks:
+            v.nvmlReturn = N.NVML_ERROR_INVALID_ARGUMENT
+        else:
+            v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            v.value.ullVal = totals[scope] & 0xFFFFFFFFFFFFFFFF
+    elif fid in (N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES):
+        if not pcie_counters:  # a known field this GPU does not have (GeForce before R610)
+            v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
+        else:
+            v.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            total = st.pcie_tx_total if fid == N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES else st.pcie_rx_total
+            v.value.ullVal = total & 0xFFFFFFFFFFFFFFFF
+    elif (rel := lib._tlimit(fid)) is not None:
+        v.valueType = N.NVML_VALUE_TYPE_SIGNED_INT
+        v.value.sllVal = 0
+        v.value.siVal = rel
+    else:
+        v.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
 
 
 _saved = {"lib": None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ..collect.procs import Listener, ProcInfo
+from . import meter as sim_meter
 from .box import SimBox
 from .scenarios import InstanceSpec
 
@@ -33,7 +34,7 @@ class SimProcessTable:
     def _add_instance(self, spec: InstanceSpec) -> None:
         box = self.box
         server = box.server_pid(spec)
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus), "PATH": "/usr/bin:/bin"}
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus), "PATH": "/usr/bin:/bin", **dict(spec.env)}
         self._procs[server] = ProcInfo(pid=server, name=spec.process_name, cmdline=list(spec.cmdline), user=spec.user,
                                        cpu_pct=35.0, rss_bytes=2 * 1024**3, ppid=1, environ=env)
         kids: list[int] = []
@@ -62,6 +63,9 @@ class SimProcessTable:
 
     # ---- the ProcessTable interface ----------------------------------------------------------
     def info(self, pid: int) -> ProcInfo | None:
+        if pid == sim_meter.PID and sim_meter.PORT_KEY in self.box.ports:  # issue 14
+            return ProcInfo(pid=pid, name="gpuwatch", cmdline=sim_meter.cmdline(self.box), user="svc-llm",
+                            cpu_pct=1.5, rss_bytes=48 * 1024**2, ppid=1)
         p = self._procs.get(pid)
         if p is None:
             return None
@@ -80,11 +84,17 @@ class SimProcessTable:
             port = self.box.ports.get(spec.name)
             if port is not None:
                 out.append(Listener(pid=self.box.server_pid(spec), port=port, host="127.0.0.1"))
+        if sim_meter.PORT_KEY in self.box.ports:
+            out.append(Listener(pid=sim_meter.PID, port=self.box.ports[sim_meter.PORT_KEY], host="127.0.0.1"))
         return out
 
     def server_name(self, pid: int) -> str | None:
         """The scenario's name for the server listening as ``pid``."""
         return self._names.get(pid)
+
+    def processes(self) -> list[tuple[int, str, list[str], float]]:
+        """No simulated server is ever still loading: every one listens (``listeners``)."""
+        return []
 
     def forget_missing(self, alive: set[int]) -> None:
         pass

@@ -5,6 +5,9 @@ A scenario is picked by name, optionally with faults: ``h100x8``, ``rtx4090x2:ho
 ``h100x8:hot=3,lost,power`` (``FAULT=GPU`` picks the GPU), ``rtx4090x2:none`` (no faults,
 not even the scenario's default ones).
 
+A driver generation is picked like a fault: ``h100x8:driver=r535``, ``h100x8:driver=r470,mig``,
+``rtx4090x2:driver=r610`` (see :mod:`gpuwatch.sim.drivers` for what each one answers).
+
 Sized variants for benchmarks: ``h100xN`` (N = 1..256, N != 8) is N H100s on NVSwitch, NUMA
 split in two, with h100x8's three servers repeated on every block of 8 GPUs (the last block
 cut short); ``h100x8-4i`` is h100x8 with a fourth server (llama.cpp) on its spare GPU.
@@ -16,8 +19,10 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ScenarioError
+from .drivers import DRIVERS, DriverProfile, driver_profile
 
 GiB = 1024**3
+MiB = 1024**2
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,34 @@ class GpuSpec:
     temp_full_load_c: float
     has_fan: bool
     pci_device_id: int
-    ecc: bool
+    ecc: bool  # a datacenter part: ECC, MIG, persistence on, PCIe byte counters
+    # P-state under a CUDA load: GeForce cards run compute at P2, datacenter parts at P0
+    busy_pstate: int = 0
+    # datacenter parts hold P0 and the full link at idle; GeForce drops to P8 and Gen1
+    idle_pstate: int = 8
+    idle_pcie_gen: int | None = 1  # None: stays at the max generation
+    zero_rpm_fan: bool = False  # the fan stops when the card is cool and idle
+    mig_slices: int = 0  # MIG: memory slices (7 on H100/H200), 0 = no MIG
 
 
+
+# Real figures (issue 12, from NVIDIA's `nvidia-smi -q -x` captures of H100 SXM and HGX H200
+# inventories): H100 80GB HBM3 81,559 MiB total with 480-516 MiB reserved, shutdown/slowdown/
+# max-operating 92/89/87 °C, idle at P0 with the link at Gen5 x16; H200 143,771 MiB, 700 W,
+# 18 NVLinks.
 H100_SXM = GpuSpec(
-    name="NVIDIA H100 80GB HBM3", memory_total_bytes=80 * GiB, memory_reserved_bytes=int(0.53 * GiB),
+    name="NVIDIA H100 80GB HBM3", memory_total_bytes=81559 * MiB, memory_reserved_bytes=507 * MiB,
     power_limit_w=700, power_idle_w=72, sm_clock_max_mhz=1980, sm_clock_idle_mhz=345,
     mem_clock_max_mhz=2619, pcie_max_gen=5, pcie_max_width=16, nvlinks=18,
-    temp_slowdown_c=90, temp_shutdown_c=92, temp_max_operating_c=87,
+    temp_slowdown_c=89, temp_shutdown_c=92, temp_max_operating_c=87,
     temp_idle_c=31, temp_full_load_c=62, has_fan=False, pci_device_id=0x233010DE, ecc=True,
+    busy_pstate=0, idle_pstate=0, idle_pcie_gen=None, mig_slices=7,
+)
+
+H200_SXM = replace(
+    H100_SXM, name="NVIDIA H200", memory_total_bytes=143771 * MiB, memory_reserved_bytes=551 * MiB,
+    power_idle_w=76, mem_clock_max_mhz=3201, pci_device_id=0x233510DE,
+    # thresholds: no H200 capture at hand, the H100's are assumed
 )
 
 RTX_4090 = GpuSpec(
@@ -57,6 +81,7 @@ RTX_4090 = GpuSpec(
     mem_clock_max_mhz=10501, pcie_max_gen=4, pcie_max_width=16, nvlinks=0,
     temp_slowdown_c=90, temp_shutdown_c=95, temp_max_operating_c=88,
     temp_idle_c=34, temp_full_load_c=71, has_fan=True, pci_device_id=0x268410DE, ecc=False,
+    busy_pstate=2, idle_pstate=8, idle_pcie_gen=1, zero_rpm_fan=True,
 )
 
 
@@ -86,7 +111,21 @@ class InstanceSpec:
     worker_name: str | None = None  # name of the per-GPU worker processes (vLLM TP workers)
     user: str = "svc-llm"
     numa_node: int | None = None  # CPUs the server runs on (None: same node as its GPUs)
+    # extra environment of the server process (Ollama's serving settings)
+    env: tuple[tuple[str, str], ...] = ()
+    port: int | None = None  # the port it would listen on (the simulated server takes it when free)
     loading_s: float = 0.0  # llama.cpp: answers 503 "Loading model" for this long after start
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """An nginx upstream in front of some of the scenario's instances (written to a real
+    nginx.conf for the demo, read back by the same code as on a real box)."""
+
+    name: str
+    method: str  # an nginx balancing directive (least_conn, ip_hash, ...) or "" for round robin
+    members: tuple[tuple[str, int], ...]  # (instance name, weight)
+    listen: int = 8080
 
 
 @dataclass(frozen=True)
@@ -106,6 +145,13 @@ class Scenario:
     # the PCIe tree: GPUs on one switch share a key; switches under one root complex share
     # the NUMA node. Used to answer topology queries.
     pcie_switch: tuple[int, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
+    driver: DriverProfile = DRIVERS["r570"]
+
+
+def with_driver(scenario: Scenario, profile: DriverProfile) -> Scenario:
+    return replace(scenario, driver=profile, driver_version=profile.version, cuda_version=profile.cuda_version,
+                   nvml_version=profile.nvml_version)
 
 
 def _h100x8() -> Scenario:
@@ -197,14 +243,74 @@ def _rtx4090x2() -> Scenario:
         description="2x RTX 4090 on a consumer board (no NVLink, x16 + x4 slots): Ollama 70B split by layers, an idle llama-server",
         gpu=RTX_4090, count=2, driver_version="580.95.05", cuda_version=13000, nvml_version="13.580.95.05",
         numa_nodes=1, cpus=24, nvswitch=False, instances=(ollama, llamacpp), default_faults={"pcie": 1},
-        pcie_switch=(0, 1),
+        pcie_switch=(0, 1), driver=DRIVERS["r580"],
     )
 
 
-SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "rtx4090x2": _rtx4090x2}
+RTX_3090 = GpuSpec(
+    # typical NVML readings of an RTX 3090 (GA102, PCI device 0x2204): 350 W limit, boost up to
+    # ~2.1 GHz, 19.5 Gbps GDDR6X (9751 MHz), PCIe 4.0 x16
+    name="NVIDIA GeForce RTX 3090", memory_total_bytes=24 * GiB, memory_reserved_bytes=int(0.4 * GiB),
+    power_limit_w=350, power_idle_w=22, sm_clock_max_mhz=2100, sm_clock_idle_mhz=210,
+    mem_clock_max_mhz=9751, pcie_max_gen=4, pcie_max_width=16, nvlinks=0,
+    temp_slowdown_c=90, temp_shutdown_c=98, temp_max_operating_c=88,
+    temp_idle_c=33, temp_full_load_c=74, has_fan=True, pci_device_id=0x220410DE, ecc=False,
+)
+
+
+def _ollama3x() -> Scenario:
+    """The common home/small-team layout: three Ollama instances, each pinned with
+    CUDA_VISIBLE_DEVICES and on its own OLLAMA_HOST port, behind an nginx least_conn upstream."""
+    model = "qwen2.5:32b-instruct-q4_K_M"
+    common = dict(kind="ollama", model=model, version="0.12.6", process_name="ollama", user="ollama",
+                  load_period_s=80, load_base=0.6, load_amplitude=0.3, size_bytes=int(21.4 * GiB),
+                  cmdline=("/usr/local/bin/ollama", "serve"))
+    settings = (("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_MAX_LOADED_MODELS", "1"), ("OLLAMA_KEEP_ALIVE", "24h"),
+                ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"))
+    instances = tuple(
+        InstanceSpec(name=f"ollama-{i}", gpus=gpus, parallelism="single" if len(gpus) == 1 else "pipeline",
+                     weights_bytes_per_gpu=per_gpu, peak_tokens_per_s=peak, port=11434 + i,
+                     gpu_work_share=None if len(gpus) == 1 else (1.0, 0.95),
+                     env=settings + (("OLLAMA_HOST", f"127.0.0.1:{11434 + i}"),) + extra, **common)
+        for i, (gpus, per_gpu, peak, extra) in enumerate((
+            ((0,), (int(21.4 * GiB),), 64.0, ()),
+            ((1,), (int(21.4 * GiB),), 64.0, ()),
+            # split by layers over two GPUs: a little slower per stream, room for a longer context
+            ((2, 3), (int(11.2 * GiB), int(10.6 * GiB)), 62.0, (("OLLAMA_SCHED_SPREAD", "1"),)),
+        )))
+    return Scenario(
+        name="ollama3x",
+        description="4x RTX 3090: three Ollama instances (ports 11434-11436, CUDA_VISIBLE_DEVICES=0, 1, 2,3) "
+                    "behind an nginx least_conn upstream",
+        gpu=RTX_3090, count=4, driver_version="580.95.05", cuda_version=13000, nvml_version="13.580.95.05",
+        numa_nodes=1, cpus=32, nvswitch=False, instances=instances, pcie_switch=(0, 0, 1, 1), driver=DRIVERS["r580"],
+        pools=(PoolSpec(name="llm_backends", method="least_conn", members=tuple((i.name, 1) for i in instances)),),
+    )
+
+
+def _h200x8() -> Scenario:
+    tp8 = InstanceSpec(
+        name="vllm-llama405b", kind="vllm", model="meta-llama/Llama-3.1-405B-Instruct-FP8",
+        gpus=tuple(range(8)), parallelism="tensor", weights_bytes_per_gpu=(126 * GiB,) * 8,
+        peak_tokens_per_s=3100, load_period_s=110, version="0.11.0",
+        cmdline=("/opt/vllm/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
+                 "meta-llama/Llama-3.1-405B-Instruct-FP8", "--tensor-parallel-size", "8", "--port", "8000"),
+        process_name="python3", worker_name="VLLM::Worker_TP{rank}",
+    )
+    return Scenario(
+        name="h200x8",
+        description="HGX H200 (8x H200 on NVSwitch), two NUMA nodes: vLLM Llama 405B FP8 with TP=8",
+        gpu=H200_SXM, count=8, driver_version="570.172.08", cuda_version=12080, nvml_version="12.570.172.08",
+        numa_nodes=2, cpus=128, nvswitch=True, instances=(tp8,), pcie_switch=(0, 0, 1, 1, 2, 2, 3, 3),
+    )
+
+
+SCENARIOS = {"h100x8": _h100x8, "h100x8-4i": _h100x8_4i, "h200x8": _h200x8, "rtx4090x2": _rtx4090x2,
+             "ollama3x": _ollama3x}
 _SIZED = re.compile(r"h100x(\d{1,3})")
 MAX_SIZED_GPUS = 256
-ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2"}
+ALIASES = {"8xh100": "h100x8", "h100": "h100x8", "h200": "h200x8", "8xh200": "h200x8", "4090": "rtx4090x2", "2x4090": "rtx4090x2", "rtx4090": "rtx4090x2",
+           "3xollama": "ollama3x"}
 DEFAULT_SCENARIO = "h100x8"
 
 # fault name -> (description, default GPU index per scenario or None for box-wide)
@@ -218,16 +324,24 @@ FAULTS: dict[str, str] = {
     "olddriver": "an older driver without the clock-event and v2 memory calls",
     "offload": "Ollama's model spills to the CPU",
     "ecc": "uncorrected ECC errors rising on a GPU",
+    "lost-at-start": "a GPU is already lost when gpuwatch starts (NVML counts it, its handle is GPU_IS_LOST)",
+    "mig": "MIG mode on a GPU, with two MIG devices (one running a process)",
+    "fabric": "the NVSwitch fabric manager is down: fabric not started, NVLinks inactive",
+    "nothresholds": "the absolute temperature-threshold query answers NOT_SUPPORTED (T.Limit fields only)",
+    "container": "gpuwatch runs in a container PID namespace: NVML's host PIDs do not resolve here",
 }
 DEFAULT_FAULT_GPU = {
-    "h100x8": {"hot": 2, "idle": 5, "pcie": 1, "lost": 7, "power": 3, "ecc": 4},
-    "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0},
+    "h100x8": {"hot": 2, "idle": 5, "pcie": 1, "lost": 7, "power": 3, "ecc": 4, "lost-at-start": 3, "mig": 7},
+    "h200x8": {"hot": 2, "idle": 5, "pcie": 1, "lost": 7, "power": 3, "ecc": 4, "lost-at-start": 3, "mig": 7},
+    "rtx4090x2": {"hot": 0, "idle": 1, "pcie": 1, "lost": 1, "power": 0, "ecc": 0, "lost-at-start": 1, "mig": 0},
 }
 DEFAULT_FAULT_GPU["h100x8-4i"] = DEFAULT_FAULT_GPU["h100x8"]
+DEFAULT_FAULT_GPU["ollama3x"] = {"hot": 1, "idle": 3, "pcie": 1, "lost": 2, "power": 0, "ecc": 0, "lost-at-start": 2,
+                                 "mig": 0}
 
 
 def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:
-    """``NAME[:FAULT[=GPU],...]`` -> (scenario, {fault: gpu index})."""
+    """``NAME[:FAULT[=GPU],...][,driver=BRANCH]`` -> (scenario, {fault: gpu index})."""
     spec = (spec or DEFAULT_SCENARIO).strip()
     name, _, faults_part = spec.partition(":")
     name = ALIASES.get(name.lower(), name.lower())
@@ -244,6 +358,12 @@ def parse_scenario(spec: str | None) -> tuple[Scenario, dict[str, int]]:
     for item in filter(None, (p.strip() for p in faults_part.split(","))):
         fault, _, gpu = item.partition("=")
         fault = fault.lower()
+        if fault == "driver":
+            profile = driver_profile(gpu)
+            if profile is None:
+                raise ScenarioError(f"unknown driver {gpu!r}; choose from: {', '.join(DRIVERS)}")
+            scenario = with_driver(scenario, profile)
+            continue
         if fault == "none":
             faults.clear()
             continue

@@ -12,11 +12,12 @@ import datetime as _dt
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from ..collect.instances import BackendConfig
 from .box import SimBox
+from .quiet import QuietHTTPServer
 from .scenarios import InstanceSpec
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -70,17 +71,25 @@ class _Hist:
         return out
 
 
-class _SimServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _SimServer(QuietHTTPServer):
+    # probing asks up to 8 paths at once; socketserver's default backlog of 5 drops the rest
+    # (a real engine's server listens with a backlog in the hundreds)
+    request_queue_size = 64
 
     def __init__(self, box: SimBox, spec: InstanceSpec) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        try:  # the instance's own port (the demo then looks like the real layout), else any
+            super().__init__(("127.0.0.1", spec.port or 0), _Handler)
+        except OSError:
+            super().__init__(("127.0.0.1", 0), _Handler)
         self.box = box
         self.spec = spec
         self.lock = threading.Lock()
         self.ttft = _Hist(TTFT_BUCKETS)
         self.itl = _Hist(ITL_BUCKETS)
+        # decode steps so far (SGLang's cuda_graph_passes, TGI's decode inference count): one
+        # step makes one token per running request
+        self.steps = 0.0
+        self._last_gen = None
 
     # ---- bodies -----------------------------------------------------------------------
     def state(self):
@@ -94,10 +103,18 @@ class _SimServer(ThreadingHTTPServer):
         with self.lock:
             self.ttft.advance(st.requests_total, max(st.ttft_s, 0.001))
             self.itl.advance(st.generation_tokens_total, max(st.itl_s, 0.005))
+            gen = st.generation_tokens_total
+            if self._last_gen is not None and gen >= self._last_gen:
+                self.steps += (gen - self._last_gen) / max(1, st.requests_running)
+            self._last_gen = gen
             if spec.kind == "vllm":
                 return self._vllm(st)
             if spec.kind == "sglang":
                 return self._sglang(st)
+            if spec.kind == "tgi":
+                return self._tgi(st)
+            if spec.kind == "llamaswap":
+                return self._llamaswap()
             return self._llamacpp(st)
 
     def _vllm(self, st) -> str:
@@ -120,6 +137,10 @@ class _SimServer(ThreadingHTTPServer):
         metric("vllm:request_success_total", "counter", st.requests_total, "Count of successfully processed requests.")
         lines += self.ttft.lines("vllm:time_to_first_token_seconds", lb)
         lines += self.itl.lines("vllm:inter_token_latency_seconds", lb)
+        lines.append("# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping")
+        lines.append("# TYPE vllm:engine_sleep_state gauge")
+        for state, v in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
+            lines.append(f'vllm:engine_sleep_state{{{lb},sleep_state="{state}"}} {float(v)}')
         return "\n".join(lines) + "\n"
 
     def _sglang(self, st) -> str:
@@ -139,9 +160,30 @@ class _SimServer(ThreadingHTTPServer):
         metric("sglang:prompt_tokens_total", "counter", st.prompt_tokens_total)
         metric("sglang:generation_tokens_total", "counter", st.generation_tokens_total)
         metric("sglang:num_requests_total", "counter", st.requests_total)
+        lines.append("# TYPE sglang:cuda_graph_passes_total counter")
+        lines.append(f'sglang:cuda_graph_passes_total{{{lb},mode="decode_cuda_graph"}} {float(int(self.steps))}')
         lines += self.ttft.lines("sglang:time_to_first_token_seconds", lb)
         lines += self.itl.lines("sglang:inter_token_latency_seconds", lb)
         return "\n".join(lines) + "\n"
+
+    def _tgi(self, st) -> str:
+        """TGI's router: metrics-exporter-prometheus layout (no _total, no HELP), names.TGI."""
+        lines = ["# TYPE tgi_batch_inference_count counter",
+                 f'tgi_batch_inference_count{{method="prefill"}} {st.requests_total}',
+                 f'tgi_batch_inference_count{{method="decode"}} {int(self.steps)}',
+                 "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {st.requests_running}",
+                 "# TYPE tgi_queue_size gauge", f"tgi_queue_size {st.requests_waiting}",
+                 "# TYPE tgi_request_count counter", f"tgi_request_count {st.requests_total}",
+                 "# TYPE tgi_request_generated_tokens histogram",
+                 f'tgi_request_generated_tokens_bucket{{le="+Inf"}} {st.requests_total}',
+                 f"tgi_request_generated_tokens_sum {float(st.generation_tokens_total)}",
+                 f"tgi_request_generated_tokens_count {st.requests_total}"]
+        return "\n".join(lines) + "\n"
+
+    def _llamaswap(self) -> str:
+        """llama-swap's /metrics: host and GPU figures only (internal/perf/prometheus.go)."""
+        return ("# HELP llamaswap_memory_used_bytes Used memory in bytes\n# TYPE llamaswap_memory_used_bytes gauge\n"
+                "llamaswap_memory_used_bytes 34359738368\n")
 
     def _llamacpp(self, st) -> str:
         # as llama.cpp b11434 does (collect/engines/names.py LLAMACPP): generated tokens reach the
@@ -328,6 +370,74 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return self._openai(method, path)
 
+    def _tgi(self, method: str, path: str) -> bool:
+        spec = self.server.spec
+        if method == "GET" and path == "/metrics":
+            self._send(200, self.server.prom(), "text/plain")
+            return True
+        if method == "GET" and path == "/info":  # router/src/lib.rs ``Info``
+            self._json({"model_id": spec.model, "model_sha": None, "model_pipeline_tag": "text-generation",
+                        "max_concurrent_requests": 128, "max_best_of": 2, "max_stop_sequences": 4,
+                        "max_input_tokens": 4095, "max_total_tokens": 4096, "validation_workers": 2,
+                        "max_client_batch_size": 4, "router": "text-generation-router",
+                        "version": spec.version or "3.3.6", "sha": None, "docker_label": None})
+            return True
+        return self._openai(method, path)
+
+    def _tabbyapi(self, method: str, path: str) -> bool:
+        spec = self.server.spec
+        if method == "GET" and path == "/health":  # endpoints/core/router.py
+            self._json({"status": "healthy", "issues": []})
+            return True
+        if method == "GET" and path == "/.well-known/serviceinfo":
+            self._json({"version": 0.1, "software": {"name": "TabbyAPI",
+                                                     "repository": "https://github.com/theroyallab/tabbyAPI"}})
+            return True
+        if method == "GET" and path == "/v1/model":
+            self._json({"id": spec.model, "object": "model", "owned_by": "tabbyAPI",
+                        "parameters": {"max_seq_len": 32768, "max_batch_size": 8, "cache_mode": "Q8"}})
+            return True
+        if method == "GET" and path == "/props":
+            self._json({"total_slots": 8, "default_generation_settings": {"n_ctx": 32768}})
+            return True
+        if method == "GET" and path == "/v1/models":  # an admin key sees the whole model directory
+            self._json({"object": "list", "data": [{"id": "Mistral-Large-exl2-4.0bpw", "object": "model"},
+                                                   {"id": spec.model, "object": "model"}]})
+            return True
+        return self._openai(method, path)
+
+    def _lmstudio(self, method: str, path: str) -> bool:
+        spec = self.server.spec
+        if method == "GET" and path == "/api/v0/models":  # lmstudio.ai docs, REST API v0
+            self._json({"object": "list", "data": [
+                {"id": spec.model, "object": "model", "type": "llm", "publisher": "lmstudio-community",
+                 "arch": "llama", "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
+                 "max_context_length": 131072},
+                {"id": "text-embedding-nomic-embed-text-v1.5", "object": "model", "type": "embeddings",
+                 "publisher": "nomic-ai", "arch": "nomic-bert", "compatibility_type": "gguf",
+                 "quantization": "Q4_0", "state": "not-loaded", "max_context_length": 2048}]})
+            return True
+        if method == "GET" and path == "/v1/models":  # every downloaded model, loaded or not
+            self._json({"object": "list", "data": [{"id": "text-embedding-nomic-embed-text-v1.5", "object": "model"},
+                                                   {"id": spec.model, "object": "model"}]})
+            return True
+        return self._openai(method, path)
+
+    def _llamaswap(self, method: str, path: str) -> bool:
+        spec = self.server.spec
+        if method == "GET" and path == "/metrics":
+            self._send(200, self.server.prom(), "text/plain; version=0.0.4; charset=utf-8")
+            return True
+        if method == "GET" and path == "/running":  # internal/server/api.go handleRunning
+            self._json({"running": [{"model": spec.model, "state": "ready", "cmd": "llama-server --port ${PORT}",
+                                     "proxy": f"http://127.0.0.1:{self.server.server_address[1]}", "ttl": 300,
+                                     "name": spec.model, "description": ""}]})
+            return True
+        if method == "GET" and path == "/health":
+            self._send(200, "OK", "text/plain")
+            return True
+        return self._openai(method, path)
+
     def _ollama(self, method: str, path: str) -> bool:
         srv, spec = self.server, self.server.spec
         if method == "GET" and path == "/api/version":
@@ -379,6 +489,8 @@ class SimServers:
                                   name=f"sim-{spec.name}", daemon=True)
             th.start()
             self._threads.append(th)
+        from .meter import start_sim_meter  # issue 14: a meter in front of the Ollama instances
+        self.meter = start_sim_meter(box, _Hist)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.box.ports[name]}"
@@ -390,6 +502,8 @@ class SimServers:
                 for s in self.box.scenario.instances]
 
     def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
         for srv in self.servers.values():
             srv.shutdown()
             srv.server_close()

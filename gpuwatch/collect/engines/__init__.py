@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from . import names
 from .base import Engine, FetchError, Fetcher, PromScrape, Reading
 from .llamacpp import LlamacppEngine
+from .llamaswap import LlamaSwapEngine
 from .ollama import OllamaEngine
+from .openai_compat import LmStudioEngine, TabbyEngine
 from .sglang import SglangEngine
+from .tgi import TgiEngine
 from .vllm import VllmEngine
 
-ENGINES: dict[str, Engine] = {e.kind: e for e in (VllmEngine(), LlamacppEngine(), SglangEngine(), OllamaEngine())}
+ENGINES: dict[str, Engine] = {e.kind: e for e in (
+    VllmEngine(), LlamacppEngine(), SglangEngine(), OllamaEngine(), TgiEngine(), TabbyEngine(), LmStudioEngine(),
+    LlamaSwapEngine())}
 KINDS = tuple(ENGINES)
 
 
@@ -21,14 +27,24 @@ def get_engine(kind: str) -> Engine | None:
     return ENGINES.get(kind)
 
 
-async def detect_kind(f: Fetcher) -> str:
-    """Which engine answers at ``f.base_url``: probes /metrics (series prefix), /api/version
-    (Ollama), /props (llama.cpp), /version (vLLM) at once. Raises FetchError when nothing
-    answers or nothing is recognised."""
-    paths = ("/metrics", "/api/version", "/props", "/version")
-    answers = await asyncio.gather(*(f.get(p, optional=True) for p in paths), return_exceptions=True)
-    got = dict(zip(paths, answers))
-    metrics = got["/metrics"]
+# probed four at a time (a small server's listen backlog, e.g. cpp-httplib's 5, must not drop
+# connections), the most common engines first; each wave is judged before the next is asked
+PROBE_WAVES = (("/metrics", "/api/version", "/.well-known/serviceinfo", "/props"),
+               ("/running", "/info", "/api/v0/models", "/version"))
+
+
+def _json_body(body) -> Any:
+    if not isinstance(body, bytes):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _judge(got: dict[str, Any]) -> str | None:
+    """The engine the answers so far show, or None."""
+    metrics = got.get("/metrics")
     if isinstance(metrics, bytes):
         try:
             scrape = PromScrape(metrics.decode("utf-8", "replace"))
@@ -37,25 +53,47 @@ async def detect_kind(f: Fetcher) -> str:
                     return kind
         except FetchError:
             pass
-
-    def js(path):
-        body = got[path]
-        if not isinstance(body, bytes):
-            return None
-        try:
-            return json.loads(body)
-        except ValueError:
-            return None
-
-    v = js("/api/version")
+    v = _json_body(got.get("/api/version"))
     if isinstance(v, dict) and "version" in v:
         return "ollama"
-    p = js("/props")
+    s = _json_body(got.get("/.well-known/serviceinfo"))
+    software = s.get("software") if isinstance(s, dict) else None
+    if isinstance(software, dict) and str(software.get("name", "")).lower() == "tabbyapi":
+        return "tabbyapi"  # before /props: TabbyAPI answers llama.cpp's /props too
+    p = _json_body(got.get("/props"))
     if isinstance(p, dict) and ("default_generation_settings" in p or "total_slots" in p):
         return "llamacpp"
-    v = js("/version")
+    running = _json_body(got.get("/running"))
+    if isinstance(running, dict) and isinstance(running.get("running"), list):
+        return "llamaswap"
+    info = _json_body(got.get("/info"))
+    if isinstance(info, dict) and info.get("router") == "text-generation-router":
+        return "tgi"
+    lms = _json_body(got.get("/api/v0/models"))
+    if isinstance(lms, dict) and isinstance(lms.get("data"), list) and all(
+            isinstance(m, dict) and "state" in m for m in lms["data"]):
+        return "lmstudio"
+    v = _json_body(got.get("/version"))
     if isinstance(v, dict) and "version" in v:
         return "vllm"
+    return None
+
+
+async def detect_kind(f: Fetcher) -> str:
+    """Which engine answers at ``f.base_url``: the metric prefix of /metrics, /api/version
+    (Ollama), /.well-known/serviceinfo (TabbyAPI), /props (llama.cpp), then /running
+    (llama-swap), /info (TGI's router), /api/v0/models (LM Studio), /version (vLLM). Raises
+    FetchError when nothing answers or nothing is recognised."""
+    got: dict[str, Any] = {}
+    for wave in PROBE_WAVES:
+        answers = await asyncio.gather(*(f.get(p, optional=True) for p in wave), return_exceptions=True)
+        got.update(zip(wave, answers))
+        kind = _judge(got)
+        if kind is not None:
+            return kind
+        if all(isinstance(a, FetchError) and a.status == "down" for a in answers):
+            break  # nothing answers at all: no second wave
+    answers = list(got.values())
     errors = [a for a in answers if isinstance(a, FetchError)]
     others = [a for a in answers if isinstance(a, BaseException) and not isinstance(a, FetchError)]
     if others:
@@ -65,7 +103,8 @@ async def detect_kind(f: Fetcher) -> str:
             raise e
     if errors and len(errors) == len(answers):
         raise errors[0]
-    raise FetchError("not a recognised inference server (no Ollama, vLLM, llama.cpp or SGLang endpoints)")
+    raise FetchError("not a recognised inference server (no Ollama, vLLM, llama.cpp, SGLang, TGI, TabbyAPI, "
+                     "LM Studio or llama-swap endpoints)")
 
 
 __all__ = ["ENGINES", "KINDS", "Engine", "FetchError", "Fetcher", "Reading", "detect_kind", "get_engine", "names"]

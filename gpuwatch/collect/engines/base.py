@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,8 +306,13 @@ class PromScrape:
         return any(name.startswith(prefix) for name in self.names)
 
     def _pick(self, candidates: tuple[str, ...], suffix: str = "") -> list[tuple[dict[str, str], float]] | None:
-        for name in candidates:
+        """Samples of the first candidate present. A candidate may carry a label selector,
+        ``name{mode="decode"}``: only samples with those label values count."""
+        for cand in candidates:
+            name, want = split_selector(cand)
             got = self.samples.get(name + suffix)
+            if got and want:
+                got = [(labels, v) for labels, v in got if all(labels.get(k) == x for k, x in want.items())]
             if got:
                 return got
         return None
@@ -317,6 +323,10 @@ class PromScrape:
     def sum(self, candidates: tuple[str, ...]) -> float | None:
         values = self._numbers(candidates)
         return sum(values) if values else None
+
+    def mean(self, candidates: tuple[str, ...]) -> float | None:
+        values = self._numbers(candidates)
+        return sum(values) / len(values) if values else None
 
     def max(self, candidates: tuple[str, ...]) -> float | None:
         values = self._numbers(candidates)
@@ -341,12 +351,21 @@ class PromScrape:
 
     def label_values(self, candidates: tuple[str, ...], label: str) -> list[str]:
         seen: list[str] = []
-        for name in candidates:
-            for labels, _ in self.samples.get(name, ()):
+        for cand in candidates:
+            for labels, _ in self.samples.get(split_selector(cand)[0], ()):
                 v = labels.get(label)
                 if v and v not in seen:
                     seen.append(v)
         return seen
+
+
+def split_selector(candidate: str) -> tuple[str, dict[str, str]]:
+    """``'name{a="x",b="y"}'`` -> ``('name', {'a': 'x', 'b': 'y'})``; a bare name has no selector."""
+    name, brace, rest = candidate.partition("{")
+    if not brace:
+        return candidate, {}
+    want = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return name, want
 
 
 # ---- what an engine returns ----------------------------------------------------------------
@@ -363,8 +382,13 @@ class Reading:
     counters: dict[str, float] = field(default_factory=dict)
     # ttft, itl
     histograms: dict[str, Histogram] = field(default_factory=dict)
-    # "up", or "sleeping" when the server says it has unloaded its model until the next request
-    status: str = "up"
+    # None: serving. "loading" (weights being loaded, no model ready yet) or "sleeping" (vLLM
+    # sleep mode: weights offloaded or discarded; llama.cpp --sleep-idle-seconds: model unloaded),
+    # with a short reason in ``state_detail``
+    state: str | None = None
+    state_detail: str | None = None
+    # servers this one fronts (llama-swap's upstream llama-servers): (name, base URL, state)
+    upstreams: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Engine:
@@ -418,7 +442,8 @@ def wanted_names(table: dict[str, tuple[str, ...]]) -> set[str]:
     """Every sample name an engine's table may read (histograms by their ``_bucket`` series)."""
     out: set[str] = set()
     for candidates in table.values():
-        for name in candidates:
+        for cand in candidates:
+            name = split_selector(cand)[0]
             out.update((name, name + "_bucket"))
     return out
 
@@ -426,7 +451,7 @@ def wanted_names(table: dict[str, tuple[str, ...]]) -> set[str]:
 def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) -> Reading:
     """The parts of a Reading every Prometheus engine reads the same way from its table."""
     r = Reading()
-    for key in ("requests_running", "requests_waiting"):
+    for key in ("requests_running", "requests_waiting", "generation_rate"):
         if key in table:
             r.gauges[key] = scrape.sum(table[key])
     if "kv_cache_fraction" in table:
@@ -435,9 +460,16 @@ def prometheus_reading(scrape: PromScrape, table: dict[str, tuple[str, ...]]) ->
     if "prefix_cache_hit_fraction" in table:
         frac = scrape.max(table["prefix_cache_hit_fraction"])
         r.gauges["prefix_cache_hit_pct"] = None if frac is None else 100.0 * frac
-    for key in ("generation_tokens", "prompt_tokens", "preemptions", "prefix_cache_hits", "prefix_cache_queries"):
+    for key in ("generation_tokens", "generation_tokens_iter", "prompt_tokens", "preemptions", "prefix_cache_hits",
+                "prefix_cache_queries", "requests"):
         if key in table:
             v = scrape.sum(table[key])
+            if v is not None:
+                r.counters[key] = v
+    for key in ("flops_per_gpu", "read_bytes_per_gpu"):
+        # per GPU already, one label set per engine / rank: their mean, not their sum
+        if key in table:
+            v = scrape.mean(table[key])
             if v is not None:
                 r.counters[key] = v
     for key in ("ttft", "itl"):

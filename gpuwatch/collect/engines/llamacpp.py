@@ -63,10 +63,9 @@ class LlamacppEngine(Engine):
             cache["busy"] = bool(running)
             _extra_counters(scrape, r)
             done = r.counters.get("generation_tokens")
-            if done is not None:
-                r.counters["generation_tokens_done"] = done
+            if done is not None:  # the live count, differenced by the collector before the counter
                 live = busy_decoded(slots) if isinstance(slots, list) else 0
-                r.counters["generation_tokens"] = cache.setdefault("live", LiveCount()).update(done, live)
+                r.counters["generation_tokens_iter"] = cache.setdefault("live", LiveCount()).update(done, live)
         else:
             if props is None:
                 raise FetchError("neither /metrics nor /props answered", path="/props")
@@ -76,7 +75,7 @@ class LlamacppEngine(Engine):
             if isinstance(slots, list):
                 counter = cache.setdefault("slot_counter", SlotCounter())
                 counter.update(slots, f.clock())
-                r.counters["generation_tokens"] = counter.generated
+                r.counters["generation_tokens_iter"] = counter.generated
                 r.counters["prompt_tokens"] = counter.prompt
                 busy = sum(1 for s in slots if _busy(s))
                 r.gauges["requests_running"] = busy
@@ -92,7 +91,8 @@ class LlamacppEngine(Engine):
         if isinstance(props, dict):
             _read_props(props, r)
         if sleeping:
-            r.status = "sleeping"
+            r.state = "sleeping"
+            r.state_detail = "model unloaded after --sleep-idle-seconds; the next request loads it again"
         return r
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:

@@ -1,5 +1,8 @@
-"""Ollama: ``/api/version`` and ``/api/ps`` (loaded models, VRAM share). No token counters:
-throughput comes from the on-demand benchmark (``gpuwatch.collect.bench``)."""
+"""Ollama: ``/api/version`` and ``/api/ps`` (loaded models, VRAM share). No release has token
+counters: throughput comes from a ``gpuwatch meter`` in front of it (``gpuwatch.collect.meters``)
+or the on-demand benchmark (``gpuwatch.collect.bench``). A build with ``/metrics``
+(``OLLAMA_METRICS``, see ``names.OLLAMA``) is read through the table like the other engines;
+a server without it is asked again only every ``RARELY_S``."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import asyncio
 from typing import Any
 
 from ...model import ModelInfo
-from .base import Engine, FetchError, Fetcher, Reading
+from . import names
+from .base import RARELY_S, Engine, FetchError, Fetcher, PromScrape, Reading, prometheus_reading, wanted_names
 
 
 def parse_ps(data: Any) -> list[ModelInfo]:
@@ -36,11 +40,14 @@ def parse_ps(data: Any) -> list[ModelInfo]:
 
 class OllamaEngine(Engine):
     kind = "ollama"
+    table = names.OLLAMA
+    wanted = wanted_names(names.OLLAMA)
 
     async def poll(self, f: Fetcher, cache: dict[str, Any]) -> Reading:
-        version, ps = await asyncio.gather(f.rarely(cache, "version", lambda: f.get_json("/api/version")),
-                                           f.get_json("/api/ps"))
-        r = Reading()
+        version, ps, metrics = await asyncio.gather(
+            f.rarely(cache, "version", lambda: f.get_json("/api/version")), f.get_json("/api/ps"),
+            self._metrics(f, cache))
+        r = metrics or Reading()
         if isinstance(version, dict) and "version" in version:
             r.version = str(version["version"])
         r.models = parse_ps(ps)
@@ -48,3 +55,19 @@ class OllamaEngine(Engine):
 
     def parallelism(self, argv: list[str]) -> tuple[str, int | None]:
         return "pipeline", None  # Ollama always splits by layers across GPUs
+
+    async def _metrics(self, f: Fetcher, cache: dict[str, Any]) -> Reading | None:
+        """The counters of an OLLAMA_METRICS build; None (and not asked again for a while) when
+        the server has no /metrics or it carries no ollama_ series."""
+        now = f.clock()
+        if cache.get("no_metrics_until", 0.0) > now:
+            return None
+        try:
+            text = await f.get_text("/metrics", optional=True)
+            scrape = PromScrape(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
+        except FetchError:
+            text, scrape = None, None
+        if scrape is None or not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):
+            cache["no_metrics_until"] = now + RARELY_S
+            return None
+        return prometheus_reading(scrape, self.table)

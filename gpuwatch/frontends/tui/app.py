@@ -35,6 +35,7 @@ from ...runtime import build_monitor
 from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
 from .render import short_gpu_name
+from .pools import paint_pools
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -282,6 +283,7 @@ class GpuWatchApp(App):
             self._show_notice(None)
         self._paint_gpus(snap)
         self._paint_instances(snap)
+        paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))  # issue 14
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
             # mount), and one being torn down at exit has lost them: skip it either way

@@ -11,8 +11,7 @@ from __future__ import annotations
 from textual.content import Content
 
 from ...model import GPU, Alert, Instance
-from ...vocab import RESTING_STATUSES
-from ..units import NA, fmt_bytes, fmt_pct, fmt_rate, status_text
+from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -129,21 +128,27 @@ def badges(g: GPU) -> Content:
 def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
     """The body of a full GPU card (the title goes in the border)."""
     if g.lost:
-        return [
+        lines = [
             Content.styled("GPU LOST", "$error bold reverse"),
             Content.styled("fell off the bus (NVML: GPU is lost)", "$error"),
             Content.styled("check `dmesg | grep -i xid`; a reset or", "$text-muted"),
             Content.styled("reboot is needed to bring it back", "$text-muted"),
         ]
+        if g.pci_bus_id:
+            lines.insert(2, Content.assemble(("PCI ", "$text-muted"), g.pci_bus_id))
+        return lines
     inner = max(20, width)
     barw = max(6, inner - 24)
     util = g.utilization_gpu_pct
     uf = None if util is None else util / 100
     mem_frac = None if g.memory_used_pct is None else g.memory_used_pct / 100
     spark_w = max(0, inner - barw - 16)
+    util_line = Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
+                                 sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else "")
+    if util is None and g.mig_mode:  # say why the figure is missing
+        util_line = Content.assemble(("util ", "$text-muted"), ("n/a in MIG mode (no whole-GPU figure)", "$warning"))
     lines = [
-        Content.assemble(("util ", "$text-muted"), bar(uf, barw), f" {fmt_pct(util):>4} ",
-                         sparkline(hist["util"] if hist else [], spark_w, 100) if spark_w else ""),
+        util_line,
         Content.assemble(("mem  ", "$text-muted"), bar(mem_frac, barw, memory_style(mem_frac)),
                          f" {fmt_bytes(g.memory_used_bytes)}/{fmt_bytes(g.memory_total_bytes)}"),
     ]
@@ -169,13 +174,35 @@ def gpu_card_lines(g: GPU, hist: dict | None, width: int) -> list[Content]:
                                   (" ↑", "$text-muted"), fmt_rate(g.pcie.tx_bytes_per_s)))
     if g.nvlink is not None:
         nv = g.nvlink
-        lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
-                                      fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
-                                      fmt_rate(nv.tx_bytes_per_s)))
+        if fabric_down(g):
+            state = f" fabric {g.fabric_state.replace('_', ' ')}" if g.fabric_state not in (None, "completed") else ""
+            lines.append(Content.assemble(("NVLink ", "$text-muted"),
+                                          (f"{nv.links_active}/{nv.links_total} active{state}", "$error bold")))
+        else:
+            lines.append(Content.assemble(("NVLink ", "$text-muted"), f"{nv.links_active}", ("  ↓", "$text-muted"),
+                                          fmt_rate(nv.rx_bytes_per_s), (" ↑", "$text-muted"),
+                                          fmt_rate(nv.tx_bytes_per_s)))
     procs = len(g.processes)
-    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s"), "$text-muted"))
+    garbled = " (+ garbled PIDs: driver bug)" if "processes" in g.errors else ""
+    tail = Content.assemble(badges(g), (f"{procs} proc" + ("" if procs == 1 else "s") + garbled, "$text-muted"),
+                            (mig_text(g), "$warning"))
     lines.append(tail)
     return lines
+
+
+def mig_text(g: GPU) -> str:
+    """' · MIG 3g.40gb 18.0GiB/39.6GiB, 3g.40gb 0B/39.6GiB' for a GPU in MIG mode, else ''."""
+    if not g.mig_mode:
+        return ""
+    devs = ", ".join(f"{(d.name or f'MIG {d.index}').rsplit(' ', 1)[-1]} "
+                     f"{fmt_bytes(d.memory_used_bytes)}/{fmt_bytes(d.memory_total_bytes)}" for d in g.mig_devices)
+    return f" · MIG {devs or 'on, no device'}"
+
+
+def fabric_down(g: GPU) -> bool:
+    nv = g.nvlink
+    return g.fabric_state in ("not_started", "failed") or bool(
+        nv is not None and nv.links_total and nv.links_active < nv.links_total)
 
 
 def gpu_row_lines(g: GPU, width: int) -> list[Content]:
@@ -224,9 +251,12 @@ def gpu_line(g: GPU, width: int) -> Content:
 
 def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     lines: list[Content] = []
-    if inst.status in RESTING_STATUSES:
+    if inst.status in ("loading", "sleeping"):
+        # not a fault: weights loading, or vLLM sleep mode
         lines.append(Content.assemble((f" {inst.status.upper()} ", "$warning bold reverse"), " ",
-                                      (status_text(inst), "$text-muted")))
+                                      (inst.status_detail or "", "$warning")))
+        if inst.status_since:
+            lines.append(Content.styled(f"since {inst.status_since}", "$text-muted"))
     elif inst.status != "up":
         lines.append(Content.assemble((f" {inst.status.upper()} ", "$error bold reverse"), " ",
                                       (inst.error or "no answer", "$error")))
@@ -250,8 +280,12 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     if inst.parallelism == "cpu" and not inst.gpus:
         gpus, mode = "none", "CPU only"
     lines.append(Content.assemble(("GPUs ", "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
+    settings = ollama_settings_line(inst)
+    if settings is not None:
+        lines.append(settings)
     if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
-        lines.append(Content.styled("no token counters: select and press b to benchmark", "$text-muted"))
+        # issue 14: a meter in front gives live tok/s (docs/METER.md); b benchmarks once
+        lines.append(Content.styled("no token counters: run gpuwatch meter, or b to bench", "$text-muted"))
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
         prompt = NA if inst.prompt_tokens_per_s is None else f"{inst.prompt_tokens_per_s:.0f}"
@@ -288,6 +322,9 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
         if inst.spec_accept_pct is not None:
             parts += [("  draft accepted ", "$text-muted"), f"{inst.spec_accept_pct:.0f}%"]
         lines.append(Content.assemble(*parts))
+    energy = energy_line(inst)
+    if energy is not None:
+        lines.append(energy)
     if inst.bench is not None:
         b = inst.bench
         if b.error:
@@ -296,6 +333,35 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
             val = NA if b.generation_tokens_per_s is None else f"{b.generation_tokens_per_s:.1f} tok/s"
             lines.append(Content.assemble(("bench ", "$text-muted"), (val, "bold"), (f"  at {b.time[11:19]}", "$text-muted")))
     return lines
+
+
+# Ollama's serving settings as the instance card shows them (names in collect/engines/names.py)
+_OLLAMA_SHORT = (("OLLAMA_NUM_PARALLEL", "parallel"), ("OLLAMA_MAX_LOADED_MODELS", "models"),
+                 ("OLLAMA_KEEP_ALIVE", "keep"), ("OLLAMA_SCHED_SPREAD", "spread"))
+
+
+def ollama_settings_line(inst: Instance) -> Content | None:
+    parts: list = []
+    for key, short in _OLLAMA_SHORT:
+        if key in inst.settings:
+            parts += [(f"{short} " if not parts else f"  {short} ", "$text-muted"), inst.settings[key]]
+    return Content.assemble(*parts) if parts else None
+
+
+def energy_line(inst: Instance) -> Content | None:
+    """Energy per token from the power of the instance's own GPUs; MFU / memory bandwidth when
+    vLLM reports its estimated FLOPs and bytes."""
+    parts: list = []
+    if inst.power_w is not None and inst.generation_tokens_per_s:
+        jpt = NA if inst.joules_per_token is None else f"{inst.joules_per_token:.2f}"
+        parts += [("energy ", "$text-muted"), (jpt, "bold"), (" J/tok ", "$text-muted"),
+                  f"{inst.tokens_per_s_per_kw or 0:.0f}", (" tok/s/kW", "$text-muted"),
+                  (f"  {inst.power_w:.0f} W" + (" (shared GPUs split by memory)" if inst.power_shared else ""),
+                   "$text-muted")]
+    if inst.mfu_pct is not None or inst.mem_bw_util_pct is not None:
+        parts += [("  MFU " if parts else "MFU ", "$text-muted"), fmt_pct(inst.mfu_pct),
+                  ("  mem BW ", "$text-muted"), fmt_pct(inst.mem_bw_util_pct)]
+    return Content.assemble(*parts) if parts else None
 
 
 def alert_line(a: Alert) -> Content:

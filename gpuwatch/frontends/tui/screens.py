@@ -101,6 +101,17 @@ class GpuDetailScreen(Screen):
             row("NUMA node", NA if g.numa_node is None else str(g.numa_node)),
             row("CPU affinity", _cpulist(g.cpu_affinity)),
         ]
+        if g.fabric_state:
+            facts.append(row("NVSwitch fabric", g.fabric_state.replace("_", " ")))
+        if g.mig_mode is not None:
+            facts.append(row("MIG", "on" if g.mig_mode else "off"))
+        for d in g.mig_devices:  # names and pids come from the driver: plain text, never markup
+            facts.append(row(f"  MIG device {d.index}", Content.assemble(
+                _t(d.name), f"  GI {NA if d.gpu_instance_id is None else d.gpu_instance_id}  ",
+                f"{fmt_bytes(d.memory_used_bytes)} of {fmt_bytes(d.memory_total_bytes)}  ",
+                f"pids {', '.join(map(str, d.pids)) or 'none'}")))
+        for field_name, why in g.errors.items():
+            facts.append(row(field_name.replace("_", " ")[:21], (why, "$warning")))
         self.query_one("#detail-facts", Static).update(Content("\n").join(facts))
         self._update_processes(g)
         topo = [Content.assemble((f"GPU {k:>2}  ", "$text-muted"), v) for k, v in
@@ -171,6 +182,8 @@ class InstanceDetailScreen(Screen):
             extra.append(Content.assemble(("preemptions/s ", "$text-muted"), f"{inst.preemptions_per_s:.2f}"))
         if inst.prefix_cache_hit_pct is not None:
             extra.append(Content.assemble(("prefix cache hits ", "$text-muted"), f"{inst.prefix_cache_hit_pct:.0f}%"))
+        for key, value in inst.settings.items():  # serving settings from its environment
+            extra.append(Content.assemble((f"{key}=", "$text-muted"), value))
         self.query_one("#inst-body", Static).update(Content("\n").join(lines + extra))
 
 

@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
-from ...vocab import RESTING_STATUSES, severity_rank
+from ...vocab import severity_rank
 from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
 
 
@@ -184,8 +184,7 @@ class InstanceCard(Card):
         width = max(20, self.size.width - 4) if self.size.width else 40
         kind = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}.get(inst.kind, inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
-        status_style = ("$success" if inst.status == "up" else "$warning" if inst.status in RESTING_STATUSES
-                        else "$error bold")
+        status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status, "$error bold")
         self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
         self.set_class(inst.status in ("down", "error"), "-down")
 
