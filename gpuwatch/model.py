@@ -261,6 +261,14 @@ class Alert:
 
 
 @dataclass
+class HostStatus:
+    """Whether a host's numbers are current (fleet views: Prometheus's view of its scrape target)."""
+    state: str  # up | down (Prometheus cannot scrape it) | stale (its newest sample is old)
+    since: str | None = None  # ISO 8601 UTC: when it went down, or its newest sample
+    reason: str | None = None  # one human sentence
+
+
+@dataclass
 class Snapshot:
     time: str
     host: str
@@ -284,6 +292,10 @@ class Snapshot:
     pid_namespace: str | None = None
     # one line each for what server discovery could not look at (no Docker socket, no permission)
     discovery_notes: list[str] = field(default_factory=list)
+    # fleet views only: is this host's data current? (None on a local box)
+    status: HostStatus | None = None
+    # the first look for inference servers has not finished yet (``instances`` is not "none" yet)
+    instances_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -358,6 +370,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "status"): HostStatus,
     ("Snapshot", "pools"): Pool,
     ("Pool", "members"): PoolMember,
 }

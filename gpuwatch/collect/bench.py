@@ -164,11 +164,12 @@ def run_bench(url: str, kind: str | None = None, model: str | None = None, runs:
     return result
 
 
-def format_bench(result: BenchResult) -> str:
+def format_bench(result: BenchResult, url: str | None = None) -> str:
     """One line for the terminal: ``llama3.2: 61.2 tok/s generation, 200 tok/s prompt (259 tokens, 1 run)``."""
-    model = result.model or "?"
+    model = result.model or url or "?"
     if result.error:
-        return f"{model}: benchmark failed: {result.error}"
+        where = f"{result.model} at {url}" if result.model and url else model
+        return f"gpuwatch: benchmark of {where} failed: {result.error}"
     parts = []
     if result.generation_tokens_per_s is not None:
         parts.append(f"{result.generation_tokens_per_s:.1f} tok/s generation")

@@ -308,8 +308,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/v1/completions":
             st = self.server.state()
             n = int(self.body.get("max_tokens") or 16)
-            per_stream = 1.0 / st.itl_s if st.itl_s > 0 else max(spec.peak_tokens_per_s, 20.0) / 8
-            time.sleep(min(1.0, n / per_stream))
+            # this model's single-stream speed (throttling included), shared a little with the
+            # requests already running; the answer takes that long (capped: a demo must not hang)
+            srv = self.server
+            factor = srv.box._throughput_factor_at(spec, srv.box.t())
+            per_stream = max(spec.single_stream_tok_s * factor / (1 + 0.01 * st.requests_running), 1.0)
+            time.sleep(min(4.0, n / per_stream))
+            n = min(n, max(1, int(4.0 * per_stream)))
             answer = {"id": "cmpl-sim", "object": "text_completion", "model": model_id,
                       "choices": [{"index": 0, "text": " simulated", "finish_reason": "length"}],
                       "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}}
@@ -462,7 +467,13 @@ class _Handler(BaseHTTPRequestHandler):
             # one more stream: the model's single-stream speed (throttling and offload included),
             # shared a little with the requests already running
             factor = srv.box._throughput_factor_at(spec, srv.box.t())
-            rate = max(spec.peak_tokens_per_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
+            rate = max(spec.single_stream_tok_s * factor / (1 + 0.15 * st.requests_running), 0.5) if st.up else 0.5
+            # Ollama's own timings: eval_duration is the time of the n tokens at that rate, and the
+            # answer comes after as long (a slow model generates fewer tokens in the 2 s a demo
+            # waits, as num_predict would be cut by a client's timeout): wall clock and
+            # eval_duration agree
+            n = max(1, min(n, int(rate * 2.0)))
+            time.sleep(n / rate)
             self._json({"model": self.body.get("model") or spec.model, "created_at": _iso_in(0), "response": "simulated",
                         "done": True, "total_duration": int((n / rate + 0.2) * 1e9), "load_duration": 2_000_000,
                         "prompt_eval_count": 26, "prompt_eval_duration": int(26 / (rate * 12) * 1e9),
