@@ -190,7 +190,7 @@ class Instance:
     models: list[ModelInfo] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     gpu_memory_bytes: dict[str, int] = field(default_factory=dict)
-    parallelism: str = "unknown"  # tensor | pipeline | single | unknown
+    parallelism: str = "unknown"  # tensor | pipeline | single | cpu | unknown
     parallel_size: int | None = None
     pid: int | None = None
     pids: list[int] = field(default_factory=list)
@@ -240,6 +240,11 @@ class Instance:
     settings: dict[str, str] = field(default_factory=dict)
     # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
     requests_per_s: float | None = None
+    # mean time per generated token of the requests that finished lately (llama.cpp:
+    # tokens_predicted_seconds_total over tokens_predicted_total, both added at a request's end)
+    time_per_token_s: float | None = None
+    # speculative decoding: share of the draft tokens the target model accepted lately
+    spec_accept_pct: float | None = None
 
 
 @dataclass
@@ -253,6 +258,14 @@ class Alert:
 
     def identity(self) -> str:
         return self.key or f"{self.kind}:{self.subject}"
+
+
+@dataclass
+class HostStatus:
+    """Whether a host's numbers are current (fleet views: Prometheus's view of its scrape target)."""
+    state: str  # up | down (Prometheus cannot scrape it) | stale (its newest sample is old)
+    since: str | None = None  # ISO 8601 UTC: when it went down, or its newest sample
+    reason: str | None = None  # one human sentence
 
 
 @dataclass
@@ -279,6 +292,10 @@ class Snapshot:
     pid_namespace: str | None = None
     # one line each for what server discovery could not look at (no Docker socket, no permission)
     discovery_notes: list[str] = field(default_factory=list)
+    # fleet views only: is this host's data current? (None on a local box)
+    status: HostStatus | None = None
+    # the first look for inference servers has not finished yet (``instances`` is not "none" yet)
+    instances_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -353,6 +370,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Snapshot", "gpus"): GPU,
     ("Snapshot", "instances"): Instance,
     ("Snapshot", "alerts"): Alert,
+    ("Snapshot", "status"): HostStatus,
     ("Snapshot", "pools"): Pool,
     ("Pool", "members"): PoolMember,
 }

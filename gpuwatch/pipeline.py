@@ -52,6 +52,7 @@ class Sampler:
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-instances")
         self._pending: cf.Future | None = None
         self._last_instances: list[Instance] = []
+        self._instances_done = False  # has one look for inference servers finished?
 
     def _instances(self, wait: bool) -> list[Instance]:
         if self.instances is None:
@@ -66,6 +67,7 @@ class Sampler:
             except Exception:  # a collector bug must not stop the GPU picture
                 pass
             self._pending = None
+            self._instances_done = True
             if not wait:  # start the next poll now, so it overlaps the interval
                 self._pending = self._pool.submit(self.instances.collect)
         return self._last_instances
@@ -81,6 +83,7 @@ class Sampler:
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario, pools=pools,
             discovery_notes=list(getattr(self.instances, "notes", ())),
+            instances_pending=self.instances is not None and not self._instances_done,
         )
         snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
         for step in self.analyzers:

@@ -20,7 +20,7 @@ SHOTS = [
     ("ollama3x", "ollama3x"),  # three Ollama replicas behind an nginx pool (issue 14)
     ("ollama3x-lost", "ollama3x:lost=2"),  # ... one of which lost its GPU
 ]
-SIZES = ["200x60", "80x24"]
+SIZES = ["200x60", "120x40", "80x24"]
 
 
 def main() -> int:

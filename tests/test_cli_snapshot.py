@@ -53,9 +53,9 @@ def test_lost_gpu_in_json():
 def test_text_table_by_default():
     r = run_cli("snapshot", "--demo", "--interval", "0.2", "--no-discover")
     assert r.returncode == 0
-    assert "NVIDIA H100 80GB HBM3" in r.stdout and "G5x16" in r.stdout and "*" not in r.stdout
+    assert "NVIDIA H100 80GB HBM3" in r.stdout and "Gen5 x16" in r.stdout and "*" not in r.stdout
     r = run_cli("snapshot", "--demo", "rtx4090x2", "--interval", "0.2", "--no-discover")
-    assert "G4x4*" in r.stdout  # the x4 slot is marked
+    assert "Gen4 x4 of x16" in r.stdout  # the x4 slot is said in words
 
 
 def test_bad_flags_and_values_are_one_line_exit_2():

@@ -119,7 +119,10 @@ def test_fleet_source_refresh_runs_two_queries_and_alert_rules():
     src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=wrapped))
     r = src.refresh()
     src.close()
-    assert r.error is None and [s.host for s in r.hosts] == ["boxa"] and len(calls) == 2 == r.queries
+    queries = [c for c in calls if c.url.path == "/api/v1/query"]
+    assert r.error is None and [s.host for s in r.hosts] == ["boxa"] and len(queries) == 2 == r.queries
+    # and the scrape targets' health, asked alongside (a host whose target is down is "down")
+    assert [c.url.path for c in calls if c not in queries] == ["/api/v1/targets"]
     doc = fleet_document(r, "http://prom:9090")
     assert doc["schema_version"] == 1 and doc["error"] is None and doc["hosts"][0]["host"] == "boxa"
     assert doc["hosts"][0]["source"] == "prometheus"

@@ -151,7 +151,7 @@ def test_fleet_source_and_a_box_that_stops(fleet):
                 break
             assert time.monotonic() < deadline, "Prometheus kept box-b's series after it stopped"
             time.sleep(0.5)
-        assert "no series from box-b" in b.nvml_error and len(r.host("box-a").gpus) == 8
+        assert "box-b is down" in b.nvml_error and b.status.state == "down" and len(r.host("box-a").gpus) == 8
     finally:
         src.close()
 

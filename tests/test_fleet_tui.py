@@ -46,7 +46,7 @@ async def test_fleet_rows_drill_in_and_back():
         for host in ("boxa", "gpu-node-07", "gpu-node-08"):
             assert host in text
         assert "3 hosts · 11 GPUs" in text and "2 queries" in text
-        assert "1 critical" in text  # boxa's thermal alert
+        assert "1 crit" in text  # boxa's thermal alert
         await pilot.press("enter")  # first row: boxa
         await pilot.pause(0.4)
         assert not isinstance(app.screen, FleetScreen)
@@ -66,3 +66,27 @@ async def test_fleet_rows_drill_in_and_back():
         assert "boxa" in text and "stale" in text  # the last answer stays, marked
         await pilot.press("q")
     assert not app.is_running
+
+
+async def test_a_host_whose_target_is_down_is_down_in_its_row_and_its_dashboard():
+    def handler(request):
+        if request.url.path == "/api/v1/targets":
+            return httpx.Response(200, json={"status": "success", "data": {"activeTargets": [
+                {"labels": {"instance": "127.0.0.1:19835", "job": "gpuwatch"}, "health": "down",
+                 "lastError": "connection refused", "lastScrape": "2026-11-23T10:00:00Z", "scrapeInterval": "2s"}],
+                "droppedTargets": []}})
+        q = dict(httpx.QueryParams(request.content.decode()))["query"]
+        return httpx.Response(200, json=_merged("rates" if "label_replace" in q else "gauges"))
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)))
+    app = FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=0.1)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.5)
+        row = next(line for line in visible_text(app).splitlines() if "boxa" in line)
+        assert "down since" in row and " ok" not in row and "1 crit" in row
+        other = next(line for line in visible_text(app).splitlines() if "gpu-node-07" in line)
+        assert "down" not in other  # (stale here: the target list names only boxa)
+        await pilot.press("enter")
+        await pilot.pause(0.4)
+        text = visible_text(app)
+        assert "boxa" in text and "down" in text and "connection refused" in text
+        await pilot.press("q")

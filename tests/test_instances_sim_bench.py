@@ -121,7 +121,7 @@ def test_bench_failure_is_reported_not_raised(servers):
     srv = servers({"/v1/completions": (500, "boom")})
     res = run_bench(srv.url, "vllm", model="m", timeout=5)
     assert res.error == "HTTP 500 from /v1/completions"
-    assert format_bench(res) == "m: benchmark failed: HTTP 500 from /v1/completions"
+    assert format_bench(res) == "gpuwatch: benchmark of m failed: HTTP 500 from /v1/completions"
     dead = run_bench("http://127.0.0.1:9", "ollama", model="m", timeout=2)
     assert dead.error and dead.generation_tokens_per_s is None
 

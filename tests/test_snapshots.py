@@ -41,3 +41,8 @@ def test_dashboard_200x60(snap_compare):
 def test_dashboard_80x24(snap_compare):
     assert snap_compare(StillApp(FakeSource(_box()), interval=60), terminal_size=(80, 24),
                         run_before=lambda pilot: pilot.pause(0.3))
+
+
+def test_dashboard_120x40(snap_compare):
+    assert snap_compare(StillApp(FakeSource(_box()), interval=60), terminal_size=(120, 40),
+                        run_before=lambda pilot: pilot.pause(0.3))

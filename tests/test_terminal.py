@@ -72,8 +72,8 @@ def _wait_exit(proc, timeout):
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
 def test_hangup_or_term_ends_the_dashboard_promptly(sig):
     with _dashboard(["--demo", "--no-discover"]) as (proc, master):
-        out = _read_until(master, b"GPU", 20)
-        assert b"GPU" in out, out[-500:]
+        out = _read_until(master, b"H100", 20)
+        assert b"H100" in out, out[-500:]
         os.close(master)  # the terminal goes away, as when the SSH connection drops
         start = time.time()
         proc.send_signal(sig)
@@ -85,7 +85,7 @@ def test_hangup_or_term_ends_the_dashboard_promptly(sig):
 def test_no_orphan_spins_after_hangup_even_if_exit_is_slow():
     """After SIGHUP the process must be gone (not spinning at 100 % CPU on a dead terminal)."""
     with _dashboard(["--demo", "--no-discover"]) as (proc, master):
-        _read_until(master, b"GPU", 20)
+        _read_until(master, b"H100", 20)
         os.close(master)
         proc.send_signal(signal.SIGHUP)
         assert _wait_exit(proc, 5) is not None

@@ -47,7 +47,7 @@ def test_doctor_text_names_each_check_and_counts_them():
     assert lines[0] == "gpuwatch doctor — box at 2026-11-23T10:00:00Z"
     assert any(line.startswith("WARN  persistence mode  off on GPU 3") for line in lines)
     assert any(line.strip() == "run nvidia-smi -pm 1" for line in lines)
-    assert lines[-1] == "1 passed, 1 warnings, 1 failed"
+    assert lines[-1] == "1 passed, 1 warning, 1 failed"
 
 
 def test_fleet_summary_picks_the_gpu_nearest_its_own_slowdown_point():
@@ -73,5 +73,5 @@ def test_fleet_text_has_one_line_per_host():
     text = render_fleet_text(FleetReading(time=a.time, hosts=[a, b], refresh_ms=12.0), "http://prom:9090")
     lines = text.splitlines()
     assert lines[0] == "fleet via http://prom:9090: 2 hosts, 12 ms"
-    assert lines[2].split() == ["box-a", "1", "50/50%", "60/87°C", "1,234", "0"]
+    assert lines[2].split() == ["box-a", "1", "50/50%", "60/87°C", "1,234", "ok", "0"]
     assert lines[3].split()[:2] == ["box-b", "0"] and "—" in lines[3]

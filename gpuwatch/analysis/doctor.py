@@ -9,19 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..vocab import engine_label
 from ..model import Alert, Snapshot
 from .alert_config import AlertConfig
 from .rules import (FABRIC_FIX, PID_NAMESPACE_NOTE, cpu_ranges, fabric_problems, fabric_summary, link_degraded,
                     link_text, numa_mismatches)
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
-_ORDER = {PASS: 0, WARN: 1, FAIL: 2}
+SKIP = "skip"  # the check could not be made (not reported here): unknown is not pass
+_ORDER = {SKIP: 0, PASS: 0, WARN: 1, FAIL: 2}
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 warning``, ``2 warnings``, ``1 pair``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # pass | warn | fail
+    status: str  # pass | warn | fail | skip (could not be checked here)
     detail: str
     notes: list[str] = field(default_factory=list)  # extra lines (a matrix, an explanation)
 
@@ -44,7 +51,7 @@ class DoctorReport:
         return max((c.status for c in self.checks), key=_ORDER.__getitem__, default=PASS)
 
     def counts(self) -> dict[str, int]:
-        out = {PASS: 0, WARN: 0, FAIL: 0}
+        out = {PASS: 0, WARN: 0, FAIL: 0, SKIP: 0}
         for c in self.checks:
             out[c.status] += 1
         return out
@@ -76,7 +83,7 @@ def run_doctor(snapshots: list[Snapshot], alerts: list[Alert] | None = None,
         checks.extend(c for c in (_fabric(last), _mig(last), _pid_namespace(last), _ecc(last)) if c is not None)
     checks.extend(_instances(last))
     checks.extend(_pools(last))
-    checks.extend(_alerts(alerts))
+    checks.extend(_alerts(alerts, _span_s(snapshots)))
     return report
 
 
@@ -124,8 +131,11 @@ def _persistence(s: Snapshot) -> Check:
                      ["without it the driver tears down between clients (slow starts, lost settings): "
                       "`sudo nvidia-smi -pm 1` or enable nvidia-persistenced"])
     if len(unknown) == len(s.gpus):
-        return Check("persistence mode", PASS, "unknown (not reported on this platform)")
-    return Check("persistence mode", PASS, "on for all GPUs" + (f" (unknown: GPU {_idx(unknown)})" if unknown else ""))
+        return Check("persistence mode", SKIP, "not reported on this platform")
+    if unknown:
+        on = [g.index for g in s.gpus if g.persistence_mode]
+        return Check("persistence mode", SKIP, f"on for GPU {_idx(on)}; not reported for GPU {_idx(unknown)}")
+    return Check("persistence mode", PASS, "on for all GPUs")
 
 
 _TOPO_RANK = {"NV": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
@@ -152,10 +162,10 @@ def _topology(s: Snapshot) -> Check:
     if len(s.gpus) < 2:
         return Check("topology", PASS, "a single GPU")
     if not known:
-        return Check("topology", PASS, "not reported (run `nvidia-smi topo -m`)")
+        return Check("topology", SKIP, "not reported (run `nvidia-smi topo -m`)")
     labels = {"NV": "NVLink", "PIX": "same PCIe switch", "PXB": "PCIe bridges", "PHB": "host bridge",
               "NODE": "same NUMA node", "SYS": "cross-socket"}
-    parts = [f"{labels.get(k, k)}: {len(v)} pairs" for k, v in sorted(pairs.items(), key=lambda kv: _TOPO_RANK.get(kv[0], 9))]
+    parts = [f"{labels.get(k, k)}: {plural(len(v), 'pair')}" for k, v in sorted(pairs.items(), key=lambda kv: _TOPO_RANK.get(kv[0], 9))]
     notes = _matrix(s)
     status = PASS
     # a tensor-parallel group that crosses the socket or has no NVLink over >2 GPUs is slow
@@ -196,7 +206,7 @@ def _links(snapshots: list[Snapshot], config: AlertConfig) -> list[Check]:
         p = g.pcie
         name = f"PCIe GPU {g.index}"
         if not p.max_gen and not p.max_width:
-            out.append(Check(name, PASS, "link not reported"))
+            out.append(Check(name, SKIP, "link not reported"))
             continue
         history = [s.gpu(g.index) for s in snapshots]
         history = [h for h in history if h is not None and not h.lost]
@@ -223,13 +233,18 @@ def _numa(snapshots: list[Snapshot]) -> Check:
         notes = [f"pid {p.pid} ({p.name or '?'}) on GPU {g.index} runs on CPUs {cpu_ranges(c)}, "
                  f"GPU is local to CPUs {cpu_ranges(g.cpu_affinity)}" for g, p, c in bad]
         notes.append("pin with `numactl --cpunodebind=N` or `taskset -c CPUS` (cross-socket costs 20-40 %)")
-        return Check("NUMA placement", WARN, f"{len(bad)} serving process(es) on the wrong NUMA node", notes)
+        return Check("NUMA placement", WARN, f"{plural(len(bad), 'serving process', 'serving processes')} on the "
+                                             f"wrong NUMA node", notes)
     if len(nodes) <= 1:
-        return Check("NUMA placement", PASS, "single NUMA node" if nodes else "NUMA layout not reported")
+        if not nodes:
+            return Check("NUMA placement", SKIP, "NUMA layout not reported")
+        return Check("NUMA placement", PASS, "single NUMA node")
     procs = sum(1 for g in s.gpus for p in g.processes if p.cpu_affinity)
     if not procs:
-        return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; no GPU process with a known CPU affinity")
-    return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {procs} GPU processes checked, all local")
+        return Check("NUMA placement", SKIP, f"{len(nodes)} NUMA nodes; no GPU process with a known CPU affinity "
+                                            f"to check")
+    return Check("NUMA placement", PASS, f"{len(nodes)} NUMA nodes; {plural(procs, 'GPU process', 'GPU processes')} "
+                                         f"checked, all local")
 
 
 def _fabric(s: Snapshot) -> Check | None:
@@ -273,8 +288,9 @@ def _ecc(s: Snapshot) -> Check | None:
         return None
     bad = {i: n for i, n in counts.items() if n}
     if bad:
-        return Check("ECC", WARN, ", ".join(f"GPU {i}: {n} uncorrected" for i, n in bad.items()),
-                     ["check `nvidia-smi -q -d ECC,PAGE_RETIREMENT`; a rising count means failing memory"])
+        return Check("ECC", WARN, ", ".join(f"GPU {i}: {n} uncorrected since the driver loaded" for i, n in bad.items()),
+                     ["not rising during this check (the ecc_errors alert fires when it rises); "
+                      "check `nvidia-smi -q -d ECC,PAGE_RETIREMENT`: a rising count means failing memory"])
     return Check("ECC", PASS, f"no uncorrected errors on {len(counts)} GPUs")
 
 
@@ -291,15 +307,17 @@ def _instance_checks(s: Snapshot) -> list[Check]:
     for inst in s.instances:
         name = f"instance {inst.name}"
         model = inst.models[0].name if inst.models else "no model loaded"
-        gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
-        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
+        gpus = (f"GPU {_idx(inst.gpus)}" if inst.gpus else "the CPU (no GPU)" if inst.parallelism == "cpu"
+                else "GPUs unknown")
+        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single", "cpu") else ""
         if inst.status in ("loading", "sleeping"):  # not a fault (vLLM sleep mode, weights loading)
             detail = f": {inst.status_detail}" if inst.status_detail else ""
             out.append(Check(name, WARN if inst.status == "loading" else PASS,
                              f"{inst.kind} at {inst.url} is {inst.status} since {inst.status_since or '?'}{detail}"))
             continue
         if inst.status != "up":
-            out.append(Check(name, FAIL, f"{inst.kind} at {inst.url} is {inst.status}: {inst.error or 'no answer'}"))
+            out.append(Check(name, FAIL, f"{engine_label(inst.kind)} at {inst.url} is {inst.status}: "
+                                         f"{inst.error or 'no answer'}"))
             continue
         tps = f", {inst.generation_tokens_per_s:.0f} tok/s" if inst.generation_tokens_per_s is not None else ""
         notes = [" ".join(f"{k}={v}" for k, v in inst.settings.items())] if inst.settings else []
@@ -312,7 +330,7 @@ def _instance_checks(s: Snapshot) -> list[Check]:
         if order:
             status = WARN
             notes.append(order)
-        out.append(Check(name, status, f"{inst.kind} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " "),
+        out.append(Check(name, status, f"{engine_label(inst.kind)} {inst.version or ''} up, {model} on {gpus}{par}{tps}".replace("  ", " "),
                          notes))
     return out
 
@@ -342,13 +360,20 @@ def _pools(s: Snapshot) -> list[Check]:
     return out
 
 
-def _alerts(alerts: Iterable[Alert]) -> list[Check]:
+def _alerts(alerts: Iterable[Alert], seconds: float | None = None) -> list[Check]:
     alerts = list(alerts)
     if not alerts:
-        return [Check("alerts", PASS, "none")]
+        during = f" during this {seconds:.0f} s look" if seconds else " during this look"
+        return [Check("alerts", PASS, f"none raised{during} (the checks above stand on their own)")]
     status = {"critical": FAIL, "warning": WARN, "info": PASS}
     return [Check(f"alert {a.kind}", status.get(a.severity, WARN), a.message if a.subject in a.message
                   else f"{a.subject}: {a.message}") for a in alerts]
+
+
+def _span_s(snapshots: list[Snapshot]) -> float | None:
+    from .history import _epoch
+    first, last = _epoch(snapshots[0].time), _epoch(snapshots[-1].time)
+    return None if first is None or last is None else max(1.0, last - first)
 
 
 def _idx(indices: Iterable[int]) -> str:

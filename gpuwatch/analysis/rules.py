@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
 from ..model import GPU, Alert, Instance, Snapshot
@@ -111,6 +112,16 @@ def _instance(snap: Snapshot, name: str) -> Instance | None:
         if inst.name == name:
             return inst
     return None
+
+
+def seconds_between(start_iso: str | None, end_iso: str | None) -> float | None:
+    """Seconds from one ISO time to another; None when either is missing or unreadable."""
+    if not start_iso or not end_iso:
+        return None
+    try:
+        return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
+    except (ValueError, TypeError):
+        return None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -229,7 +240,9 @@ def thermal_throttle(ctx: RuleContext) -> list[Alert]:
         if (temp is not None and g.temperature_shutdown_c is not None
                 and temp >= g.temperature_shutdown_c - ctx.p("critical_margin_c")):
             severity = "critical"
-            temp_s += f", shutdown at {g.temperature_shutdown_c:.0f} °C"
+            left = g.temperature_shutdown_c - temp
+            temp_s += (f", {left:.0f} °C below its shutdown at {g.temperature_shutdown_c:.0f} °C" if left >= 0.5 else
+                       f", AT its shutdown temperature ({g.temperature_shutdown_c:.0f} °C): the GPU will power off")
         fan = "" if g.fan_pct is None else f", fan {g.fan_pct:.0f} %"
         out.append(ctx.alert(g.label, f"GPU {g.index} {what}: {temp_s}, {_clock_text(g)}{fan}; "
                                       f"check airflow, fan curve and slot spacing (a free slot is worth ~15 °C)",
@@ -379,8 +392,8 @@ def pcie_degraded(ctx: RuleContext) -> list[Alert]:
             continue  # idle GPUs lower the link generation on purpose
         p = g.pcie
         if p.width and p.max_width and p.width < p.max_width:
-            step = (f"runs at x{p.width} of x{p.max_width}: reseat the card, move it to a x16 slot or check the "
-                    f"riser and BIOS lane bifurcation (a x4 GPU loses 35-40 % in tensor parallel)")
+            step = (f"runs at x{p.width} of x{p.max_width}: reseat the card, move it to an x16 slot or check the "
+                    f"riser and BIOS lane bifurcation (an x4 GPU loses 35-40 % in tensor parallel)")
         else:
             step = "generation below max under load: check the BIOS PCIe speed setting, the riser, or reseat the card"
         out.append(ctx.alert(g.label, f"GPU {g.index} PCIe link {link_text(g)} while {g.utilization_gpu_pct:.0f} % "
@@ -432,6 +445,15 @@ def numa_mismatch(ctx: RuleContext) -> list[Alert]:
 
 
 # ---- groups of GPUs ------------------------------------------------------------------------
+def _seen_s(ctx: RuleContext, window: float) -> float:
+    """The time the window's samples actually cover: a 3 s doctor run is no 30 s average."""
+    times = [t for t, _ in ctx.samples if t >= ctx.now - window]
+    return min(window, ctx.now - min(times)) if times else 0.0
+
+
+def _over(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 1.5 else "one sample" if seconds < 0.5 else "1 s"
+
 @rule("imbalance", "warning", "tensor-parallel GPUs that should look alike differ (or a pipeline GPU never works)")
 def imbalance(ctx: RuleContext) -> list[Alert]:
     out = []
@@ -453,7 +475,7 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
             if spread >= ctx.p("util_spread_pct"):
                 out.append(ctx.alert(inst.name,
                     f"tensor-parallel {inst.name}: GPU {low} averages {mean_util[low]:.0f} % utilization over "
-                    f"{window:.0f} s while GPU {busiest} averages {mean_util[busiest]:.0f} % ({spread:.0f} pts "
+                    f"{_over(_seen_s(ctx, window))} while GPU {busiest} averages {mean_util[busiest]:.0f} % ({spread:.0f} pts "
                     f"apart); the slowest GPU sets the pace: check GPU {low} for throttling, errors or a stuck worker"))
                 continue
             mem = {i: ctx.gpu_values(i, lambda g: g.memory_used_pct, window) for i in gpus}
@@ -478,7 +500,8 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
                 if held is None or held < ctx.p("min_model_memory_gib") * GiB:
                     continue
                 out.append(ctx.alert(inst.name,
-                    f"pipeline {inst.name}: GPU {i} holds {_gib(held)} of the model but did no work in {window:.0f} s "
+                    f"pipeline {inst.name}: GPU {i} holds {_gib(held)} of the model but did no work in "
+                    f"{_over(_seen_s(ctx, window))} "
                     f"while GPU {busiest} averaged {mean_util[busiest]:.0f} %; its layers may be stuck: "
                     f"check the server log and restart the instance", key=f"imbalance:{inst.name}:GPU {i}"))
     return out
@@ -517,7 +540,7 @@ def replica_imbalance(ctx: RuleContext) -> list[Alert]:
                 tps_s = f" ({tps[hi]:.0f} vs {tps[lo]:.0f} tok/s)"
             out.append(ctx.alert(insts[0].models[0].name,
                 f"replicas of {insts[0].models[0].name}: {hi} carries {load[hi]:.1f} requests (running+waiting, "
-                f"{window:.0f} s mean) while {lo} carries {load[lo]:.1f}{tps_s}; check the load balancer "
+                f"{_over(_seen_s(ctx, window))} mean) while {lo} carries {load[lo]:.1f}{tps_s}; check the load balancer "
                 f"(least_conn) and that {lo} is in its upstream list"))
     return out
 
@@ -531,6 +554,12 @@ def backend_down(ctx: RuleContext) -> list[Alert]:
             reason = inst.error or ("not answering" if inst.status == "down" else "error")
             out.append(ctx.alert(inst.name, f"{inst.name} ({inst.kind}, {inst.url}) is {inst.status}: {reason}; "
                                             f"check its service (`systemctl status`, `journalctl -u`) and log"))
+        elif inst.status == "loading":
+            loading_s = seconds_between(inst.status_since, ctx.snapshot.time)
+            if loading_s is not None and loading_s > ctx.p("loading_limit_s"):
+                out.append(ctx.alert(inst.name, f"{inst.name} ({inst.kind}, {inst.url}) has been loading its model "
+                                                f"for {loading_s / 60:.0f} min; check its log for a stuck download "
+                                                f"or slow storage"))
     return out
 
 

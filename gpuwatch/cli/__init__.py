@@ -15,9 +15,11 @@ from .parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..usage import demo_before_command
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(demo_before_command(sys.argv[1:] if argv is None else argv, COMMANDS, "h100x8"))
         handler = COMMANDS.get(args.command, cmd_dashboard)
         return handler(args)
     except UserError as e:

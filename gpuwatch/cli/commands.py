@@ -22,7 +22,21 @@ def settings_from(args) -> Settings:
     )
 
 
+def _check(problem: str | None) -> None:
+    if problem:
+        from ..errors import UsageError
+        raise UsageError(problem)
+
+
+def _check_theme(args) -> None:
+    from ..frontends.tui.themes import theme_problem
+    _check(theme_problem(getattr(args, "theme", None)))
+
+
 def cmd_dashboard(args) -> int:
+    from ..usage import no_terminal_problem
+    _check_theme(args)
+    _check(no_terminal_problem(sys.stdin, sys.stdout, sys.__stderr__))
     settings = settings_from(args)
     # a demo watches the simulated box, unless a fleet was asked for on this command line
     url = settings.prometheus_url if settings.demo is None else getattr(args, "prometheus", None)
@@ -34,12 +48,15 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
+    from ..usage import snapshot_flags_problem
+    _check(snapshot_flags_problem(args))
     settings = settings_from(args)
     if getattr(args, "prometheus", None):
         return _fleet_snapshot(settings, args.prometheus, as_json=args.json)
     if args.svg:
         from ..frontends.tui.shots import snapshot_svg
-        return snapshot_svg(settings, args.svg, args.size)
+        _check_theme(args)
+        return snapshot_svg(settings, args.svg, args.size or (120, 40))
     from ..runtime import sample_window
     snap = sample_window(settings)[-1]
     if args.json:
@@ -95,11 +112,12 @@ def cmd_bench(args) -> int:
     from ..collect.bench import format_bench, run_bench
 
     result = run_bench(args.url, None, model=args.model, runs=args.runs, api_key_env=args.api_key_env)
-    print(format_bench(result))
+    print(format_bench(result, args.url), file=sys.stderr if result.error else sys.stdout)
     return 0 if result.error is None else 1
 
 
 def cmd_replay(args) -> int:
+    _check_theme(args)
     from ..frontends.tui.replay import run_replay
     return run_replay(settings_from(args), args.file, speed=args.speed, start=args.start, rotated=args.rotated)
 

@@ -39,8 +39,10 @@ def _interval(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: expected http://HOST:PORT")
+    from ..usage import url_problem
+    problem = url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text.rstrip("/")
 
 
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON (schema v1, docs/SCHEMA.md)")
     fmt.add_argument("--text", action="store_true", help="a plain-text table (the default)")
     fmt.add_argument("--svg", metavar="FILE", help="draw the dashboard headlessly into an SVG file")
-    snap.add_argument("--size", type=_size, default=(120, 40), metavar="WxH", help="terminal size for --svg")
+    snap.add_argument("--size", type=_size, metavar="WxH", help="terminal size for --svg (default 120x40)")
     snap.add_argument("--prometheus", type=_url, metavar="URL", default=argparse.SUPPRESS,
                       help="one document per host of a fleet, read through Prometheus")
     snap.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="theme for --svg")

@@ -33,6 +33,10 @@ from .promql import QueryResult
 MIB = 1024 * 1024
 NAME_LABEL = "gw_metric"  # carries the metric name through rate() in the rates query
 RATE_WINDOW = "1m"
+LAST_SAMPLE = "gpuwatch_host_last_sample"  # a name of our own for the last-scrape subquery's result
+LAST_SAMPLE_WINDOW = "15m"  # a box quiet for longer is no longer listed by a one-shot snapshot
+LAST_SAMPLE_STEP_S = 5  # the subquery's resolution: the time it gives lags by up to this much
+LAST_SAMPLE_STEP = f"{LAST_SAMPLE_STEP_S}s"
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,29 @@ def build_queries(window: str = RATE_WINDOW) -> dict[str, str]:
     rates = [f.metric for f in (*GPUWATCH_GPU, *GPUWATCH_INSTANCE) if f.mode == "rate"]
     rates += [m for m, (_, f) in ENGINE_FIELDS.items() if f.mode == "rate"]
     names = "|".join(sorted(set(gauges)))
+    # when each gpuwatch box (host label, scrape target) was last scraped, over LAST_SAMPLE_WINDOW:
+    # its `timestamp()` is the sample's own time, and last_over_time of the subquery keeps it after
+    # the series ended (a box that stopped is then still known, with since when)
+    last = (f'label_replace(last_over_time(timestamp({N.HOST_INFO})[{LAST_SAMPLE_WINDOW}:{LAST_SAMPLE_STEP}]), '
+            f'"{NAME_LABEL}", "{LAST_SAMPLE}", "", "")')
     # rate() drops the metric name and `or` matches series on their other labels: label_replace puts
     # the name into a label of its own, so that one query carries every rate of every host
     rate_q = " or ".join(f'label_replace(rate({m}[{window}]), "{NAME_LABEL}", "{m}", "", "")'
-                         for m in sorted(set(rates)))
+                         for m in sorted(set(rates))) + " or " + last
     return {"gauges": f'{{__name__=~"{names}"}}', "rates": rate_q}
+
+
+def exported_alert(host: str, labels: dict) -> Alert:
+    """An alert the box's own gpuwatch raised, as its ``gpuwatch_alert`` series carries it (kind,
+    severity, subject: the message with its numbers is not a label, it would churn series): the
+    rule's own description says what it means."""
+    from ..analysis.rules import RULES
+
+    kind = labels.get("kind") or "alert"
+    rule = RULES.get(kind)
+    what = rule.summary if rule is not None else "an alert"
+    return Alert(kind=kind, severity=labels.get("severity", "warning"), subject=labels.get("subject", "box"),
+                 message=f"{kind}: {what} (raised by gpuwatch on {host}; its dashboard has the numbers)")
 
 
 # ---- building snapshots -----------------------------------------------------------------------------
@@ -245,6 +267,7 @@ class _Host:
     alerts: list[Alert] = field(default_factory=list)
     prio: dict = field(default_factory=dict)  # (id(obj), path) -> prio of the value set
     extra: dict = field(default_factory=dict)  # (gpu index, "#name") -> value
+    targets: set = field(default_factory=set)  # Prometheus's `instance` labels its series came from
 
 
 class FleetBuilder:
@@ -254,6 +277,8 @@ class FleetBuilder:
         self.hosts: dict[str, _Host] = {}
         self.eval_time: float | None = None
         self.unmatched = 0  # samples of a known metric without a host label
+        self.last_sample: dict[str, float] = {}  # host -> time of its newest sample (gpuwatch boxes)
+        self.recent_targets: dict[str, set[str]] = {}  # host -> scrape targets seen in LAST_SAMPLE_WINDOW
         self._create = True
 
     class _Skip(Exception):
@@ -276,6 +301,9 @@ class FleetBuilder:
         for s in result.samples:
             labels = s.labels
             metric = labels.get(NAME_LABEL) or labels.get("__name__", "")
+            if metric == LAST_SAMPLE:
+                self._last_sample(labels, s.value)
+                continue
             try:
                 if metric.startswith(N.PREFIX):
                     self._gpuwatch(metric, labels, s.value)
@@ -290,6 +318,13 @@ class FleetBuilder:
             except self._Skip:
                 continue
 
+    def _last_sample(self, labels: dict, v: float) -> None:
+        host = labels.get("host")
+        if host:
+            self.last_sample[host] = max(v, self.last_sample.get(host, v))
+            if labels.get("instance"):
+                self.recent_targets.setdefault(host, set()).add(labels["instance"])
+
     # -- gpuwatch --
     def _gpuwatch(self, metric: str, labels: dict, v: float) -> None:
         hname = labels.get("host")
@@ -298,6 +333,8 @@ class FleetBuilder:
             return
         h = self._host(hname)
         h.gpuwatch = True
+        if "instance" in labels:
+            h.targets.add(labels["instance"])
         f = GW_GPU.get(metric)
         if f is not None:
             self._set_value(h, self._gw_gpu(h, labels), f, v)
@@ -355,9 +392,7 @@ class FleetBuilder:
                 m.cpu_offload_pct = v * 100.0
         elif metric == N.ALERT:
             if v >= 0.5:
-                h.alerts.append(Alert(kind=labels.get("kind", "?"), severity=labels.get("severity", "warning"),
-                                      subject=labels.get("subject", "box"),
-                                      message=f"raised by gpuwatch on {hname}; run gpuwatch there for details"))
+                h.alerts.append(exported_alert(hname, labels))
 
     def _gw_gpu(self, h: _Host, labels: dict) -> GPU:
         return self._gpu(h.gw_gpus, labels, GPU_IDENTITY_LABELS["gpuwatch"])
@@ -406,6 +441,8 @@ class FleetBuilder:
             self.unmatched += 1
             return
         h = self._host(hname)
+        if "instance" in labels:
+            h.targets.add(labels["instance"])
         g = self._gpu(h.dc_gpus, labels, GPU_IDENTITY_LABELS["dcgm"])
         for attr, label in DCGM_HOST_LABELS.items():
             if labels.get(label):
@@ -420,6 +457,7 @@ class FleetBuilder:
             return
         h = self._host(hname)
         target = labels.get("instance") or hname
+        h.targets.add(target)
         key = f"{kind}:{_port_of(target)}"
         inst = h.en_inst.get(key)
         if inst is None:

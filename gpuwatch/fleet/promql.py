@@ -67,6 +67,62 @@ def parse_vector(data: dict) -> QueryResult:
     return out
 
 
+@dataclass
+class Target:
+    """One scrape target as Prometheus sees it (``/api/v1/targets``; fields as documented at
+    https://prometheus.io/docs/prometheus/latest/querying/api/#targets: ``health`` is
+    ``up``/``down``/``unknown`` (not scraped yet, e.g. just after a restart), ``lastScrape`` an
+    RFC 3339 time, ``scrapeInterval`` a duration such as ``15s``)."""
+    instance: str
+    job: str
+    health: str
+    last_scrape: float | None  # epoch seconds; None when never scraped
+    last_error: str
+    interval_s: float | None
+
+
+def parse_targets(data: dict) -> list[Target]:
+    if not isinstance(data, dict) or data.get("status") != "success":
+        raise PromError("Prometheus did not list its targets")
+    out = []
+    for t in (data.get("data") or {}).get("activeTargets") or []:
+        labels = t.get("labels") or {}
+        out.append(Target(instance=str(labels.get("instance", "")), job=str(labels.get("job", "")),
+                          health=str(t.get("health") or "unknown"), last_scrape=_rfc3339(t.get("lastScrape")),
+                          last_error=str(t.get("lastError") or ""), interval_s=_duration(t.get("scrapeInterval"))))
+    return out
+
+
+def _rfc3339(text) -> float | None:
+    from datetime import datetime
+    if not isinstance(text, str) or text.startswith("0001-"):  # Go's zero time: never scraped
+        return None
+    try:
+        # Prometheus writes nanoseconds; Python's parser takes up to microseconds
+        head, _, frac = text.rstrip("Z").partition(".")
+        digits = "".join(ch for ch in frac if ch.isdigit())[:6]
+        tz = "+00:00" if text.endswith("Z") else ""
+        if not tz and ("+" in frac or "-" in frac):
+            tz = frac[len("".join(ch for ch in frac if ch.isdigit())):]
+        return datetime.fromisoformat(f"{head}.{digits or '0'}{tz or '+00:00'}").timestamp()
+    except ValueError:
+        return None
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text) -> float | None:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds."""
+    import re
+    if not isinstance(text, str) or not text:
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
 class PromClient:
     """Instant queries against one Prometheus server (``url`` is its base, e.g.
     ``http://127.0.0.1:9090``). Thread-safe; queries of one refresh run in parallel."""
@@ -107,10 +163,29 @@ class PromClient:
         out.bytes = len(content)
         return out
 
+    def targets(self) -> list[Target]:
+        """The scrape targets and their health (``/api/v1/targets?state=active``)."""
+        try:
+            r = self._client.get("/api/v1/targets", params={"state": "active"})
+            data = r.json()
+        except httpx.HTTPError as e:
+            raise PromError(f"Prometheus at {self.url} did not list its targets: {_reason(e)}") from None
+        except ValueError:
+            raise PromError(f"Prometheus at {self.url} did not list its targets (HTTP {r.status_code})") from None
+        return parse_targets(data)
+
     def query_many(self, queries: dict[str, str], at: float | None = None) -> tuple[dict[str, QueryResult],
                                                                                       dict[str, str]]:
         """Run several queries in parallel: (results by name, error sentence by name)."""
+        results, errors, _ = self.query_many_and_targets(queries, at, with_targets=False)
+        return results, errors
+
+    def query_many_and_targets(self, queries: dict[str, str], at: float | None = None, with_targets: bool = True
+                               ) -> tuple[dict[str, QueryResult], dict[str, str], list[Target] | None]:
+        """The queries and the target list, all in parallel. The targets are None when Prometheus
+        did not list them (a federating front may not): that is no error of the refresh."""
         futures = {name: self._pool.submit(self.query, q, at) for name, q in queries.items()}
+        tfut = self._pool.submit(self.targets) if with_targets else None
         results: dict[str, QueryResult] = {}
         errors: dict[str, str] = {}
         for name, fut in futures.items():
@@ -120,7 +195,13 @@ class PromClient:
                 errors[name] = str(e)
             except Exception as e:  # never a traceback on screen
                 errors[name] = f"{type(e).__name__}: {e}"
-        return results, errors
+        targets = None
+        if tfut is not None:
+            try:
+                targets = tfut.result()
+            except Exception:
+                targets = None
+        return results, errors, targets
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -23,6 +23,7 @@ from ..model import Snapshot
 from ..pipeline import iso
 from .mapping import RATE_WINDOW, FleetBuilder, build_queries
 from .promql import PromClient
+from .status import host_status, status_alert
 
 
 @dataclass
@@ -59,6 +60,8 @@ class FleetSource:
         self.histories: dict[str, History] = {}
         self.last_seen: dict[str, float] = {}
         self.last: FleetReading | None = None
+        self.targets_of: dict[str, set[str]] = {}  # host -> the scrape targets its series came from
+        self.down_since: dict[str, float] = {}
 
     def _engine(self, host: str):
         e = self.engines.get(host)
@@ -75,7 +78,7 @@ class FleetSource:
     def refresh(self) -> FleetReading:
         start = time.perf_counter()
         now = self.wall()
-        results, errors = self.client.query_many(self.queries, at=now)
+        results, errors, targets = self.client.query_many_and_targets(self.queries, at=now)
         t_parse = time.perf_counter()
         builder = FleetBuilder()
         for name in self.queries:
@@ -83,6 +86,12 @@ class FleetSource:
                 builder.add(results[name], create=name != "rates")
         when = iso(builder.eval_time or now)
         hosts = builder.snapshots(when)
+        for name, h in builder.hosts.items():
+            self.targets_of.setdefault(name, set()).update(h.targets)
+        for name, recent in builder.recent_targets.items():
+            self.targets_of.setdefault(name, set()).update(recent)
+            if name not in self.last_seen:  # a box that stopped before we started
+                self.last_seen[name] = builder.last_sample.get(name, now)
         parse_ms = (time.perf_counter() - t_parse) * 1000
         error = None
         if errors:
@@ -98,19 +107,26 @@ class FleetSource:
                 if h in seen:
                     continue
                 if now - t > self.forget_after_s:
-                    del self.last_seen[h]
-                    self.engines.pop(h, None)
-                    self.histories.pop(h, None)
+                    for kept in (self.last_seen, self.engines, self.histories, self.targets_of, self.down_since):
+                        kept.pop(h, None)
                     continue
-                hosts.append(Snapshot(time=when, host=h, source="prometheus",
-                                      nvml_error=f"no series from {h} in Prometheus since {iso(t)[11:19]}Z "
-                                                 f"(exporter stopped or target down)"))
+                hosts.append(Snapshot(time=when, host=h, source="prometheus"))
             hosts.sort(key=lambda s: s.host)
+        by_instance = {t.instance: t for t in targets} if targets is not None else None
         for snap in hosts:
+            status = snap.status = host_status(snap.host, self.targets_of.get(snap.host, set()), by_instance, now,
+                                               self.down_since, snap.host in seen, self.last_seen.get(snap.host),
+                                               builder.last_sample.get(snap.host))
+            if status.state != "up" and not snap.gpus:
+                snap.nvml_error = f"{snap.host} is {status.state}: {status.reason}"
             own = list(snap.alerts)  # raised by gpuwatch on the box itself
             self._engine(snap.host).update(snap)
             have = {a.identity() for a in snap.alerts}
             snap.alerts += [a for a in own if a.identity() not in have]
+            down = status_alert(snap.host, status)
+            if down is not None:
+                # what the host said before it went quiet is not news: the one alert is that it did
+                snap.alerts = [down]
             self.history(snap.host).add(snap)
         total_ms = (time.perf_counter() - start) * 1000
         for snap in hosts:

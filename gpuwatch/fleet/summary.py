@@ -23,6 +23,9 @@ class HostSummary:
     alerts: int
     worst: str | None
     problem: str | None  # the host's data could not be read (nvml_error / no series)
+    counts: dict[str, int] | None = None  # alerts by severity
+    state: str = "up"  # up | down | stale (Prometheus's view of the host's targets)
+    since: str | None = None
 
     @property
     def hot_margin_c(self) -> float | None:
@@ -51,4 +54,6 @@ def summarize(s: Snapshot) -> HostSummary:
         hot_slowdown_c=hot[1].temperature_slowdown_c if hot else None,
         tok_s=sum(toks) if toks else None, alerts=len(s.alerts), worst=worst,
         problem=s.nvml_error if not s.gpus else None,
+        counts={sev: sum(1 for a in s.alerts if a.severity == sev) for sev in {a.severity for a in s.alerts}},
+        state=s.status.state if s.status is not None else "up", since=s.status.since if s.status is not None else None,
     )

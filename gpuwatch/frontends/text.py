@@ -4,9 +4,10 @@ The data layer returns data; this module is where it becomes words."""
 
 from __future__ import annotations
 
-from ..analysis.doctor import FAIL, PASS, WARN, DoctorReport
+from ..analysis.doctor import FAIL, PASS, SKIP, WARN, DoctorReport, plural
 from ..fleet.summary import HostSummary, summarize
 from ..model import Snapshot
+from ..vocab import engine_label, severity_rank
 from .units import fmt_bytes, fmt_rate, fmt_pct, na
 
 
@@ -25,7 +26,7 @@ def render_text(snap: Snapshot) -> str:
     if snap.gpus:
         lines.append("")
         lines.append(f"{'GPU':>3}  {'Name':<24} {'Util':>5} {'Memory':>17} {'Temp':>9} {'Power':>13} "
-                     f"{'SM MHz':>11} {'PCIe':>8} {'PCIe RX/TX':>19}  Throttle")
+                     f"{'SM MHz':>11} {'PCIe':>17} {'PCIe RX/TX':>19}  Throttle")
         for g in snap.gpus:
             name = (g.name or "?")[:24]
             if g.lost:
@@ -36,14 +37,15 @@ def render_text(snap: Snapshot) -> str:
             temp = f"{na(g.temperature_c, '{:.0f}')}/{na(g.temperature_slowdown_c, '{:.0f}')}C"
             power = f"{na(g.power_w, '{:.0f}')}/{na(g.power_limit_w, '{:.0f}')}W"
             clock = f"{na(g.sm_clock_mhz)}/{na(g.sm_clock_max_mhz)}"
-            link = f"G{na(g.pcie.gen)}x{na(g.pcie.width)}"
-            if (g.pcie.width and g.pcie.max_width and g.pcie.width < g.pcie.max_width) or (
-                    g.pcie.gen and g.pcie.max_gen and g.pcie.gen < g.pcie.max_gen):
-                link += "*"
+            link = f"Gen{na(g.pcie.gen)} x{na(g.pcie.width)}"
+            if g.pcie.width and g.pcie.max_width and g.pcie.width < g.pcie.max_width:
+                link += f" of x{g.pcie.max_width}"  # trained below its width: worth saying in words
+            elif g.pcie.gen and g.pcie.max_gen and g.pcie.gen < g.pcie.max_gen:
+                link += " idle" if (g.utilization_gpu_pct or 0) <= 10 else f" of Gen{g.pcie.max_gen}"
             io = f"{fmt_rate(g.pcie.rx_bytes_per_s)}/{fmt_rate(g.pcie.tx_bytes_per_s)}"
             reasons = ",".join(r for r in g.throttle_reasons if r != "gpu_idle") or "-"
             lines.append(f"{g.index:>3}  {name:<24} {fmt_pct(g.utilization_gpu_pct):>5} {mem:>17} {temp:>9} "
-                         f"{power:>13} {clock:>11} {link:>8} {io:>19}  {reasons}")
+                         f"{power:>13} {clock:>11} {link:>17} {io:>19}  {reasons}")
         notes = [f"GPU {g.index}: {why}" for g in snap.gpus for why in g.errors.values()]
         for g in snap.gpus:
             for d in g.mig_devices:
@@ -64,14 +66,14 @@ def render_text(snap: Snapshot) -> str:
                              f"{(p.cmdline or p.name or '?')[:80]}")
     if snap.instances:
         lines.append("")
-        lines.append(f"{'Instance':<18} {'Kind':<8} {'Status':<6} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
+        lines.append(f"{'Instance':<18} {'Engine':<9} {'Status':<8} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
                      f"{'run/wait':>9} {'KV':>5}  Model")
         for inst in snap.instances:
             gpus = ",".join(str(i) for i in inst.gpus) or "-"
             models = ", ".join(m.name for m in inst.models) or "-"
             rw = f"{na(inst.requests_running, '{:.0f}')}/{na(inst.requests_waiting, '{:.0f}')}"
             status = inst.status
-            lines.append(f"{inst.name[:18]:<18} {inst.kind:<8} {status:<6} {gpus:<10} {inst.parallelism:<9} "
+            lines.append(f"{inst.name[:18]:<18} {engine_label(inst.kind)[:9]:<9} {status:<8} {gpus:<10} {inst.parallelism:<9} "
                          f"{na(inst.generation_tokens_per_s, '{:.1f}'):>9} {rw:>9} "
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:
@@ -110,8 +112,12 @@ def render_doctor(report: DoctorReport) -> str:
         for n in c.notes:
             lines.append(f"{'':<4}  {'':<{width}}    {n}")
     n = report.counts()
-    lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed"]
+    tail = f"{n[PASS]} passed, {plural(n[WARN], 'warning')}, {n[FAIL]} failed"
+    if n[SKIP]:
+        tail += f", {n[SKIP]} not checked (not reported on this box)"
+    lines += ["", tail]
     return "\n".join(lines) + "\n"
+
 
 
 # ---- fleets -----------------------------------------------------------------------------------
@@ -130,8 +136,23 @@ def fleet_tok_text(r: HostSummary) -> str:
     return "—" if r.tok_s is None else f"{r.tok_s:,.0f}"
 
 
+SEVERITY_SHORT = {"critical": "crit", "warning": "warn", "info": "info"}
+
+
 def fleet_alert_text(r: HostSummary) -> str:
-    return "0" if not r.alerts else f"{r.alerts} {r.worst}"
+    """``1 crit 1 warn``: each severity counted on its own, worst first."""
+    if not r.alerts:
+        return "0"
+    counts = r.counts or {r.worst or "warning": r.alerts}
+    order = sorted(counts, key=lambda k: -severity_rank(k))
+    return " ".join(f"{counts[k]} {SEVERITY_SHORT.get(k, k)}" for k in order)
+
+
+def fleet_state_text(r: HostSummary) -> str:
+    """``ok``, ``down since 07:53:10Z``, ``stale since …``."""
+    if r.state == "up":
+        return "no GPUs" if r.problem else "ok"
+    return r.state + (f" since {r.since[11:19]}Z" if r.since else "")
 
 
 def render_fleet_text(reading, url: str) -> str:
@@ -139,9 +160,9 @@ def render_fleet_text(reading, url: str) -> str:
     lines = [f"fleet via {url}: {len(reading.hosts)} hosts, {reading.refresh_ms:.0f} ms"]
     if reading.error:
         lines.append(f"error: {reading.error}")
-    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  alerts")
+    lines.append(f"{'host':<24} {'GPUs':>4} {'util':>9} {'hottest':>12} {'tok/s':>8}  {'state':<22} alerts")
     for s in reading.hosts:
         r = summarize(s)
         lines.append(f"{r.host[:24]:<24} {r.gpus:>4} {fleet_util_text(r):>9} {fleet_hot_text(r):>12} "
-                     f"{fleet_tok_text(r):>8}  {fleet_alert_text(r)}")
+                     f"{fleet_tok_text(r):>8}  {fleet_state_text(r):<22} {fleet_alert_text(r)}")
     return "\n".join(lines) + "\n"

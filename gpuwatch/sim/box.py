@@ -255,7 +255,7 @@ class SimBox:
         util = round(100 * load)
         wobble = math.sin(0.37 * t + gpu)
         # memory: weights (and vLLM's preallocated KV cache) stay put; a little activation churn
-        mem_used = sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        mem_used = sum(self.weights_on_gpu(inst, rank) for inst, rank in owners)
         mem_used += sum(mem for *_rest, mem in self.mig_devices(gpu))
         if owners:
             mem_used += int(0.15 * GiB * load)
@@ -276,7 +276,9 @@ class SimBox:
             spec.power_limit_w - spec.power_idle_w) + 0.6 * wobble
         hot = self.hot_progress(gpu, t)
         if hot > 0:
-            target = spec.temp_slowdown_c + 1.5 + 0.8 * wobble
+            # a throttling GPU holds about its slowdown point; it never reaches its shutdown point
+            # (that would power it off)
+            target = min(spec.temp_slowdown_c + 1.0 + 0.4 * wobble, spec.temp_shutdown_c - 1.2)
             temp = temp + (target - temp) * hot
             if hot >= 1.0:
                 reasons |= REASON_SW_THERMAL | REASON_HW_THERMAL
@@ -344,11 +346,11 @@ class SimBox:
         mig = [(self.host_pid(pid), mem) for _n, _gi, _total, pid, mem in self.mig_devices(gpu) if pid is not None]
         if not owners:
             return mig
-        extra = self.gpu_state(gpu).mem_used - sum(inst.weights_bytes_per_gpu[rank] for inst, rank in owners)
+        extra = self.gpu_state(gpu).mem_used - sum(self.weights_on_gpu(inst, rank) for inst, rank in owners)
         out = []
         for k, (inst, rank) in enumerate(owners):
             out.append((self.host_pid(self.gpu_pid(inst, rank)),
-                        inst.weights_bytes_per_gpu[rank] + (extra if k == 0 else 0)))
+                        self.weights_on_gpu(inst, rank) + (extra if k == 0 else 0)))
         return out + mig
 
     # ---- inference servers ---------------------------------------------------------
@@ -382,7 +384,7 @@ class SimBox:
         wave = self._waves[inst.name]
         step = self._hot_step_time(inst)
         f_now = self._throughput_factor_at(inst, t)
-        if step is None or t <= step:
+        if step is None or t < step:  # at the step itself the GPU throttles: the piecewise sum
             return inst.peak_tokens_per_s * f_now * wave.integral(t)
         f_before = self._throughput_factor_at(inst, step - 1e-6)
         before = inst.peak_tokens_per_s * f_before * wave.integral(step)
@@ -418,6 +420,16 @@ class SimBox:
             requests_running=running if up else 0, requests_waiting=waiting if up else 0, kv_cache_usage=kv,
             ttft_s=ttft, itl_s=min(itl, 2.0), preemptions_total=preempt, requests_total=requests_total,
         )
+
+    def weights_on_gpu(self, inst: InstanceSpec, rank: int) -> int:
+        """What the instance holds on its rank-th GPU: an Ollama model partly on the CPU holds
+        only its VRAM share, split like the whole (Ollama's /api/ps size_vram = the sum of it)."""
+        held = inst.weights_bytes_per_gpu[rank]
+        if inst.kind == "ollama":
+            size, vram = self.ollama_size_vram(inst)
+            if size and vram < size:
+                held = int(held * vram / size)
+        return held
 
     def ollama_size_vram(self, inst: InstanceSpec) -> tuple[int, int]:
         size = inst.size_bytes or sum(inst.weights_bytes_per_gpu)

@@ -114,6 +114,10 @@ class InstanceSpec:
     # extra environment of the server process (Ollama's serving settings)
     env: tuple[tuple[str, str], ...] = ()
     port: int | None = None  # the port it would listen on (the simulated server takes it when free)
+    # one request alone, tok/s: what `gpuwatch bench` measures. Bigger models are slower per
+    # stream (decode is memory-bound: ~bandwidth / bytes of weights read per token)
+    single_stream_tok_s: float = 60.0
+    loading_s: float = 0.0  # llama.cpp: answers 503 "Loading model" for this long after start
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _h100x8() -> Scenario:
     tp4 = InstanceSpec(
         name="vllm-llama70b", kind="vllm", model="meta-llama/Llama-3.3-70B-Instruct",
         gpus=(0, 1, 2, 3), parallelism="tensor", weights_bytes_per_gpu=(66 * GiB,) * 4,
-        peak_tokens_per_s=2400, load_period_s=120, version="0.11.0",
+        peak_tokens_per_s=2400, load_period_s=120, version="0.11.0", single_stream_tok_s=45,
         cmdline=("/opt/vllm/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
                  "meta-llama/Llama-3.3-70B-Instruct", "--tensor-parallel-size", "4", "--port", "8000"),
         process_name="python3", worker_name="VLLM::Worker_TP{rank}",
@@ -165,7 +169,7 @@ def _h100x8() -> Scenario:
     tp2 = InstanceSpec(
         name="vllm-qwen32b", kind="vllm", model="Qwen/Qwen2.5-32B-Instruct",
         gpus=(4, 5), parallelism="tensor", weights_bytes_per_gpu=(64 * GiB,) * 2,
-        peak_tokens_per_s=1300, load_period_s=75, load_phase=1.7, version="0.11.0",
+        peak_tokens_per_s=1300, load_period_s=75, load_phase=1.7, version="0.11.0", single_stream_tok_s=62,
         cmdline=("/opt/vllm/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
                  "Qwen/Qwen2.5-32B-Instruct", "-tp", "2", "--port", "8001"),
         process_name="python3", worker_name="VLLM::Worker_TP{rank}",
@@ -173,7 +177,7 @@ def _h100x8() -> Scenario:
     sglang = InstanceSpec(
         name="sglang-mistral", kind="sglang", model="mistralai/Mistral-7B-Instruct-v0.3",
         gpus=(6,), parallelism="single", weights_bytes_per_gpu=(58 * GiB,),
-        peak_tokens_per_s=900, load_period_s=60, load_phase=0.6, version="0.5.3",
+        peak_tokens_per_s=900, load_period_s=60, load_phase=0.6, version="0.5.3", single_stream_tok_s=150,
         cmdline=("python3", "-m", "sglang.launch_server", "--model-path",
                  "mistralai/Mistral-7B-Instruct-v0.3", "--port", "30000"),
     )
@@ -192,7 +196,7 @@ def _h100x8_4i() -> Scenario:
         name="llama-server", kind="llamacpp", model="llama-3.1-8b-instruct-q8_0.gguf",
         gpus=(7,), parallelism="single", weights_bytes_per_gpu=(int(9.5 * GiB),),
         peak_tokens_per_s=140, load_period_s=45, load_phase=2.3, load_base=0.4, load_amplitude=0.3,
-        version="b6500",
+        version="b6500", single_stream_tok_s=95,
         cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/llama-3.1-8b-instruct-q8_0.gguf",
                  "--metrics", "--port", "8080", "-ngl", "99"),
         process_name="llama-server",
@@ -225,15 +229,17 @@ def _rtx4090x2() -> Scenario:
         name="ollama", kind="ollama", model="llama3.3:70b-instruct-q4_K_M",
         gpus=(0, 1), parallelism="pipeline", weights_bytes_per_gpu=(int(21.5 * GiB), int(20.1 * GiB)),
         peak_tokens_per_s=19, load_period_s=50, load_base=0.5, load_amplitude=0.4,
-        gpu_work_share=(1.0, 0.55), size_bytes=int(41.6 * GiB),
+        gpu_work_share=(1.0, 0.55), size_bytes=int(41.6 * GiB), single_stream_tok_s=19,
         version="0.12.6", cmdline=("/usr/local/bin/ollama", "serve"), process_name="ollama",
         user="ollama",
     )
+    # a small model beside the 70B: 1.5B q8_0 is 1.6 GiB of weights plus its 8k context, and
+    # leaves GPU 1 room for Ollama's 20.1 GiB (a 7B q8_0, 7.5 GiB, would not fit beside it)
     llamacpp = InstanceSpec(
-        name="llama-server", kind="llamacpp", model="qwen2.5-coder-7b-instruct-q8_0.gguf",
-        gpus=(1,), parallelism="single", weights_bytes_per_gpu=(int(1.2 * GiB),),
-        peak_tokens_per_s=0.0, load_base=0.0, load_amplitude=0.0, version="b6500",
-        cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/qwen2.5-coder-7b-instruct-q8_0.gguf",
+        name="llama-server", kind="llamacpp", model="qwen2.5-coder-1.5b-instruct-q8_0.gguf",
+        gpus=(1,), parallelism="single", weights_bytes_per_gpu=(int(1.9 * GiB),),
+        peak_tokens_per_s=0.0, load_base=0.0, load_amplitude=0.0, version="b6500", single_stream_tok_s=260,
+        cmdline=("/opt/llama.cpp/build/bin/llama-server", "-m", "/models/qwen2.5-coder-1.5b-instruct-q8_0.gguf",
                  "--metrics", "--port", "8080", "-ngl", "99"),
         process_name="llama-server", user="svc-llm",
     )

@@ -9,7 +9,6 @@ screen. Widgets repaint only when what they show changed.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
 import sys
@@ -22,7 +21,7 @@ import psutil
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
@@ -34,13 +33,13 @@ from ...model import Snapshot
 from ...runtime import build_monitor
 from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
-from .render import short_gpu_name
+from .render import gpu_card_lines, no_instances_text, short_gpu_name
+from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .pools import paint_pools
-from .widgets import AlertStrip, Card, GpuCard, InstanceCard, StatusLine
+from .widgets import AlertStrip, Card, GpuCard, InstanceCard, PlotextChart, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-CARD_WIDTH = 46
-CARD_HEIGHT = 10
+CHART_EVERY_S = 2.0
 EXTRA_THEMES = ("textual-dark", "nord", "gruvbox", "tokyo-night", "textual-light")
 
 
@@ -97,12 +96,16 @@ class GpuWatchApp(App):
         self.compact: str | None = None  # None: full cards, "rows": two lines, "tight": one line
         self.collector_error: str | None = None
         self._timer = None
+        self._armed_at = self._armed_elapsed = 0.0
         self._polling = False
         self._stopping = False
         self._own = psutil.Process()
         self._own.cpu_percent(None)
         self._own_cpu = 0.0
         self._inst_ids: dict[str, str] = {}
+        self._inst_chart_rows = 0
+        self._charts_at = -1e9
+        self.layout_plan = None
         self._theme_names: list[str] = []
         loaded = load_all_themes()
         for t in loaded.themes:
@@ -126,8 +129,14 @@ class GpuWatchApp(App):
             # tab moves between cards, not into the scroll containers
             with VerticalScroll(id="gpu-scroll", can_focus=False):
                 yield Grid(id="gpus")
+                with Horizontal(id="gpu-charts"):  # history in the rows the GPUs leave
+                    yield PlotextChart("utilization %", id="gc-util")
+                    yield PlotextChart("power W", id="gc-power")
             with VerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
+                with Vertical(id="inst-charts"):
+                    yield PlotextChart("generation tok/s", id="ic-tok")
+                    yield PlotextChart("requests waiting", id="ic-wait")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -144,6 +153,10 @@ class GpuWatchApp(App):
         self._grid = self.query_one("#gpus", Grid)
         self._inst_box = self.query_one("#instances", VerticalScroll)
         self._no_inst = self.query_one("#no-instances", StatusLine)
+        self._gpu_scroll = self.query_one("#gpu-scroll", VerticalScroll)
+        self._gpu_charts = self.query_one("#gpu-charts", Horizontal)
+        self._inst_charts = self.query_one("#inst-charts", Vertical)
+        self._gpu_charts.display = self._inst_charts.display = False
         self._main_screen = self.screen
         self._notice.display = False
         try:
@@ -181,31 +194,59 @@ class GpuWatchApp(App):
     def _gpu_count(self) -> int:
         return len(self.snapshot.gpus) if self.snapshot else 0
 
+    def _instance_rows(self) -> int:
+        """Rows the instance (and pool) cards take (border included)."""
+        return sum(len(c._lines) + 2 for c in self._inst_box.query(Card))
+
     def _update_layout(self) -> None:
         if not hasattr(self, "_main_screen"):  # a resize before the first mount
             return
+        if self._stopping or not self.screen_stack or not self._grid.is_attached:
+            return  # a deferred call landing while the app shuts down
         w, h = self.size
-        self._layout_for = (w, h, self._gpu_count())
-        narrow = w < 110
-        screen = self._main_screen
-        screen.set_class(narrow, "-narrow")
         n = self._gpu_count()
-        gpu_w = w if narrow else w - 44
-        cols = max(1, gpu_w // CARD_WIDTH)
-        rows = math.ceil(n / cols) if n else 1
-        avail = h - 3
-        # compact rows when full cards would need much more than the screen holds
-        compact = None
-        if w < 90 or (n and rows * CARD_HEIGHT > max(avail, 12) * 1.6) or h < 26:
-            compact = "tight" if (n * 2 > avail * 0.6 or w < 90) else "rows"
-        if compact != self.compact:
-            self.compact = compact
+        n_inst = len(self.snapshot.instances) if self.snapshot else 0
+        alert_w = max(20, w - 2)
+        inst_rows = self._instance_rows()
+        card_h = max((len(gpu_card_lines(g, None, 40)) for g in self.snapshot.gpus), default=7) + 2 \
+            if self.snapshot else CARD_HEIGHT
+        lay = plan(w, h, n, self._alerts.lines_needed(alert_w), n_inst, inst_rows, card_h)
+        self._layout_for = (w, h, n, n_inst, inst_rows, len(self._alerts.alerts))
+        self.layout_plan = lay
+        # the widgets' own screen: the one at the bottom of the stack (during on_mount, self.screen may
+        # be another object than the screen the stack ends up with)
+        screen = self._grid.screen
+        screen.set_class(lay.narrow, "-narrow")
+        if lay.compact != self.compact:
+            self.compact = lay.compact
             for card in self._grid.query(GpuCard):
                 card.invalidate()
-        screen.set_class(bool(compact), "-compact")
-        screen.set_class(compact == "tight", "-tight")
-        self._grid.styles.grid_size_columns = 1 if compact else min(cols, max(1, n))
-        self._alerts.max_lines = 2 if h < 30 else 4
+        screen.set_class(bool(lay.compact), "-compact")
+        screen.set_class(lay.compact == "tight", "-tight")
+        self._grid.styles.grid_size_columns = 1 if lay.compact else min(lay.cols, max(1, n))
+        if lay.narrow:
+            self._gpu_scroll.styles.width = "1fr"
+            self._inst_box.styles.width = "1fr"
+        else:
+            self._gpu_scroll.styles.width = lay.gpu_width if lay.mode == "cards" else "1fr"
+            self._inst_box.styles.width = "1fr" if lay.mode == "cards" else lay.instance_width
+        self._alerts.fit(alert_w, lay.alert_lines)
+        self._charts_at = -1e9  # new sizes: draw the charts now
+        charts = self._gpu_charts
+        charts.display = lay.gpu_chart_rows > 0
+        if lay.gpu_chart_rows:
+            charts.styles.height = lay.gpu_chart_rows
+            charts.styles.layout = "horizontal" if lay.gpu_charts_side_by_side else "vertical"
+            # stacked, the second chart only where both have room to be read
+            self.query_one("#gc-power").display = (lay.gpu_charts_side_by_side
+                                                   or lay.gpu_chart_rows >= 2 * CHART_MIN_ROWS)
+        main_rows = h - 2 - (lay.alert_lines if self._alerts.alerts else 0)
+        spare = main_rows - inst_rows if not lay.narrow else 0
+        self._inst_chart_rows = spare if (spare >= CHART_MIN_ROWS and n_inst) else 0
+        self._inst_charts.display = self._inst_chart_rows > 0
+        if self._inst_chart_rows:
+            self._inst_charts.styles.height = self._inst_chart_rows
+            self.query_one("#ic-wait").display = self._inst_chart_rows >= 2 * CHART_MIN_ROWS
         if self.snapshot is not None:
             self._paint(self.snapshot)
 
@@ -263,6 +304,8 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
+        # a poll that took longer than the interval stretches the period
+        self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
         self._timer = self.set_timer(max(self.min_poll_delay, self.interval - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
@@ -273,10 +316,14 @@ class GpuWatchApp(App):
 
     # ---- painting -----------------------------------------------------------------------
     def _paint(self, snap: Snapshot) -> None:
-        if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus)):
-            self._update_layout()
+        if not self.screen_stack:  # the app is being torn down
+            return
         self._paint_top(snap)
         self._alerts.refresh_from(snap.alerts)
+        if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus),
+                                                  len(snap.instances), self._instance_rows(), len(snap.alerts)):
+            self._update_layout()
+            return  # it painted
         if snap.nvml_error and not snap.gpus:
             self._show_notice(Content.assemble((" no GPUs ", "$warning reverse"), " ", snap.nvml_error))
         elif self.collector_error is None:
@@ -284,6 +331,7 @@ class GpuWatchApp(App):
         self._paint_gpus(snap)
         self._paint_instances(snap)
         paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))  # issue 14
+        self._paint_charts()
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
             # mount), and one being torn down at exit has lost them: skip it either way
@@ -294,7 +342,20 @@ class GpuWatchApp(App):
                     pass
 
     def _paint_top(self, snap: Snapshot) -> None:
-        narrow = self.size.width < 110
+        """The top line, in the longest form that fits: the self-cost (how often, at what cost)
+        is never the part that is cut."""
+        width = self.size.width - 2
+        long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s"
+        short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {self.interval:g}s"
+        for narrow, cost in ((False, long), (False, short), (True, short)):
+            head = self._top_head(snap, narrow)
+            if not self.show_self_cost:
+                cost = ""
+            if head.cell_length + len(cost) <= width:
+                break
+        self._top.show(Content.assemble(head, (cost, "$text-muted")))
+
+    def _top_head(self, snap: Snapshot, narrow: bool) -> Content:
         parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
@@ -308,13 +369,7 @@ class GpuWatchApp(App):
         parts += [("  ", ""), (snap.time[11:19] + "Z", "$text-muted")]
         if self.paused:
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
-        if not self.show_self_cost:
-            self._top.show(Content.assemble(*parts))
-            return
-        cost = (f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms {self.interval:g}s" if narrow else
-                f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s")
-        parts.append((cost, "$text-muted"))
-        self._top.show(Content.assemble(*parts))
+        return Content.assemble(*parts)
 
     def top_extra(self, snap: Snapshot) -> list:
         return []
@@ -330,17 +385,20 @@ class GpuWatchApp(App):
             grid.mount_all(new)
             cards = {c.index: c for c in new}
             self.call_after_refresh(self._update_layout)
+            if new and (self.focused is None or not self.focused.is_attached):
+                # something is always selected, so enter and arrows act on what the user sees
+                self.call_after_refresh(new[0].focus, False)
         hist = self.source.history
         for g in snap.gpus:
-            cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact)
+            cards[g.index].refresh_from(g, hist.gpu.get(g.index) if hist else None, self.compact,
+                                        snap.source != "prometheus")
 
     def _paint_instances(self, snap: Snapshot) -> None:
         box = self._inst_box
         empty = self._no_inst
         empty.display = not snap.instances
         if not snap.instances:
-            empty.show(Content.styled("No inference servers found.\nAdd one with --backend URL or [[backends]] "
-                                      "in the config.", "$text-muted"))
+            empty.show(no_instances_text(snap))
         cards = {c.name_key: c for c in box.query(InstanceCard)}
         names = [i.name for i in snap.instances]
         for name, card in cards.items():
@@ -352,13 +410,45 @@ class GpuWatchApp(App):
             if card is None:
                 key = self._inst_ids.setdefault(inst.name, f"inst-{len(self._inst_ids)}")
                 card = InstanceCard(inst.name, id=key)
-                box.mount(card)
+                box.mount(card, before=self._inst_charts)
             card.refresh_from(inst, hist.instance_tok.get(inst.name) if hist else None)
+
+    def _paint_charts(self) -> None:
+        """The history charts in the rows the cards leave: per-GPU utilization and power, per
+        instance generation tok/s and requests waiting."""
+        hist = self.source.history
+        if not hist:
+            return
+        # a chart moves a column every few seconds: redrawing them at most every 2 s keeps the
+        # dashboard's own CPU low at fast refresh rates
+        now = time.monotonic()
+        if now - self._charts_at < CHART_EVERY_S:
+            return
+        self._charts_at = now
+        epochs = list(hist.epochs)
+        if self._gpu_charts.display:
+            gpus = sorted(hist.gpu)
+            self.query_one("#gc-util", PlotextChart).set_data(
+                [(f"GPU {i}", list(hist.gpu[i]["util"])) for i in gpus], (0, 100), epochs)
+            if self.query_one("#gc-power").display:
+                self.query_one("#gc-power", PlotextChart).set_data(
+                    [(f"GPU {i}", list(hist.gpu[i]["power"])) for i in gpus], None, epochs, 50.0)
+        if self._inst_charts.display:
+            names = [i.name for i in self.snapshot.instances] if self.snapshot else []
+            series = {n: hist.instance[n] for n in names if n in hist.instance}
+            self.query_one("#ic-tok", PlotextChart).set_data(
+                [(n, list(s["tok"])) for n, s in series.items()], None, epochs, 10.0)
+            if self.query_one("#ic-wait").display:
+                self.query_one("#ic-wait", PlotextChart).set_data(
+                    [(n, list(s["wait"])) for n, s in series.items()], None, epochs, 4.0)
 
     def _notify_new_critical(self) -> None:
         log = self.source.alert_log
         for a in (log.new_critical if log is not None else []):
-            self.notify(f"{a.subject}: {a.message}", title="critical", severity="error", timeout=8, markup=False)
+            # what happened, briefly: the alert strip has the whole sentence and the remedy
+            what = a.message.split(";")[0]
+            what = what if len(what) <= 90 else what[:89] + "…"
+            self.notify(what, title=f"critical: {a.subject}", severity="error", timeout=6, markup=False)
 
     # ---- actions -------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
@@ -376,6 +466,12 @@ class GpuWatchApp(App):
         steps = list(INTERVALS)
         i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.interval))
         self.interval = steps[max(0, min(len(steps) - 1, i + direction))]
+        # the sleep already armed was for the old interval: re-arm it for the new one (a pending
+        # 30 s sleep would freeze a screen that now says "every 1s")
+        if self._timer is not None and not self._polling and not self._stopping:
+            self._timer.stop()
+            waited = time.monotonic() - self._armed_at
+            self._timer = self.set_timer(max(0.01, self.interval - self._armed_elapsed - waited), self.poll)
         if self.snapshot is not None:
             self._paint_top(self.snapshot)
 
@@ -414,6 +510,9 @@ class GpuWatchApp(App):
     def action_chart(self) -> None:
         from .screens import ChartScreen
         focused = self.focused
+        if isinstance(focused, InstanceCard):  # an instance's own tok/s, requests and latencies
+            self.push_screen(ChartScreen(self.source.history, None, self.snapshot, instance=focused.name_key))
+            return
         index = focused.index if isinstance(focused, GpuCard) else None
         self.push_screen(ChartScreen(self.source.history, index, self.snapshot))
 
@@ -448,6 +547,19 @@ class GpuWatchApp(App):
 
     def on_bench_done(self, message: "BenchDone") -> None:
         self.notify(message.text, markup=False)
+
+    # ---- screenshots ------------------------------------------------------------------------
+    screenshot_dir: str | None = None  # None: the working directory
+
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        from .svg import portable_svg
+        return portable_svg(super().export_screenshot(title=title, simplify=simplify))
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        # Textual saves to ~/Downloads, which a server does not have: the working directory (or
+        # the configured folder) instead, and the notification says where
+        return super().deliver_screenshot(filename, path or self.screenshot_dir or os.getcwd(), time_format)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -21,7 +21,7 @@ from ...config import Settings
 from ...fleet.source import FleetReading, FleetSource
 from ...fleet.summary import summarize
 from ...model import Snapshot
-from ..text import fleet_alert_text, fleet_hot_text, fleet_tok_text, fleet_util_text
+from ..text import fleet_alert_text, fleet_hot_text, fleet_state_text, fleet_tok_text, fleet_util_text
 from ..units import fmt_bytes
 from .app import GpuWatchApp
 from .widgets import InstanceCard, StatusLine
@@ -79,6 +79,8 @@ class FleetScreen(Screen):
     COLUMNS = (("host", "Host"), ("gpus", "GPUs"), ("util", "Util avg/max"), ("hot", "Hottest / slowdown"),
                ("mem", "Memory"), ("tok", "tok/s"), ("alerts", "Alerts"), ("state", "State"))
 
+    WIDTHS = {"alerts": 22, "state": 22, "hot": 18}
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
@@ -92,7 +94,8 @@ class FleetScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one("#hosts", DataTable)
         for key, label in self.COLUMNS:
-            table.add_column(label, key=key)
+            # cells change width as hosts change state: size the columns that grow by their widest
+            table.add_column(label, key=key, width=self.WIDTHS.get(key))
         self.query_one("#fleet-top", StatusLine).show(
             Content.assemble((" gpuwatch fleet ", "$primary reverse bold"), " ", ("via ", "$text-muted"), self.url,
                              ("  waiting for the first answer…", "$text-muted")))
@@ -147,12 +150,15 @@ class FleetScreen(Screen):
             else dim
         hot = fleet_hot_text(r) if r.hot_index is None else f"GPU {r.hot_index} {fleet_hot_text(r)}"
         gpus = f"{r.gpus}" + (f" ({r.lost} lost)" if r.lost else "")
-        state = r.problem or ("stale" if stale else "ok")
+        state = "stale (Prometheus)" if stale and r.state == "up" else fleet_state_text(r)
+        if r.state != "up":
+            dim = "dim"  # its numbers are not current
+        state_style = "bold red" if r.state == "down" else "yellow" if r.state == "stale" or r.problem else dim
         return [Text(r.host, style="bold"), Text(gpus, style="bold red" if r.lost else dim),
                 Text(fleet_util_text(r), style=dim), Text(hot, style=hot_style),
                 Text(f"{fmt_bytes(used)} / {fmt_bytes(total)}" if total else "—", style=dim),
                 Text(fleet_tok_text(r), style=dim), Text(fleet_alert_text(r), style=SEVERITY_STYLE.get(r.worst or "", dim)),
-                Text(state, style="red" if r.problem else dim)]
+                Text(state, style=state_style)]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.app.open_host(event.row_key.value)

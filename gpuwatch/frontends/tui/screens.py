@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,7 +15,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 from ...model import Snapshot
 from ..sources import AlertLog
 from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
-from .render import alert_line, instance_lines
+from .render import alert_lines, instance_lines
 from .widgets import PlotextChart
 
 
@@ -69,54 +71,12 @@ class GpuDetailScreen(Screen):
             head = Content.assemble(head, "  ", (" LOST ", "$error reverse bold"))
         self.query_one("#detail-head", Static).update(head)
 
-        def row(label, value):
-            return Content.assemble((f"{label:<22}", "$text-muted"), value)
-
-        temp = NA if g.temperature_c is None else f"{g.temperature_c:.0f} °C"
-        margin = (NA if g.temperature_c is None or g.temperature_slowdown_c is None
-                  else f"{g.temperature_slowdown_c - g.temperature_c:.0f} °C below slowdown")
-        facts = [
-            row("utilization", f"GPU {fmt_pct(g.utilization_gpu_pct)}, memory bandwidth {fmt_pct(g.utilization_memory_pct)}"),
-            row("memory", f"{fmt_bytes(g.memory_used_bytes)} used of {fmt_bytes(g.memory_total_bytes)}"
-                          f" (driver reserved {fmt_bytes(g.memory_reserved_bytes)})"),
-            row("temperature", f"{temp} ({margin})"),
-            row("thresholds", f"slowdown {NA if g.temperature_slowdown_c is None else f'{g.temperature_slowdown_c:.0f}'} °C, "
-                              f"shutdown {NA if g.temperature_shutdown_c is None else f'{g.temperature_shutdown_c:.0f}'} °C, "
-                              f"max operating {NA if g.temperature_max_operating_c is None else f'{g.temperature_max_operating_c:.0f}'} °C"),
-            row("power", f"{NA if g.power_w is None else f'{g.power_w:.0f}'} W of {NA if g.power_limit_w is None else f'{g.power_limit_w:.0f}'} W limit"
-                         f" (default {NA if g.power_default_limit_w is None else f'{g.power_default_limit_w:.0f}'} W)"),
-            row("clocks", f"SM {NA if g.sm_clock_mhz is None else g.sm_clock_mhz}/{NA if g.sm_clock_max_mhz is None else g.sm_clock_max_mhz} MHz,"
-                          f" memory {NA if g.mem_clock_mhz is None else g.mem_clock_mhz}/{NA if g.mem_clock_max_mhz is None else g.mem_clock_max_mhz} MHz,"
-                          f" P{NA if g.pstate is None else g.pstate}"),
-            row("fan", NA if g.fan_pct is None else f"{g.fan_pct:.0f}%"),
-            row("clock events", ", ".join(g.throttle_reasons) or "none"),
-            row("PCIe", f"Gen{NA if g.pcie.gen is None else g.pcie.gen} x{NA if g.pcie.width is None else g.pcie.width}"
-                        f" (max Gen{NA if g.pcie.max_gen is None else g.pcie.max_gen} x{NA if g.pcie.max_width is None else g.pcie.max_width}),"
-                        f" RX {fmt_rate(g.pcie.rx_bytes_per_s)}, TX {fmt_rate(g.pcie.tx_bytes_per_s)}"),
-            row("NVLink", "none" if g.nvlink is None else
-                f"{g.nvlink.links_active}/{g.nvlink.links_total or '?'} links, RX {fmt_rate(g.nvlink.rx_bytes_per_s)}, "
-                f"TX {fmt_rate(g.nvlink.tx_bytes_per_s)}"),
-            row("ECC uncorrected", NA if g.ecc_uncorrected_volatile is None else str(g.ecc_uncorrected_volatile)),
-            row("persistence mode", NA if g.persistence_mode is None else ("on" if g.persistence_mode else "off")),
-            row("NUMA node", NA if g.numa_node is None else str(g.numa_node)),
-            row("CPU affinity", _cpulist(g.cpu_affinity)),
-        ]
-        if g.fabric_state:
-            facts.append(row("NVSwitch fabric", g.fabric_state.replace("_", " ")))
-        if g.mig_mode is not None:
-            facts.append(row("MIG", "on" if g.mig_mode else "off"))
-        for d in g.mig_devices:  # names and pids come from the driver: plain text, never markup
-            facts.append(row(f"  MIG device {d.index}", Content.assemble(
-                _t(d.name), f"  GI {NA if d.gpu_instance_id is None else d.gpu_instance_id}  ",
-                f"{fmt_bytes(d.memory_used_bytes)} of {fmt_bytes(d.memory_total_bytes)}  ",
-                f"pids {', '.join(map(str, d.pids)) or 'none'}")))
-        for field_name, why in g.errors.items():
-            facts.append(row(field_name.replace("_", " ")[:21], (why, "$warning")))
+        facts = gpu_facts(g)
         self.query_one("#detail-facts", Static).update(Content("\n").join(facts))
         self._update_processes(g)
         topo = [Content.assemble((f"GPU {k:>2}  ", "$text-muted"), v) for k, v in
                 sorted(g.topology.items(), key=lambda kv: int(kv[0]))]
-        self.query_one("#detail-topo", Static).update(Content("\n").join(topo) if topo else Content("n/a"))
+        self.query_one("#detail-topo", Static).update(Content("\n").join(topo) if topo else Content.styled("not known", "$text-muted"))
 
     def _update_processes(self, g) -> None:
         """Rows keyed by pid, updated in place (dolphie's pattern)."""
@@ -134,6 +94,99 @@ class GpuDetailScreen(Screen):
                         table.update_cell(key, col, value)
             else:
                 table.add_row(*cells.values(), key=key)
+
+
+def _n(v, fmt: str = "{}") -> str | None:
+    return None if v is None else fmt.format(v)
+
+
+def gpu_facts(g) -> list[Content]:
+    """The detail screen's table of facts: a row only where something is known (a lost GPU is
+    not a page of n/a), each value worded whole ("Gen5 x16", never "Genn/a xn/a")."""
+    def row(label, value):
+        return Content.assemble((f"{label:<22}", "$text-muted"), value)
+
+    out: list[Content] = []
+    if g.lost:
+        out.append(row("state", Content.styled("LOST: fell off the bus (NVML: GPU is lost); no readings", "$error bold")))
+        out.append(row("what to do", "check `dmesg | grep -i xid`; a GPU reset or a reboot brings it back"))
+    util = [x for x in (_n(g.utilization_gpu_pct, "GPU {:.0f}%"),
+                        _n(g.utilization_memory_pct, "memory bandwidth {:.0f}%")) if x]
+    if util:
+        out.append(row("utilization", ", ".join(util)))
+    if g.memory_total_bytes is not None or g.memory_used_bytes is not None:
+        reserved = f" (driver reserved {fmt_bytes(g.memory_reserved_bytes)})" if g.memory_reserved_bytes else ""
+        out.append(row("memory", f"{fmt_bytes(g.memory_used_bytes)} used of {fmt_bytes(g.memory_total_bytes)}{reserved}"))
+    if g.temperature_c is not None:
+        out.append(row("temperature", f"{g.temperature_c:.0f} °C" + _temp_margin(g)))
+    limits = [x for x in (_n(g.temperature_slowdown_c, "slowdown {:.0f} °C"), _n(g.temperature_shutdown_c, "shutdown {:.0f} °C"),
+                          _n(g.temperature_max_operating_c, "max operating {:.0f} °C")) if x]
+    if limits:
+        out.append(row("thresholds", ", ".join(limits)))
+    if g.power_w is not None or g.power_limit_w is not None:
+        text = f"{NA if g.power_w is None else f'{g.power_w:.0f}'} W"
+        if g.power_limit_w is not None:
+            text += f" of {g.power_limit_w:.0f} W limit"
+        if g.power_default_limit_w is not None and g.power_default_limit_w != g.power_limit_w:
+            text += f" (default {g.power_default_limit_w:.0f} W)"
+        out.append(row("power", text))
+    clocks = []
+    if g.sm_clock_mhz is not None:
+        clocks.append(f"SM {g.sm_clock_mhz}" + (f"/{g.sm_clock_max_mhz}" if g.sm_clock_max_mhz else "") + " MHz")
+    if g.mem_clock_mhz is not None:
+        clocks.append(f"memory {g.mem_clock_mhz}" + (f"/{g.mem_clock_max_mhz}" if g.mem_clock_max_mhz else "") + " MHz")
+    if g.pstate is not None:
+        clocks.append(f"P{g.pstate}")
+    if clocks:
+        out.append(row("clocks", ", ".join(clocks)))
+    if g.fan_pct is not None:
+        out.append(row("fan", f"{g.fan_pct:.0f}%"))
+    if not g.lost:
+        out.append(row("clock events", ", ".join(g.throttle_reasons) or "none"))
+    p = g.pcie
+    if p.gen is not None or p.width is not None:
+        link = " ".join(x for x in (_n(p.gen, "Gen{}"), _n(p.width, "x{}")) if x)
+        top = " ".join(x for x in (_n(p.max_gen, "Gen{}"), _n(p.max_width, "x{}")) if x)
+        out.append(row("PCIe", link + (f" (max {top})" if top else "")
+                       + f", RX {fmt_rate(p.rx_bytes_per_s)}, TX {fmt_rate(p.tx_bytes_per_s)}"))
+    if g.nvlink is not None:
+        nv = g.nvlink
+        out.append(row("NVLink", f"{nv.links_active}/{nv.links_total or '?'} links active, RX {fmt_rate(nv.rx_bytes_per_s)}, "
+                                 f"TX {fmt_rate(nv.tx_bytes_per_s)}"))
+    if g.ecc_uncorrected_volatile is not None:
+        out.append(row("ECC uncorrected", str(g.ecc_uncorrected_volatile)))
+    if g.persistence_mode is not None:
+        out.append(row("persistence mode", "on" if g.persistence_mode else "off"))
+    if g.numa_node is not None:
+        out.append(row("NUMA node", str(g.numa_node)))
+    if g.cpu_affinity:
+        out.append(row("CPU affinity", _cpulist(g.cpu_affinity)))
+    if g.fabric_state:
+        out.append(row("NVSwitch fabric", g.fabric_state.replace("_", " ")))
+    if g.mig_mode is not None:
+        out.append(row("MIG", "on" if g.mig_mode else "off"))
+    for d in g.mig_devices:  # names and pids come from the driver: plain text, never markup
+        out.append(row(f"  MIG device {d.index}", Content.assemble(
+            _t(d.name), f"  GI {NA if d.gpu_instance_id is None else d.gpu_instance_id}  ",
+            f"{fmt_bytes(d.memory_used_bytes)} of {fmt_bytes(d.memory_total_bytes)}  ",
+            f"pids {', '.join(map(str, d.pids)) or 'none'}")))
+    for field_name, why in g.errors.items():
+        out.append(row(field_name.replace("_", " ")[:21], (why, "$warning")))
+    return out
+
+
+def _temp_margin(g) -> str:
+    """" (12 °C below slowdown)", " (1 °C above slowdown, 1 °C below shutdown)": never "-1 °C below"."""
+    if g.temperature_slowdown_c is None:
+        return ""
+    m = g.temperature_slowdown_c - g.temperature_c
+    if m > 0:
+        return f" ({m:.0f} °C below slowdown)"
+    text = f" ({-m:.0f} °C above slowdown" if m < 0 else " (at the slowdown threshold"
+    if g.temperature_shutdown_c is not None:
+        left = g.temperature_shutdown_c - g.temperature_c
+        text += f", {left:.0f} °C below shutdown" if left > 0 else ", AT SHUTDOWN"
+    return text + ")"
 
 
 def _cpulist(cpus) -> str:
@@ -187,30 +240,42 @@ class InstanceDetailScreen(Screen):
         self.query_one("#inst-body", Static).update(Content("\n").join(lines + extra))
 
 
+# (history key, title, fixed y range or None, least y span): the y axis of a flat line stays calm
+GPU_CHARTS = (("util", "utilization %", (0, 100), 0), ("mem", "memory used %", (0, 100), 0),
+              ("temp", "temperature °C", None, 10.0), ("power", "power W", None, 50.0))
+INSTANCE_CHARTS = ((("tok", "generation"), ("prompt", "prompt")), "tokens/s", None, 10.0), \
+    ((("run", "running"), ("wait", "waiting")), "requests", None, 4.0), \
+    ((("ttft", "TTFT p50"), ("itl", "ITL p50")), "latency s", None, 0.05)
+
+
 class ChartScreen(Screen):
-    """Utilization, memory, temperature and power over the last minutes, for one GPU or all."""
+    """History over the last minutes, with a time axis and a legend: utilization, memory,
+    temperature and power of one GPU or all; or, for an inference instance, its tok/s, its
+    requests running and waiting, and its latencies."""
 
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("g", "toggle_all", "One/all GPUs")]
 
-    def __init__(self, history, index: int | None, snapshot: Snapshot | None) -> None:
+    def __init__(self, history, index: int | None, snapshot: Snapshot | None, instance: str | None = None) -> None:
         super().__init__()
         self.history = history
         self.index = index
+        self.instance = instance
         self._snap = snapshot
 
     def compose(self) -> ComposeResult:
         yield Static(id="chart-title", markup=False)
         with Grid(id="charts"):
-            yield PlotextChart("utilization %", id="c-util")
-            yield PlotextChart("memory used %", id="c-mem")
-            yield PlotextChart("temperature °C", id="c-temp")
-            yield PlotextChart("power W", id="c-power")
+            n = len(INSTANCE_CHARTS) if self.instance is not None else len(GPU_CHARTS)
+            for k in range(n):
+                yield PlotextChart("", id=f"c-{k}")
         yield Footer()
 
     def on_mount(self) -> None:
         self._redraw()
 
     def action_toggle_all(self) -> None:
+        if self.instance is not None:
+            return
         if self.index is None:
             self.index = min(self.history.gpu) if self.history and self.history.gpu else None
         else:
@@ -223,17 +288,40 @@ class ChartScreen(Screen):
 
     def _redraw(self) -> None:
         hist = self.history
-        which = "all GPUs" if self.index is None else f"GPU {self.index}"
-        n = len(hist.times) if hist else 0
+        which = (self.instance if self.instance is not None else "all GPUs" if self.index is None
+                 else f"GPU {self.index}")
+        span = ""
+        if hist and hist.epochs and hist.epochs[0] is not None and hist.epochs[-1] is not None:
+            span = f"   last {fmt_span(hist.epochs[-1] - hist.epochs[0])}"
+        keys = "" if self.instance is not None else "   g: one/all GPUs"
         self.query_one("#chart-title", Static).update(Content.assemble(
-            ("Charts  ", "bold $primary"), which, (f"   last {n} samples   g: one/all GPUs   esc: back", "$text-muted")))
+            ("Charts  ", "bold $primary"), _t(which), (f"{span}{keys}   esc: back", "$text-muted")))
         if not hist:
             return
+        epochs = list(hist.epochs)
+        if self.instance is not None:
+            series = hist.instance.get(self.instance, {})
+            for k, (pairs, title, y_range, min_span) in enumerate(INSTANCE_CHARTS):
+                data = [(label, list(series[key])) for key, label in pairs if key in series]
+                chart = self.query_one(f"#c-{k}", PlotextChart)
+                chart.title = title
+                chart.set_data(data, y_range, epochs, min_span)
+            return
         indices = sorted(hist.gpu) if self.index is None else [self.index]
-        ranges = {"util": (0, 100), "mem": (0, 100), "temp": None, "power": None}
-        for key in ("util", "mem", "temp", "power"):
-            series = [(f"GPU {i}", list(hist.gpu[i][key])) for i in indices if i in hist.gpu]
-            self.query_one(f"#c-{key}", PlotextChart).set_data(series, ranges[key])
+        for k, (key, title, y_range, min_span) in enumerate(GPU_CHARTS):
+            data = [(f"GPU {i}", list(hist.gpu[i][key])) for i in indices if i in hist.gpu]
+            chart = self.query_one(f"#c-{k}", PlotextChart)
+            chart.title = title
+            chart.set_data(data, y_range, epochs, min_span)
+
+
+def fmt_span(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class AlertHistoryScreen(Screen):
@@ -253,15 +341,22 @@ class AlertHistoryScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#alert-history", DataTable)
-        for key, label in (("time", "Time"), ("state", "State"), ("severity", "Severity"), ("subject", "Subject"),
-                           ("kind", "Kind"), ("message", "Message")):
-            table.add_column(label, key=key)
+        # the message gets the width the other columns leave, and wraps (a row grows) instead of
+        # being cut at the screen's edge
+        for key, label, width in (("time", "Time", 8), ("state", "State", 7), ("severity", "Severity", 8),
+                                  ("subject", "Subject", 12), ("kind", "Kind", 16), ("message", "Message", None)):
+            table.add_column(label, key=key, width=width or self._message_width())
         self.refresh_from(self._snap)
+
+    def _message_width(self) -> int:
+        return max(30, self.app.size.width - (8 + 7 + 8 + 12 + 16) - 6 * 2 - 2)
 
     def refresh_from(self, snap: Snapshot | None) -> None:
         active = snap.alerts if snap is not None else []
+        width = max(30, self.app.size.width - 2)
         self.query_one("#active", Static).update(
-            Content("\n").join(alert_line(a) for a in active) if active else Content.styled("none", "$text-muted"))
+            Content("\n").join(line for a in active for line in alert_lines(a, width)) if active
+            else Content.styled("none", "$text-muted"))
         events = list(self.alert_log.history) if self.alert_log is not None else []
         table = self.query_one("#alert-history", DataTable)
         # the history is bounded: compare its newest event, not its length
@@ -272,8 +367,10 @@ class AlertHistoryScreen(Screen):
         table.clear()
         for ev in reversed(events):
             get = (lambda k, ev=ev: ev.get(k) if isinstance(ev, dict) else getattr(ev, k, None))
+            message = str(get("message") or "")
+            lines = textwrap.wrap(message, self._message_width()) or [""]
             table.add_row(_cell(str(get("time") or "")[11:19]), _cell(get("state")), _cell(get("severity")),
-                          _cell(get("subject")), _cell(get("kind")), _cell(get("message")))
+                          _cell(get("subject")), _cell(get("kind")), Text("\n".join(lines)), height=len(lines))
 
 
 HELP = """\

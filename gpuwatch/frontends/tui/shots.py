@@ -32,9 +32,14 @@ class ScreenshotApp(GpuWatchApp):
         if snap is not None:
             self.call_after_refresh(self._shoot)
 
-    def _shoot(self) -> None:
+    def _shoot(self, settle: int = 2) -> None:
+        # the layout depends on what the first paint mounted (the instance cards' heights):
+        # lay out again until it holds, then save
         self._update_layout()
-        self.call_after_refresh(self._save)
+        if settle:
+            self.call_after_refresh(self._shoot, settle - 1)
+        else:
+            self.call_after_refresh(self._save)
 
     def _save(self) -> None:
         self.saved = Path(self.save_screenshot(filename=self.path.name, path=str(self.path.parent or ".")))

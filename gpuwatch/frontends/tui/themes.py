@@ -90,3 +90,16 @@ def load_theme_files(*dirs: Path | None) -> ThemeLoad:
 
 def load_all_themes() -> ThemeLoad:
     return load_theme_files(builtin_theme_dir(), user_theme_dir())
+
+
+def theme_problem(name: str | None) -> str | None:
+    """``--theme NAME`` names no theme gpuwatch has: the one-line message (exit 2)."""
+    if not name:
+        return None
+    from textual.theme import BUILTIN_THEMES
+
+    loaded = load_all_themes()
+    names = [t.name for t in loaded.themes]
+    if name in names or name in BUILTIN_THEMES:
+        return None
+    return f"unknown theme {name!r}: choose one of {', '.join(names + sorted(BUILTIN_THEMES))}"

@@ -16,8 +16,9 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
-from ...vocab import severity_rank
-from .render import alert_line, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, short_gpu_name
+from ...vocab import engine_label, severity_rank
+from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
+    short_gpu_name
 
 
 def _key(c) -> tuple:
@@ -152,21 +153,37 @@ class GpuCard(Card):
         super().__init__(**kw)
         self.index = index
         self.gpu: GPU | None = None
+        self._last = None
 
-    def refresh_from(self, g: GPU, hist: dict | None, compact: str | None) -> None:
-        """compact: None (full card), "rows" (two lines), "tight" (one line)."""
+    def _on_focus(self, event) -> None:
+        super()._on_focus(event)
+        self._redraw_selection()
+
+    def _on_blur(self, event) -> None:
+        super()._on_blur(event)
+        self._redraw_selection()
+
+    def _redraw_selection(self) -> None:
+        if self._last is not None:  # rows mark the selected GPU's index (a card has its border)
+            self.refresh_from(*self._last)
+
+    def refresh_from(self, g: GPU, hist: dict | None, compact: str | None, procs_known: bool = True) -> None:
+        """compact: None (full card), "rows" (two lines), "tight" (one line). ``procs_known``:
+        False where there are no process tables (fleet views)."""
         self.gpu = g
         width = max(20, self.size.width - 4) if self.size.width else 40
-        title = Content.assemble((f"GPU {g.index}", "bold"), " ", short_gpu_name(g.name))
+        title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
         sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
         if len(g.instances) > 1:
             sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
+        self._last = (g, hist, compact, procs_known)
+        selected = self.has_focus
         if compact == "tight":
-            self.show([gpu_line(g, width)], "", "")
+            self.show([gpu_line(g, width, selected)], "", "")
         elif compact:
-            self.show(gpu_row_lines(g, width), "", "")
+            self.show(gpu_row_lines(g, width, selected), "", "")
         else:
-            self.show(gpu_card_lines(g, hist, width), title, sub)
+            self.show(gpu_card_lines(g, hist, width, procs_known), title, sub)
         self.set_class(g.lost, "-lost")
         self.set_class(any(r in g.throttle_reasons for r in ("sw_thermal_slowdown", "hw_thermal_slowdown",
                                                                 "hw_slowdown", "hw_power_brake")), "-throttled")
@@ -182,7 +199,7 @@ class InstanceCard(Card):
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
         width = max(20, self.size.width - 4) if self.size.width else 40
-        kind = {"vllm": "vLLM", "llamacpp": "llama.cpp", "sglang": "SGLang", "ollama": "Ollama"}.get(inst.kind, inst.kind)
+        kind = engine_label(inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
         status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status, "$error bold")
         self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
@@ -190,25 +207,34 @@ class InstanceCard(Card):
 
 
 class AlertStrip(Static):
-    """The active alerts, worst first; hidden when there are none."""
+    """The active alerts, worst first, each in full (wrapped under its message) as far as the
+    rows the layout gives it allow; hidden when there are none."""
 
     def __init__(self, **kw) -> None:
         super().__init__("", markup=False, **kw)
         self._sig = None
-        self.max_lines = 4
+        self.alerts: list[Alert] = []
+        self.budget = 4
+        self.width_for = 78
 
     def refresh_from(self, alerts: list[Alert]) -> None:
-        alerts = sorted(alerts, key=lambda a: (-severity_rank(a.severity), a.subject))
-        sig = tuple((a.severity, a.subject, a.message) for a in alerts) + (self.max_lines,)
+        self.alerts = sorted(alerts, key=lambda a: (-severity_rank(a.severity), a.subject))
+        self._draw()
+
+    def lines_needed(self, width: int) -> int:
+        return alert_lines_needed(self.alerts, width)
+
+    def fit(self, width: int, budget: int) -> None:
+        self.width_for, self.budget = width, budget
+        self._draw()
+
+    def _draw(self) -> None:
+        sig = tuple((a.severity, a.subject, a.message) for a in self.alerts) + (self.budget, self.width_for)
         if sig == self._sig:
             return
         self._sig = sig
-        self.display = bool(alerts)
-        lines = [alert_line(a) for a in alerts[: self.max_lines]]
-        if len(alerts) > self.max_lines:
-            lines.append(Content.styled(f"  … {len(alerts) - self.max_lines} more (press a for all alerts)",
-                                        "$text-muted"))
-        self.update(Content("\n").join(lines))
+        self.display = bool(self.alerts)
+        self.update(Content("\n").join(fit_alerts(self.alerts, self.width_for, self.budget)))
 
 
 class StatusLine(Static):
@@ -235,59 +261,165 @@ class StatusLine(Static):
 _ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
 
 
-class PlotextChart(Widget):
-    """A line chart drawn by plotext 6 (``plotext.figure``), re-rendered only when its data or
-    size changes. textual-plotext does not import with plotext 6, hence this small widget."""
+# Okabe & Ito's colour-blind-safe palette (and a grey): one colour per series, the same in the legend
+PALETTE = ((86, 180, 233), (230, 159, 0), (0, 158, 115), (240, 228, 66), (204, 121, 167), (213, 94, 0),
+           (0, 114, 178), (190, 190, 190))
 
-    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 8; }"
+
+def time_ticks(span_s: float) -> tuple[list[float], list[str]]:
+    """Positions (seconds before now, negative) and labels of the time axis: "-5m" … "now"."""
+    for step in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
+        if span_s / step <= 5:
+            break
+    ticks = [-k * step for k in range(int(span_s // step), -1, -1)]
+    def label(t: float) -> str:
+        if t == 0:
+            return "now"
+        t = -t
+        return f"-{t / 3600:g}h" if t >= 3600 and t % 3600 == 0 else f"-{t / 60:g}m" if t >= 60 and t % 60 == 0 \
+            else f"-{t:g}s"
+    return ticks, [label(t) for t in ticks]
+
+
+def y_limits(values, y_range, min_span: float) -> tuple[float, float]:
+    """The y axis: fixed when given, else the data's range widened to at least ``min_span`` (a
+    flat line at 82.6 % must not look like swings between 82.53 and 82.68)."""
+    if y_range is not None:
+        return y_range
+    lo, hi = min(values), max(values)
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if min(values) >= 0 and lo < 0:
+            lo, hi = 0.0, max(hi - lo, min_span)
+    return lo, hi
+
+
+def value_ticks(lo: float, hi: float, count: int) -> tuple[list[float], list[str]]:
+    """Round tick positions on the y axis and short labels (``1.5k``, ``0.25``, ``80``)."""
+    import math
+
+    span = hi - lo
+    if span <= 0 or count < 2:
+        return [lo], [_short(lo)]
+    raw = span / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks, [_short(t) for t in ticks]
+
+
+def _short(v: float) -> str:
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
+    if a >= 100 or v == int(v):
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+class PlotextChart(Widget):
+    """A line chart of history drawn by plotext 6 (``plotext.figure``), with a time axis ("-2m" …
+    "now") and a legend of its own in the first line, in the series' colours. Re-rendered only
+    when its data or size changes. textual-plotext does not import with plotext 6, hence this
+    small widget."""
+
+    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 6; }"
 
     def __init__(self, title: str, **kw) -> None:
         super().__init__(**kw)
         self.title = title
         self.series: list[tuple[str, list[float | None]]] = []
+        self.epochs: list[float | None] = []
         self.y_range: tuple[float, float] | None = None
+        self.min_span = 1.0
         self._cache: tuple | None = None
         self._text: Text | None = None
 
-    def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None) -> None:
+    def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None, epochs=None,
+                 min_span: float = 1.0) -> None:
         self.series = series
         self.y_range = y_range
-        self.refresh()
+        self.epochs = list(epochs or [])
+        self.min_span = min_span
+        key = self._key(self.size.width, self.size.height)
+        if key != self._cache:
+            self.refresh()
+
+    def _key(self, w: int, h: int) -> tuple:
+        return (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range,
+                tuple(self.epochs[-1:]), self.min_span)
 
     def render(self) -> Text:
         w, h = self.size.width, self.size.height
-        key = (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range)
+        key = self._key(w, h)
         if key == self._cache and self._text is not None:
             return self._text
         self._cache = key
         self._text = self._draw(w, h)
         return self._text
 
+    def _points(self, values) -> list[tuple[float, float]]:
+        """(seconds before the newest sample, value); series and times aligned at their newest end."""
+        values = list(values)
+        epochs = self.epochs[-len(values):] if self.epochs else []
+        newest = next((e for e in reversed(epochs) if e is not None), None)
+        if newest is None or len(epochs) != len(values):
+            n = len(values)
+            return [(float(i - n + 1), v) for i, v in enumerate(values) if v is not None]
+        return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
+
     def _draw(self, w: int, h: int) -> Text:
         import plotext as plt
 
-        if w < 10 or h < 5:
+        if w < 16 or h < 4:
             return Text("")
-        fig = plt.figure
-        fig.clear()
-        fig.theme("clear")
-        drawn = 0
-        for name, values in self.series:
-            pts = [(i, v) for i, v in enumerate(values) if v is not None]
-            if len(pts) < 2:
-                continue
-            xs, ys = zip(*pts)
-            sig = fig.signal(list(xs), list(ys))
-            sig.lines(True)
-            sig.label(name)
-            fig.draw(sig)
-            drawn += 1
+        drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
+        drawn = [d for d in drawn if len(d[1]) >= 2]
+        head = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
         if not drawn:
-            return Text(f"{self.title}: collecting…", style="dim")
-        if drawn > 3:  # a legend of many GPUs would cover the plot
-            fig.legend(active=False)
-        fig.plot_size(w, h)
-        fig.title(self.title)
-        out = fig.build().string()
-        return Text.from_ansi(_ANSI_BG.sub("", out), no_wrap=True)
-
+            head.append("  collecting…", style="dim")
+            return head
+        if len(self.series) > 1:  # the legend: each series' name in its colour, shortened to fit
+            names = [name for name, _, _ in drawn]
+            room = w - head.cell_len
+            if sum(len(n) + 4 for n in names) > room:
+                names = [n.split()[-1] for n in names]  # "GPU 3" -> "3"
+                each = max(2, room // len(names) - 3)
+                names = [n if len(n) <= each else n[: each - 1] + "…" for n in names]
+                sep = " ━"
+            else:
+                sep = "  ━ "
+            for name, (_, _, rgb) in zip(names, drawn):
+                head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
+                head.append(name)
+        head.truncate(w, overflow="ellipsis")
+        fig = plt.figure
+        plt.terminal.limit(False, False)  # the widget's size, not the terminal plotext sees, bounds the plot
+        fig.clear()
+        fig.theme("simple")  # the terminal's own colours for the frame (no black axes on black)
+        values = []
+        for name, pts, rgb in drawn:
+            xs, ys = zip(*pts)
+            values += ys
+            sig = fig.signal(list(xs), list(ys), marker=plt.marker("braille", pixel=plt.pixel(foreground=rgb)))
+            sig.lines(True)
+            fig.draw(sig)
+        fig.legend(active=False)
+        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
+        ticks, labels = time_ticks(span)
+        fig.ruler("x").lim(-span, 0)
+        fig.ruler("x").ticks(ticks, labels)
+        lo, hi = y_limits(values, self.y_range, self.min_span)
+        fig.ruler("y").lim(lo, hi)
+        fig.ruler("y").ticks(*value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))))
+        fig.plot_size(w, h - 1)
+        body = Text.from_ansi(_ANSI_BG.sub("", fig.build().string()), no_wrap=True)
+        return Text("\n").join([head, body])
