@@ -18,6 +18,9 @@ INF = float("inf")
 
 def collector(urls_kinds, clock, **kw):
     backends = [BackendConfig(url=u, kind=k) for u, k in urls_kinds]
+    # no server here hangs: a generous timeout only keeps a loaded machine from turning a slow
+    # answer (engine detection asks several paths) into "no answer"
+    kw.setdefault("timeout_s", 10.0)
     return InstanceCollector(backends, discover=False, clock=clock.now, **kw)
 
 

@@ -304,13 +304,15 @@ class InstanceCollector:
             now = self.clock()
             self._refresh_processes(now)
             targets = list(self._targets.values())
-            fut = asyncio.run_coroutine_threadsafe(self._poll_all(targets), self._loop)
+            done: dict = {}  # filled on the event loop as each server's poll ends
+            fut = asyncio.run_coroutine_threadsafe(self._poll_all(targets, done), self._loop)
             try:
                 results = fut.result(timeout=self.timeout_s + 0.3)
             except concurrent.futures.TimeoutError:
+                # the loop ran late (a loaded machine): keep every answer that did arrive, so a
+                # slow server never blanks the healthy ones
                 fut.cancel()
-                results = {t.key: _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s", "down"))
-                           for t in targets}
+                results = dict(done)
             out = []
             for t in targets:
                 if self._targets.get(t.key) is not t:
@@ -532,14 +534,18 @@ class InstanceCollector:
             if client is not None:
                 await client.aclose()
 
-    async def _poll_all(self, targets: list[_Target]) -> dict:
+    async def _poll_all(self, targets: list[_Target], done: dict | None = None) -> dict:
         gone = [k for k in self._clients if k not in {t.key for t in targets}]
         if gone:
             await self._close_clients(gone)
-        coros = [self._poll_bounded(self._client_for(t.key), t) for t in targets]
-        results, metered = await asyncio.gather(asyncio.gather(*coros), self.meters.poll(self.timeout_s))
-        attach_meters(targets, results, metered, self._targets, url_key)
-        return {t.key: r for t, r in zip(targets, results)}
+        done = {} if done is None else done
+
+        async def poll(t: _Target) -> None:
+            done[t.key] = await self._poll_bounded(self._client_for(t.key), t)
+        _, metered = await asyncio.gather(asyncio.gather(*(poll(t) for t in targets)),
+                                          self.meters.poll(self.timeout_s))
+        attach_meters(targets, [done[t.key] for t in targets], metered, self._targets, url_key)
+        return done
 
     async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
         try:
