@@ -286,4 +286,3 @@ async def test_a_tick_landing_while_a_screen_opens_does_not_crash(action):
             assert app.is_running
     finally:
         src.close()
-
