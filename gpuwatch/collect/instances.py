@@ -31,6 +31,7 @@ from .engines.base import Histogram
 from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
+from .tls import tls_context
 
 DISCOVERY_INTERVAL_S = 10.0
 FORGET_DISCOVERED_AFTER_S = 300.0
@@ -524,7 +525,7 @@ class InstanceCollector:
             timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
             # trust_env=False: monitoring loopback servers must not go through an HTTP proxy
             client = self._clients[key] = httpx.AsyncClient(
-                timeout=timeout, trust_env=False, follow_redirects=False,
+                timeout=timeout, trust_env=False, follow_redirects=False, verify=tls_context(),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4))
         return client
 
