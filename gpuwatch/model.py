@@ -193,7 +193,7 @@ class Instance:
     models: list[ModelInfo] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     gpu_memory_bytes: dict[str, int] = field(default_factory=dict)
-    parallelism: str = "unknown"  # tensor | pipeline | single | unknown
+    parallelism: str = "unknown"  # tensor | pipeline | single | cpu | unknown
     parallel_size: int | None = None
     pid: int | None = None
     pids: list[int] = field(default_factory=list)
@@ -243,6 +243,11 @@ class Instance:
     settings: dict[str, str] = field(default_factory=dict)
     # finished requests per second (vLLM, SGLang, a gpuwatch meter): the pools' request shares
     requests_per_s: float | None = None
+    # mean time per generated token of the requests that finished lately (llama.cpp:
+    # tokens_predicted_seconds_total over tokens_predicted_total, both added at a request's end)
+    time_per_token_s: float | None = None
+    # speculative decoding: share of the draft tokens the target model accepted lately
+    spec_accept_pct: float | None = None
     # values that could not be read (non-finite, absurd, wrong type), by field, with the reason
     errors: dict[str, str] = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .analysis.alerts import AlertEngine
 from .analysis.pools import DEFAULT_WINDOW_S, PoolAnalysis
@@ -20,8 +21,9 @@ from .collect.procs import ProcessTable
 from .config import Settings
 from .model import Snapshot
 from .pipeline import Monitor, Sampler
-from .sim.box import ManualClock
-from .sim.demo import Demo, start_demo
+
+if TYPE_CHECKING:
+    from .sim.demo import Demo
 
 # A one-shot look at the simulated box (snapshot, doctor, record, svg) finds it already running
 # for this long, so its faults are established and its alerts past their raise delay.
@@ -43,6 +45,8 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
     ``nginx_conf``: read pools from this file (default: /etc/nginx/nginx.conf on the real box,
     the scenario's own on the simulated one)."""
     if demo is not None:
+        from .sim.demo import start_demo  # only for --demo: a real box never loads the simulator
+
         d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
                        start_offset_s=start_offset_s)
         table = d.process_table
@@ -103,6 +107,8 @@ def simulated_history(settings: Settings, seconds: float = DEMO_WARMUP_S) -> Mon
     monitor's sampler is already closed; its ``history``, ``alerts`` and ``last`` are kept."""
     if settings.demo is None:
         raise ValueError("simulated_history needs a demo scenario")
+    from .sim.box import ManualClock
+
     clock = ManualClock()
     sampler = make_sampler(demo=settings.demo, clock=clock)
     monitor = Monitor(sampler, AlertEngine(settings.alerts), history_points=max(600, int(seconds)))

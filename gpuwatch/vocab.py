@@ -51,6 +51,9 @@ ENGINE_LABELS: dict[str, str] = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp":
 # engines that split a model by layers when it spans several GPUs and nothing says otherwise
 # (Ollama and llama.cpp's default --split-mode layer)
 LAYER_SPLIT_BY_DEFAULT: tuple[str, ...] = ("ollama", "llamacpp")
+# engines whose server process holds its model from start to end (Ollama loads on demand, in a
+# runner child): serving with no GPU memory means running on the CPU
+MODEL_LOADED_AT_START: tuple[str, ...] = ("llamacpp",)
 
 
 def engine_label(kind: str | None) -> str:

@@ -4,6 +4,7 @@ test's state, or misbehaves on purpose (hang, endless body, junk bytes)."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -53,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._send(404, '{"detail": "Not Found"}')
         if route == HANG:
-            srv.stop.wait(30)
+            srv.hold(self.connection)
             return None
         if route == JUNK:
             self.wfile.write(b"\x00\x01garbage that is not HTTP at all\r\n\r\n")
@@ -97,15 +98,18 @@ class _Backlogged(ThreadingHTTPServer):
 
 class FakeServer:
     """``routes``: path -> body (str/bytes/JSON-able), callable(handler) -> body or (code, body),
-    or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404)."""
+    or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404).
+    ``holds`` counts the requests a HANG route holds unanswered (several servers may share one)."""
 
-    def __init__(self, routes=None, default=None, require_key: str | None = None) -> None:
+    def __init__(self, routes=None, default=None, require_key: str | None = None,
+                 holds: HoldCount | None = None) -> None:
         self.routes = dict(routes or {})
         self.default = default
         self.require_key = require_key
         self.requests: list = []
         self.conns: list = []
         self.stop = threading.Event()
+        self.holds = HoldCount() if holds is None else holds
         self.httpd = _Backlogged(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self
@@ -113,6 +117,26 @@ class FakeServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+
+    def hold(self, conn) -> None:
+        """Hold a request unanswered until the client gives up (closes its end) or the server
+        closes (at most 30 s), counted in ``holds`` meanwhile."""
+        self.holds.enter()
+        given_up = False
+        try:
+            deadline = time.monotonic() + 30
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                readable, _, _ = select.select([conn], [], [], 0.05)
+                if readable:
+                    try:
+                        given_up = conn.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        given_up = True
+                    if given_up:
+                        return  # the client closed the connection: it stopped waiting
+                    self.stop.wait(0.05)  # bytes of a further request: keep holding
+        finally:
+            self.holds.leave(given_up)
 
     def close(self) -> None:
         """Stop as a dead process does: the listening socket and every open connection close."""
@@ -124,6 +148,40 @@ class FakeServer:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class HoldCount:
+    """Requests that hanging servers hold: how many now, the most at once, how many in all,
+    how many the client gave up on, and how many were held to the end (the server closed or
+    30 s passed) - a client that waited that long was not bounded by its timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = self.most = self.total = self.given_up = self.held_to_the_end = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.total += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self, given_up: bool) -> None:
+        with self._lock:
+            self.now -= 1
+            if given_up:
+                self.given_up += 1
+            else:
+                self.held_to_the_end += 1
+
+    def wait_for(self, condition, timeout: float = 30.0) -> bool:
+        """Wait (up to a generous ``timeout``) until ``condition(self)`` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if condition(self):
+                    return True
+            time.sleep(0.01)
+        return False
 
 
 def free_port() -> int:

@@ -9,7 +9,10 @@ from gpuwatch.model import BenchResult, Instance, ModelInfo, Snapshot
 
 def demo_snapshots(n: int, spec: str = "h100x8", step_s: float = 1.0) -> list[Snapshot]:
     """``n`` snapshots of the simulated box, ``step_s`` apart, each with two inference
-    instances (so the recorded format carries them even before the instances layer runs)."""
+    instances (so the recorded format carries them even before the instances layer runs). Their
+    times start at a fixed moment, so the bytes of a recording are the same on every run (a test
+    that damages a gzip file at a given offset must hit the same data each time)."""
+    from datetime import datetime, timedelta, timezone
     from gpuwatch.runtime import make_sampler
     from gpuwatch.sim.box import ManualClock
 
@@ -19,6 +22,9 @@ def demo_snapshots(n: int, spec: str = "h100x8", step_s: float = 1.0) -> list[Sn
         snaps = []
         for i in range(n):
             s = sampler.sample()
+            t = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc) + timedelta(seconds=i * step_s)
+            s.time = t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            s.collect_ms = 1.0  # measured, so it differs between runs
             s.instances = example_instances(i)
             snaps.append(s)
             clock.advance(step_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import run_cli
 
@@ -87,36 +88,57 @@ def test_version_and_help():
 
 
 def test_snapshot_with_backends_reports_the_rates_the_servers_set():
-    """`gpuwatch snapshot --json --backend URL` against loopback servers whose counters grow at
-    known rates (real time): the reported tok/s match within a few percent."""
+    """`gpuwatch snapshot --json --backend URL` against a loopback vLLM whose counters grow at
+    known rates in real time: the reported tok/s is the server's rate, within the bounds set by
+    when the server answered and when the snapshot came out (not by a fixed margin that a busy
+    machine can exceed)."""
+    import subprocess
+    import sys
     import time as _time
 
-    from _instances_servers import Counters, FakeServer
+    from _instances_servers import FakeServer
 
-    class Wall:
-        def now(self):
-            return _time.monotonic()
+    from conftest import ROOT
 
-    c = Counters(Wall(), gen=420.0, prompt=1300.0)
-    vllm = FakeServer({
-        "/version": lambda h: '{"version": "0.11.0"}',
-        "/metrics": lambda h: (f'vllm:generation_tokens_total{{model_name="m"}} {c.value("gen")}\n'
-                               f'vllm:prompt_tokens_total{{model_name="m"}} {c.value("prompt")}\n'
-                               'vllm:num_requests_running{model_name="m"} 7\n'
-                               'vllm:num_requests_waiting{model_name="m"} 2\n'
-                               'vllm:kv_cache_usage_perc{model_name="m"} 0.42\n'),
-    })
+    rates = {"gen": 420.0, "prompt": 1300.0}
+    t0 = _time.monotonic()
+    scrapes = []  # when the counters of each /metrics answer were computed
+
+    def metrics(h):
+        t = _time.monotonic()
+        scrapes.append(t)
+        gen, prompt = (rates[k] * (t - t0) for k in ("gen", "prompt"))
+        return (f'vllm:generation_tokens_total{{model_name="m"}} {gen}\n'
+                f'vllm:prompt_tokens_total{{model_name="m"}} {prompt}\n'
+                'vllm:num_requests_running{model_name="m"} 7\n'
+                'vllm:num_requests_waiting{model_name="m"} 2\n'
+                'vllm:kv_cache_usage_perc{model_name="m"} 0.42\n')
+
+    vllm = FakeServer({"/version": lambda h: '{"version": "0.11.0"}', "/metrics": metrics})
     nothing = FakeServer({})  # answers 404 to everything
     down_port = nothing.url
+    interval = 1.0
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
-        r = run_cli("snapshot", "--json", "--no-discover", "--backend", vllm.url, "--backend", down_port,
-                    "--interval", "1.0", timeout=60)
-        assert r.returncode == 0, r.stderr
-        insts = {i["url"]: i for i in json.loads(r.stdout)["instances"]}
+        proc = subprocess.Popen([sys.executable, "-m", "gpuwatch", "snapshot", "--json", "--no-discover",
+                                 "--backend", vllm.url, "--backend", down_port, "--interval", str(interval)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        with proc:
+            first_line = proc.stdout.readline()  # the document is written at once
+            printed = _time.monotonic()  # the snapshot was taken before it was printed
+            rest = proc.stdout.read()
+        assert proc.returncode == 0, first_line + rest
+        insts = {i["url"]: i for i in json.loads(first_line + rest)["instances"]}
         v = insts[vllm.url]
         assert v["kind"] == "vllm" and v["status"] == "up"
-        assert abs(v["generation_tokens_per_s"] - 420.0) / 420.0 < 0.03
-        assert abs(v["prompt_tokens_per_s"] - 1300.0) / 1300.0 < 0.03
+        served1, served2 = scrapes[-2:]  # the last answer of each sample (detecting the kind reads one more)
+        # gpuwatch reads its clock after each answer: the first reading lies between the first
+        # answer and one interval before the second one (it sleeps that long between samples),
+        # the second between the second answer and the printed line
+        longest, shortest = printed - served1, interval
+        for key, name in (("gen", "generation_tokens_per_s"), ("prompt", "prompt_tokens_per_s")):
+            served = rates[key] * (served2 - served1)
+            assert served / longest * 0.999 <= v[name] <= served / shortest * 1.001, (name, v[name])
         assert v["requests_running"] == 7 and v["requests_waiting"] == 2 and v["kv_cache_usage_pct"] == 42.0
         assert insts[down_port]["status"] in ("down", "error") and insts[down_port]["error"]
     finally:

@@ -18,6 +18,9 @@ INF = float("inf")
 
 def collector(urls_kinds, clock, **kw):
     backends = [BackendConfig(url=u, kind=k) for u, k in urls_kinds]
+    # no server here hangs: a generous timeout only keeps a loaded machine from turning a slow
+    # answer (engine detection asks several paths) into "no answer"
+    kw.setdefault("timeout_s", 10.0)
     return InstanceCollector(backends, discover=False, clock=clock.now, **kw)
 
 
@@ -158,11 +161,12 @@ def test_llamacpp_tok_s_from_counters_slots_and_props(clock, servers):
     assert (inst.requests_running, inst.requests_waiting) == (2, 1)
     # busy slots are the processing requests of /metrics; the slot count comes from /props
     assert (inst.slots_busy, inst.slots_total) == (2, 4)
-    assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0.gguf"
+    assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0"  # the file's stem, as clients name it
     assert inst.models[0].context_length == 16384
     assert inst.version == "b6500-abc"
     paths = [p for _, p, _ in srv.requests]
-    assert paths.count("/metrics") == 2 and "/slots" not in paths
+    # requests are running: /slots is read for the tokens they generated so far
+    assert paths.count("/metrics") >= 2 and "/slots" in paths
 
 
 def test_llamacpp_props_are_asked_rarely_and_again_after_a_restart(clock, servers):
@@ -189,7 +193,7 @@ def test_llamacpp_props_are_asked_rarely_and_again_after_a_restart(clock, server
         clock.advance(1.0)
         inst = col.collect()[0]
     assert inst.status == "up" and inst.version == "b7000-new"
-    assert inst.models[0].name == "llama-3.1-8b-q4.gguf"
+    assert inst.models[0].name == "llama-3.1-8b-q4"
 
 
 def test_llamacpp_without_metrics_reads_slots(clock, servers):
@@ -207,7 +211,7 @@ def test_llamacpp_without_metrics_or_slots_endpoint_is_still_up(clock, servers):
     with collector([(srv.url, "llamacpp")], clock) as col:
         inst = col.collect()[0]
     assert inst.status == "up" and inst.slots_busy is None and inst.slots_total == 4
-    assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0.gguf"
+    assert inst.models[0].name == "qwen2.5-coder-7b-instruct-q8_0"
 
 
 # ---- SGLang --------------------------------------------------------------------------------
@@ -292,7 +296,9 @@ def test_every_current_metric_name_exists_in_a_real_scrape():
     a rename upstream makes this fail instead of silently showing blanks."""
     real = {
         "vllm": set(fixture("vllm-metric-names-subset.txt").split()),
-        "llamacpp": set(fixture("llamacpp-metric-names.txt").split()),
+        # every series of a real llama-server b11434 (tests/fixtures/real/llamacpp-b11434/)
+        "llamacpp": {line.split()[0] for line in fixture("real/llamacpp-b11434/llamacpp-b11434-metrics-idle.txt")
+                     .splitlines() if line and not line.startswith("#")},
         "sglang": set(fixture("sglang-metric-names.txt").split()),
         "tgi": set(fixture("real/engines/tgi-metric-names.txt").split()),
         "ollama": set(fixture("ollama-metric-names-prs.txt").split()),  # unmerged PRs (issue 14)

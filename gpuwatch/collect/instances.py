@@ -32,6 +32,7 @@ from .engines.base import Histogram
 from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
+from .tls import tls_context
 
 DISCOVERY_INTERVAL_S = 10.0
 FORGET_DISCOVERED_AFTER_S = 300.0
@@ -169,6 +170,8 @@ class _Target:
     error_since: str | None = None
     status: str | None = None
     status_since: str | None = None
+    # ratios of counters that move only when a request ends: the last value, kept until they move
+    held: dict[str, float] = field(default_factory=dict)
     last_seen: float = 0.0
     bench: BenchResult | None = None
     version: str | None = None
@@ -188,6 +191,13 @@ class _PollResult:
     kind: str | None = None
     meter: str | None = None  # metrics URL of the gpuwatch meter whose figures were attached
     meter_routes: tuple[str, ...] = ()  # LISTEN addresses of the routes to it
+    # a first reading taken PRIME_S before ``reading``, so that a new server has rates at once
+    primer: tuple[Reading, float] | None = None
+
+
+# a server's first poll is two polls this far apart: its first snapshot (``record``'s first
+# line, ``--once``) then has rates instead of nulls
+PRIME_S = 0.4
 
 
 def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | None:
@@ -221,6 +231,20 @@ def _generation_rate(kind: str, r: Reading, prev: Reading | None, dt: float | No
     return _rate(r.counters.get("generation_tokens"), pc.get("generation_tokens"), dt)
 
 
+def _held_ratio(t: _Target, key: str, c: dict, pc: dict, num: str, den: str) -> float | None:
+    """Δnum / Δden over the interval; counters that move only when a request ends keep the last
+    value while none ends (a restart forgets it)."""
+    if c.get(num) is None or c.get(den) is None:
+        return None
+    d_num = c[num] - pc.get(num, c[num])
+    d_den = c[den] - pc.get(den, c[den])
+    if d_num < 0 or d_den < 0:
+        t.held.pop(key, None)
+    elif d_den > 0:
+        t.held[key] = d_num / d_den
+    return t.held.get(key)
+
+
 def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histogram | None:
     if cur is None:
         return None
@@ -239,8 +263,10 @@ class InstanceCollector:
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None, grace_s: float = 0.5) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None, prime_s: float = PRIME_S,
+                 grace_s: float = 0.5) -> None:
         self.discover = discover
+        self.prime_s = prime_s
         self.grace_s = min(grace_s, float(timeout_s))
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
@@ -560,7 +586,7 @@ class InstanceCollector:
             timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
             # trust_env=False: monitoring loopback servers must not go through an HTTP proxy
             client = self._clients[key] = httpx.AsyncClient(
-                timeout=timeout, trust_env=False, follow_redirects=False,
+                timeout=timeout, trust_env=False, follow_redirects=False, verify=tls_context(),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4))
         return client
 
@@ -583,6 +609,7 @@ class InstanceCollector:
         return _PollResult(error=error)
 
     async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+        started = time.monotonic()
         headers = {}
         base_url, basic = split_userinfo(t.url)
         if basic:
@@ -595,7 +622,19 @@ class InstanceCollector:
         kind = t.kind or await detect_kind(f)
         engine = ENGINES[kind]
         reading = await engine.poll(f, t.cache)
-        return _PollResult(reading=reading, t=self.clock(), kind=kind)
+        now = self.clock()
+        if t.prev is None and reading.counters and reading.state is None and self.prime_s > 0:
+            # best effort within this server's time budget: the first reading stands if it fails
+            took = time.monotonic() - started
+            budget = self.timeout_s - took - self.prime_s - 0.1  # a margin under the outer bound
+            if budget > max(0.2, 3 * took):
+                try:
+                    await asyncio.sleep(self.prime_s)
+                    second = await asyncio.wait_for(engine.poll(f, t.cache), budget)
+                    return _PollResult(reading=second, t=self.clock(), kind=kind, primer=(reading, now))
+                except (FetchError, asyncio.TimeoutError):
+                    pass
+        return _PollResult(reading=reading, t=now, kind=kind)
 
     # ---- results ---------------------------------------------------------------------------
     def _scrub(self, t: _Target, text: str | None) -> str | None:
@@ -687,9 +726,15 @@ class InstanceCollector:
                 t.last_seen = self.clock()
                 return inst
         if res.error is not None:
+            inst.status = res.error.status
+            if res.error.status == "loading":  # it says so (llama.cpp's 503 "Loading model"): alive, no error
+                inst.status_detail = self._scrub(t, res.error.message)
+                t.error_since = None
+                inst.version = t.version
+                self._since(t, inst)
+                return inst
             if t.error_since is None:
                 t.error_since = _now_iso()
-            inst.status = res.error.status
             inst.error = self._scrub(t, res.error.message)
             inst.error_since = t.error_since
             inst.version = t.version
@@ -704,6 +749,9 @@ class InstanceCollector:
         self._upstreams(t, r)
         inst.meter = res.meter
         inst.meter_routes = list(res.meter_routes)
+        primed = res.primer is not None and t.prev is None
+        if primed:
+            t.prev, t.prev_t = res.primer
         inst.version = r.version
         t.version = r.version
         inst.models = r.models
@@ -724,11 +772,15 @@ class InstanceCollector:
         inst.prompt_tokens_per_s = _rate(c.get("prompt_tokens"), pc.get("prompt_tokens"), dt)
         inst.preemptions_per_s = _rate(c.get("preemptions"), pc.get("preemptions"), dt)
         inst.requests_per_s = _rate(c.get("requests"), pc.get("requests"), dt)
-        hits = _rate(c.get("prefix_cache_hits"), pc.get("prefix_cache_hits"), dt)
-        queries = _rate(c.get("prefix_cache_queries"), pc.get("prefix_cache_queries"), dt)
-        if hits is not None and queries:
-            inst.prefix_cache_hit_pct = 100.0 * hits / queries
-        ph = prev.histograms if prev else {}
+        # prompts arrive with requests: between two arrivals the last hit rate stands
+        hit = _held_ratio(t, "prefix_cache_hit", c, pc, "prefix_cache_hits", "prefix_cache_queries")
+        if hit is not None:
+            inst.prefix_cache_hit_pct = 100.0 * hit
+        # llama.cpp adds both at a request's end (names.LLAMACPP)
+        inst.time_per_token_s = _held_ratio(t, "time_per_token_s", c, pc, "generation_seconds", "generation_tokens")
+        accept = _held_ratio(t, "spec_accept_pct", c, pc, "spec_accepted_tokens", "spec_draft_tokens")
+        inst.spec_accept_pct = None if accept is None else 100.0 * accept
+        ph = prev.histograms if prev and not primed else {}  # a first poll: latency over all observed so far
         for key, p50, p95 in (("ttft", "ttft_p50_s", "ttft_p95_s"), ("itl", "itl_p50_s", "itl_p95_s")):
             h = _interval_histogram(r.histograms.get(key), ph.get(key))
             if h is not None:

@@ -66,14 +66,14 @@ def render_text(snap: Snapshot) -> str:
                              f"{(p.cmdline or p.name or '?')[:80]}")
     if snap.instances:
         lines.append("")
-        lines.append(f"{'Instance':<18} {'Engine':<9} {'Status':<6} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
+        lines.append(f"{'Instance':<18} {'Engine':<9} {'Status':<8} {'GPUs':<10} {'Mode':<9} {'gen tok/s':>9} "
                      f"{'run/wait':>9} {'KV':>5}  Model")
         for inst in snap.instances:
             gpus = ",".join(str(i) for i in inst.gpus) or "-"
             models = ", ".join(m.name for m in inst.models) or "-"
             rw = f"{na(inst.requests_running, '{:.0f}')}/{na(inst.requests_waiting, '{:.0f}')}"
             status = inst.status
-            lines.append(f"{inst.name[:18]:<18} {engine_label(inst.kind)[:9]:<9} {status:<6} {gpus:<10} {inst.parallelism:<9} "
+            lines.append(f"{inst.name[:18]:<18} {engine_label(inst.kind)[:9]:<9} {status:<8} {gpus:<10} {inst.parallelism:<9} "
                          f"{na(inst.generation_tokens_per_s, '{:.1f}'):>9} {rw:>9} "
                          f"{fmt_pct(inst.kv_cache_usage_pct):>5}  {models[:60]}")
             if inst.error:

@@ -55,6 +55,8 @@ class FakeNvmlLibrary:
 
     ``latency_s`` adds a realistic cost to every call (a busy wait, as an ioctl costs CPU);
     ``pcie_sample_s`` is how long ``nvmlDeviceGetPcieThroughput`` blocks (20 ms on real drivers).
+    ``pcie_gate`` (a ``threading.Event``, for tests) makes that call block until the gate is set
+    instead; ``pcie_waiting`` counts the calls blocked in it right now.
     """
 
     def __init__(self, box: SimBox, latency_s: float = 0.0, pcie_sample_s: float = 0.02,
@@ -63,6 +65,8 @@ class FakeNvmlLibrary:
         self.latency_s = latency_s
         self.pcie_sample_s = pcie_sample_s
         self.init_error = init_error
+        self.pcie_gate = None
+        self.pcie_waiting = 0
         self.initialized = 0
         self.calls: dict[str, int] = {}
         self._fns: dict[str, _Fn] = {}
@@ -599,7 +603,14 @@ class FakeNvmlLibrary:
         which = counter.value if hasattr(counter, "value") else int(counter)
 
         def f(i):
-            if self.pcie_sample_s:
+            gate = self.pcie_gate
+            if gate is not None:
+                self.pcie_waiting += 1
+                try:
+                    gate.wait(60)
+                finally:
+                    self.pcie_waiting -= 1
+            elif self.pcie_sample_s:
                 time.sleep(self.pcie_sample_s)
             st = self.box.gpu_state(i)
             rate = st.pcie_tx_rate if which == N.NVML_PCIE_UTIL_TX_BYTES else st.pcie_rx_rate

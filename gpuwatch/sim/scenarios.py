@@ -117,6 +117,7 @@ class InstanceSpec:
     # one request alone, tok/s: what `gpuwatch bench` measures. Bigger models are slower per
     # stream (decode is memory-bound: ~bandwidth / bytes of weights read per token)
     single_stream_tok_s: float = 60.0
+    loading_s: float = 0.0  # llama.cpp: answers 503 "Loading model" for this long after start
 
 
 @dataclass(frozen=True)

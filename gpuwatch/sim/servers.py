@@ -186,27 +186,67 @@ class _SimServer(QuietHTTPServer):
                 "llamaswap_memory_used_bytes 34359738368\n")
 
     def _llamacpp(self, st) -> str:
-        rate = st.generation_tokens_per_s
+        # as llama.cpp b11434 does (collect/engines/names.py LLAMACPP): generated tokens reach the
+        # counter when a request ends; until then they are the busy slots' n_decoded
+        done, _ = llamacpp_split(st)
+        itl = st.itl_s or 0.02
         rows = [
-            ("llamacpp:prompt_tokens_total", "counter", st.prompt_tokens_total),
+            ("llamacpp:prompt_tokens_total", "counter", int(0.6 * st.prompt_tokens_total)),
+            ("llamacpp:prompt_tokens_cached_total", "counter", st.prompt_tokens_total - int(0.6 * st.prompt_tokens_total)),
             ("llamacpp:prompt_seconds_total", "counter", st.prompt_tokens_total / 2000.0),
-            ("llamacpp:tokens_predicted_total", "counter", st.generation_tokens_total),
-            ("llamacpp:tokens_predicted_seconds_total", "counter", st.generation_tokens_total / 60.0),
-            ("llamacpp:n_decode_total", "counter", st.generation_tokens_total),
-            ("llamacpp:n_busy_slots_per_decode", "gauge", max(1, st.requests_running)),
+            ("llamacpp:tokens_predicted_total", "counter", done),
+            ("llamacpp:tokens_predicted_seconds_total", "counter", round(done * itl, 3)),
+            ("llamacpp:n_decode_total", "counter", done),
+            ("llamacpp:n_tokens_max", "counter", 8192),
+            ("llamacpp:spec_decode_num_draft_tokens_total", "counter", 0),
+            ("llamacpp:spec_decode_num_accepted_tokens_total", "counter", 0),
+            ("llamacpp:spec_decode_num_drafts_total", "counter", 0),
             ("llamacpp:prompt_tokens_seconds", "gauge", 0.0),
-            ("llamacpp:predicted_tokens_seconds", "gauge", rate),
+            ("llamacpp:predicted_tokens_seconds", "gauge", 0.0),
             ("llamacpp:requests_processing", "gauge", st.requests_running),
             ("llamacpp:requests_deferred", "gauge", st.requests_waiting),
-            ("llamacpp:n_tokens_max", "counter", 8192),
+            ("llamacpp:n_busy_slots_per_decode", "gauge", max(1, st.requests_running)),
         ]
         lines = []
         for name, kind, value in rows:
             lines += [f"# HELP {name} {name}", f"# TYPE {name} {kind}", f"{name} {float(value)}"]
         return "\n".join(lines) + "\n"
 
+    def llamacpp_slots(self) -> list[dict]:
+        """/slots as llama.cpp answers it (the fields gpuwatch reads; b11434 ``server_slot::to_json``)."""
+        st = self.state()
+        _, per_slot = llamacpp_split(st)
+        task = st.generation_tokens_total // LLAMACPP_REQUEST_TOKENS
+        out = []
+        for i in range(SLOTS):
+            busy = i < len(per_slot)
+            n = per_slot[i] if busy else 0
+            prompt = 180 + 40 * i
+            out.append({"id": i, "n_ctx": LLAMACPP_N_CTX // SLOTS, "speculative": False, "is_processing": busy,
+                        "id_task": int(task * SLOTS + i), "n_prompt_tokens": prompt + n,
+                        "n_prompt_tokens_processed": prompt // 3 if busy else 0,
+                        "n_prompt_tokens_cache": prompt - prompt // 3 if busy else 0,
+                        "next_token": [{"has_next_token": busy, "has_new_line": False,
+                                        "n_remain": LLAMACPP_REQUEST_TOKENS - n if busy else -1, "n_decoded": n}]})
+        return out
+
 
 SLOTS = 4
+LLAMACPP_N_CTX = 8192
+LLAMACPP_REQUEST_TOKENS = 256  # the simulated clients' requests generate this many tokens each
+
+
+def llamacpp_split(st) -> tuple[int, list[int]]:
+    """(tokens of finished requests, n_decoded of each busy slot): the box's smooth token count
+    cut into requests of LLAMACPP_REQUEST_TOKENS, the running one's tokens spread over the busy
+    slots. The two always add up to the box's count."""
+    total = st.generation_tokens_total
+    done = total - total % LLAMACPP_REQUEST_TOKENS
+    busy = min(SLOTS, st.requests_running)
+    if busy <= 0:
+        return total, []
+    live = total - done
+    return done, [live // busy + (live % busy if i == 0 else 0) for i in range(busy)]
 
 
 def _iso_in(seconds: float) -> str:
@@ -260,8 +300,10 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- engines: return True when the path was handled ------------------------------------
     def _openai(self, method: str, path: str) -> bool:
         spec = self.server.spec
+        # llama.cpp without --alias names its model by the file's path
+        model_id = f"/models/{spec.model}" if spec.kind == "llamacpp" else spec.model
         if method == "GET" and path == "/v1/models":
-            self._json({"object": "list", "data": [{"id": spec.model, "object": "model", "owned_by": spec.kind}]})
+            self._json({"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": spec.kind}]})
             return True
         if method == "POST" and path == "/v1/completions":
             st = self.server.state()
@@ -273,9 +315,15 @@ class _Handler(BaseHTTPRequestHandler):
             per_stream = max(spec.single_stream_tok_s * factor / (1 + 0.01 * st.requests_running), 1.0)
             time.sleep(min(4.0, n / per_stream))
             n = min(n, max(1, int(4.0 * per_stream)))
-            self._json({"id": "cmpl-sim", "object": "text_completion", "model": spec.model,
-                        "choices": [{"index": 0, "text": " simulated", "finish_reason": "length"}],
-                        "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}})
+            answer = {"id": "cmpl-sim", "object": "text_completion", "model": model_id,
+                      "choices": [{"index": 0, "text": " simulated", "finish_reason": "length"}],
+                      "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}}
+            if spec.kind == "llamacpp":  # its own decode and prompt timings (server-task.cpp result_timings)
+                prompt_ms = 12 / max(3.2 * spec.peak_tokens_per_s, 50.0) * 1000
+                answer["timings"] = {"prompt_n": 12, "prompt_ms": prompt_ms, "prompt_per_second": 12 / prompt_ms * 1000,
+                                     "predicted_n": n, "predicted_ms": n / per_stream * 1000,
+                                     "predicted_per_second": per_stream}
+            self._json(answer)
             return True
         if method == "GET" and path == "/health":
             self._send(200, b"", "text/plain")
@@ -309,14 +357,18 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/metrics":
             self._send(200, self.server.prom(), "text/plain; version=0.0.4")
             return True
+        if self.server.box.t() < spec.loading_s:  # every endpoint, as llama.cpp's server-http.cpp
+            self._json({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, 503)
+            return True
         if method == "GET" and path == "/props":
-            self._json({"default_generation_settings": {"n_ctx": 8192, "params": {"n_predict": -1}},
-                        "total_slots": SLOTS, "model_path": f"/models/{spec.model}", "build_info": spec.version,
-                        "modalities": {"vision": False}})
+            self._json({"default_generation_settings": {"n_ctx": LLAMACPP_N_CTX // SLOTS, "params": {"n_predict": -1}},
+                        "total_slots": SLOTS, "model_path": f"/models/{spec.model}",
+                        "model_alias": f"/models/{spec.model}", "model_ftype": "Q8_0", "build_info": spec.version,
+                        "modalities": {"vision": False}, "endpoint_slots": True, "endpoint_metrics": True,
+                        "is_sleeping": False})
             return True
         if method == "GET" and path == "/slots":
-            busy = self.server.state().requests_running
-            self._json([{"id": i, "n_ctx": 8192, "is_processing": i < busy} for i in range(SLOTS)])
+            self._json(self.server.llamacpp_slots())
             return True
         if method == "GET" and path == "/health":
             self._json({"status": "ok"})

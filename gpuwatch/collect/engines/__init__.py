@@ -99,8 +99,8 @@ async def detect_kind(f: Fetcher) -> str:
     others = [a for a in answers if isinstance(a, BaseException) and not isinstance(a, FetchError)]
     if others:
         raise others[0]
-    for e in errors:  # an auth failure explains more than a 404
-        if "API key" in e.message:
+    for e in errors:  # a server loading its model, or an auth failure, explains more than a 404
+        if e.status == "loading" or "API key" in e.message:
             raise e
     if errors and len(errors) == len(answers):
         raise errors[0]

@@ -22,20 +22,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ...model import ModelInfo
 from ..bounded import ACCEPT_ENCODING, BodyError, read_async
+from .names import LOADING_ANSWERS
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 ERROR_EXCERPT_CHARS = 80
 
 
 class FetchError(Exception):
-    """A server could not be read. ``status`` is "down" (unreachable, no answer) or "error"
-    (it answered, but not with what we need). The message is shown to the user."""
+    """A server could not be read. ``status`` is "down" (unreachable, no answer), "error"
+    (it answered, but not with what we need) or "loading" (it says it is still loading its
+    model: ``names.LOADING_ANSWERS``). The message is shown to the user; ``code`` is the HTTP
+    status when there was one."""
 
-    def __init__(self, message: str, status: str = "error", path: str | None = None) -> None:
+    def __init__(self, message: str, status: str = "error", path: str | None = None, code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.path = path
+        self.code = code
 
 
 def _excerpt(body: bytes) -> str:
@@ -114,7 +118,11 @@ class Fetcher:
                 if code >= 400:
                     body = await self._read(r, path, limit=4096, truncate=True)
                     excerpt = _excerpt(body)
-                    raise FetchError(f"HTTP {code} from {path}" + (f": {excerpt}" if excerpt else ""), path=path)
+                    if _is_loading(code, excerpt):
+                        raise FetchError(f"loading model ({path} answers HTTP {code}: {excerpt})", status="loading",
+                                         path=path, code=code)
+                    raise FetchError(f"HTTP {code} from {path}" + (f": {excerpt}" if excerpt else ""), path=path,
+                                     code=code)
                 declared = r.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_body:
                     raise FetchError(f"response from {path} larger than {self.max_body // 1048576} MiB", path=path)
@@ -167,6 +175,10 @@ class Fetcher:
         if body is None:
             return None
         return body.decode("utf-8", "replace")
+
+
+def _is_loading(code: int, excerpt: str) -> bool:
+    return any(code == c and excerpt.startswith(text) for c, text in LOADING_ANSWERS)
 
 
 def connection_refused(e: BaseException) -> bool:
@@ -403,7 +415,8 @@ class Reading:
     # ttft, itl
     histograms: dict[str, Histogram] = field(default_factory=dict)
     # None: serving. "loading" (weights being loaded, no model ready yet) or "sleeping" (vLLM
-    # sleep mode: weights offloaded or discarded), with a short reason in ``state_detail``
+    # sleep mode: weights offloaded or discarded; llama.cpp --sleep-idle-seconds: model unloaded),
+    # with a short reason in ``state_detail``
     state: str | None = None
     state_detail: str | None = None
     # servers this one fronts (llama-swap's upstream llama-servers): (name, base URL, state)

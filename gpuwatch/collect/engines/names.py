@@ -65,15 +65,63 @@ VLLM_SLEEP_GAUGE = "vllm:engine_sleep_state"
 VLLM_SLEEP_LEVELS = {"weights_offloaded": "sleep level 1: weights offloaded to CPU memory",
                      "discard_all": "sleep level 2: weights discarded"}
 
+# llama.cpp ``llama-server`` (checked against release b11434, tools/server/*; recorded series in
+# tests/fixtures/real/llamacpp-b11434/). When each series moves:
+# - counters are cumulative since start (``server_metrics`` in server-common.h), rendered by
+#   ``server_task_result_metrics::to_metrics`` (server-task.cpp) from a copy the main loop takes
+#   between two decode steps (SERVER_TASK_TYPE_METRICS in server-context.cpp);
+# - tokens_predicted_total / tokens_predicted_seconds_total / spec_decode_*: added only when a
+#   request ENDS (``metrics_on_prediction``, called from the slot's ``callback_on_reset`` in
+#   ``server_slot::release``): a 1,500-token request adds nothing for its whole life, then
+#   1,500 at once. The live count is each busy slot's ``next_token[0].n_decoded`` in /slots
+#   (``server_slot::to_json``), which ``reset()`` zeroes right after release has added it to the
+#   counter: counter + sum of busy slots' n_decoded rises smoothly. LlamacppEngine reports that
+#   sum as the per-iteration counter ``generation_tokens_iter`` (built from /slots alone without
+#   --metrics), which the collector differences before any end-of-request counter;
+# - prompt_tokens_total: prompt tokens actually computed (not the cached ones), added after every
+#   decode batch (``metrics_post_decode`` -> ``metrics_flush_prompt``): moves live;
+# - prompt_tokens_cached_total: prompt tokens reused from a slot's cache, added when a request
+#   is launched on a slot (``add_prompt_cached``); hit rate = cached / (cached + prompt_tokens);
+# - requests_processing / requests_deferred: gauges taken at the scrape (slots processing;
+#   tasks waiting for a slot);
+# - predicted_tokens_seconds / prompt_tokens_seconds: averages over the requests finished since
+#   the previous scrape, reset BY every scrape (``reset_bucket``): two scrapers (gpuwatch and
+#   Prometheus) steal each other's windows, so they are not read;
+# - kv_cache_usage_ratio: removed in 2025; read when an older build has it. Its stand-in is the
+#   context the busy slots hold (/slots ``n_prompt_tokens``, which grows with every generated
+#   token, over the slots' ``n_ctx``).
 LLAMACPP = {
     "requests_running": ("llamacpp:requests_processing",),
     "requests_waiting": ("llamacpp:requests_deferred",),
-    # removed from llama.cpp in 2025 (see fixtures PROVENANCE); read when an older build has it
     "kv_cache_fraction": ("llamacpp:kv_cache_usage_ratio",),
-    # counters only: the *_tokens_seconds gauges are reset on every scrape and are ignored
     "generation_tokens": ("llamacpp:tokens_predicted_total",),
+    "generation_seconds": ("llamacpp:tokens_predicted_seconds_total",),
     "prompt_tokens": ("llamacpp:prompt_tokens_total",),
+    "prompt_tokens_cached": ("llamacpp:prompt_tokens_cached_total",),
+    "spec_draft_tokens": ("llamacpp:spec_decode_num_draft_tokens_total",),
+    "spec_accepted_tokens": ("llamacpp:spec_decode_num_accepted_tokens_total",),
 }
+
+# What a llama.cpp server answers, and what polling it costs it (tools/server/server-context.cpp):
+# - while the model loads, every endpoint answers 503 "Loading model" (``middleware_server_state``
+#   in server-http.cpp), /health included;
+# - without --metrics (the default) /metrics answers 501 (``get_metrics``); /slots and /props
+#   still answer;
+# - with --sleep-idle-seconds N it unloads the model after N s without tasks; /props says
+#   ``is_sleeping``. /metrics, /props, /health and /v1/models answer from a cache while it
+#   sleeps (``create_response(true)``: bypass_sleep), but GET /slots WAKES it
+#   (``server_res_generator`` -> ``wait_until_no_sleep``) and, being a task other than
+#   METRICS, restarts its idle timer (``task_resets_idle_timer`` in server-queue.cpp): a monitor
+#   reading /slots every second keeps the model from ever sleeping. gpuwatch reads /slots only
+#   while /metrics shows requests processing, or, without --metrics, while /props (read every
+#   tick then) says it is awake.
+LLAMACPP_SLOTS = "/slots"
+LLAMACPP_PROPS = "/props"
+
+# (HTTP status, start of the error message) of a server that is loading its model
+LOADING_ANSWERS: tuple[tuple[int, str], ...] = (
+    (503, "Loading model"),  # llama.cpp: server-http.cpp middleware_server_state
+)
 
 # SGLang (sgl-project/sglang): three clocks.
 # - ``sglang:prompt_tokens_total`` / ``sglang:generation_tokens_total`` move when a request
@@ -198,7 +246,8 @@ PROBE_PORTS = tuple(sorted(set(DEFAULT_PORTS.values())))
 SERVER_PROCESSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ollama": (("ollama",), ("ollama serve",)),
     "vllm": (("python*", "vllm", "pt_main_thread"), ("vllm.entrypoints", "vllm serve")),
-    "llamacpp": (("llama-server",), ("llama-server",)),
+    # llama-server, or the unified ``llama`` binary's ``llama serve`` (app/ in llama.cpp b11434)
+    "llamacpp": (("llama-server", "llama"), ("llama-server", "llama serve")),
     "sglang": (("python*", "sglang", "sglang::*"), ("sglang.launch_server", "sglang serve")),
     # TGI: the router binary serves HTTP; the launcher is its parent (both in a TGI container)
     "tgi": (("text-generation-router", "text-generation-launcher", "text-generation-*"),

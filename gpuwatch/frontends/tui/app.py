@@ -157,6 +157,10 @@ class GpuWatchApp(App):
         self._gpu_scroll = self.query_one("#gpu-scroll", VerticalScroll)
         self._gpu_charts = self.query_one("#gpu-charts", Horizontal)
         self._inst_charts = self.query_one("#inst-charts", Vertical)
+        # kept, not queried when drawn: App.query_one looks at the screen on top, and a detail or
+        # chart screen may be there when a poll lands
+        self._chart = {name: self.query_one(f"#{name}", PlotextChart)
+                       for name in ("gc-util", "gc-power", "ic-tok", "ic-wait")}
         self._gpu_charts.display = self._inst_charts.display = False
         self._main_screen = self.screen
         self._notice.display = False
@@ -242,7 +246,7 @@ class GpuWatchApp(App):
             charts.styles.height = lay.gpu_chart_rows
             charts.styles.layout = "horizontal" if lay.gpu_charts_side_by_side else "vertical"
             # stacked, the second chart only where both have room to be read
-            self.query_one("#gc-power").display = (lay.gpu_charts_side_by_side
+            self._chart["gc-power"].display = (lay.gpu_charts_side_by_side
                                                    or lay.gpu_chart_rows >= 2 * CHART_MIN_ROWS)
         main_rows = h - 2 - (lay.alert_lines if self._alerts.alerts else 0)
         spare = main_rows - inst_rows if not lay.narrow else 0
@@ -250,7 +254,7 @@ class GpuWatchApp(App):
         self._inst_charts.display = self._inst_chart_rows > 0
         if self._inst_chart_rows:
             self._inst_charts.styles.height = self._inst_chart_rows
-            self.query_one("#ic-wait").display = self._inst_chart_rows >= 2 * CHART_MIN_ROWS
+            self._chart["ic-wait"].display = self._inst_chart_rows >= 2 * CHART_MIN_ROWS
         if self.snapshot is not None:
             self._paint(self.snapshot)
 
@@ -435,18 +439,18 @@ class GpuWatchApp(App):
         epochs = list(hist.epochs)
         if self._gpu_charts.display:
             gpus = sorted(hist.gpu)
-            self.query_one("#gc-util", PlotextChart).set_data(
+            self._chart["gc-util"].set_data(
                 [(f"GPU {i}", list(hist.gpu[i]["util"])) for i in gpus], (0, 100), epochs)
-            if self.query_one("#gc-power").display:
-                self.query_one("#gc-power", PlotextChart).set_data(
+            if self._chart["gc-power"].display:
+                self._chart["gc-power"].set_data(
                     [(f"GPU {i}", list(hist.gpu[i]["power"])) for i in gpus], None, epochs, 50.0)
         if self._inst_charts.display:
             names = [i.name for i in self.snapshot.instances] if self.snapshot else []
             series = {n: hist.instance[n] for n in names if n in hist.instance}
-            self.query_one("#ic-tok", PlotextChart).set_data(
+            self._chart["ic-tok"].set_data(
                 [(n, list(s["tok"])) for n, s in series.items()], None, epochs, 10.0)
-            if self.query_one("#ic-wait").display:
-                self.query_one("#ic-wait", PlotextChart).set_data(
+            if self._chart["ic-wait"].display:
+                self._chart["ic-wait"].set_data(
                     [(n, list(s["wait"])) for n, s in series.items()], None, epochs, 4.0)
 
     def _notify_new_critical(self) -> None:

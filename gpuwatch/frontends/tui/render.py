@@ -318,6 +318,8 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
             lines.append(Content.styled(f"since {inst.error_since}", "$text-muted"))
     for m in inst.models[:3]:
         parts: list = [(m.name, "bold")]
+        if m.quantization:
+            parts += [" ", (m.quantization, "$text-muted")]
         if m.cpu_offload_pct:
             parts += [" ", (f" {m.cpu_offload_pct:.0f}% CPU ", "$error bold reverse")]
         lines.append(Content.assemble(*parts))
@@ -329,6 +331,8 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     mode = inst.parallelism
     if inst.parallel_size and inst.parallelism in ("tensor", "pipeline"):
         mode += f" ×{inst.parallel_size}"
+    if inst.parallelism == "cpu" and not inst.gpus:
+        gpus, mode = "none", "CPU only"
     label = "GPU " if len(inst.gpus) == 1 else "GPUs "
     lines.append(Content.assemble((label, "$text-muted"), gpus, ("  ", ""), (mode, "$secondary")))
     settings = ollama_settings_line(inst)
@@ -351,7 +355,9 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
                  (wait, "$warning" if inst.requests_waiting else "")]
         if inst.kv_cache_usage_pct is not None:
             kv = inst.kv_cache_usage_pct / 100
-            parts += [("  KV ", "$text-muted"), bar(kv, 8, usage_style(kv)), f" {inst.kv_cache_usage_pct:.0f}%"]
+            # llama.cpp: the context its running requests hold (it exports no KV-cache usage)
+            label = "  ctx " if inst.kind == "llamacpp" else "  KV "
+            parts += [(label, "$text-muted"), bar(kv, 8, usage_style(kv)), f" {inst.kv_cache_usage_pct:.0f}%"]
         if inst.slots_total:
             parts += [("  slots ", "$text-muted"), f"{inst.slots_busy or 0}/{inst.slots_total}"]
         lines.append(Content.assemble(*parts))
@@ -362,6 +368,15 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
         itl95 = "" if inst.itl_p95_s is None else f"/{inst.itl_p95_s * 1000:.0f}"
         lines.append(Content.assemble(("TTFT p50/95 ", "$text-muted"), ttft + ttft95,
                                       ("  ITL ", "$text-muted"), itl + itl95))
+    if inst.time_per_token_s is not None or inst.spec_accept_pct is not None:
+        parts = []
+        if inst.time_per_token_s is not None:
+            parts += [("per token ", "$text-muted"), f"{inst.time_per_token_s * 1000:.0f}ms"]
+        if inst.prefix_cache_hit_pct is not None:
+            parts += [("  cache hit ", "$text-muted"), f"{inst.prefix_cache_hit_pct:.0f}%"]
+        if inst.spec_accept_pct is not None:
+            parts += [("  draft accepted ", "$text-muted"), f"{inst.spec_accept_pct:.0f}%"]
+        lines.append(Content.assemble(*parts))
     energy = energy_line(inst)
     if energy is not None:
         lines.append(energy)
