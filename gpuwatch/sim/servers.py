@@ -90,6 +90,10 @@ class _SimServer(QuietHTTPServer):
         # step makes one token per running request
         self.steps = 0.0
         self._last_gen = None
+        # llama.cpp's seconds of generation so far: each finished token adds the time it took
+        # then (a counter: it never goes down, however the speed changes)
+        self._gen_done = 0
+        self._gen_seconds = 0.0
 
     # ---- bodies -----------------------------------------------------------------------
     def state(self):
@@ -190,12 +194,17 @@ class _SimServer(QuietHTTPServer):
         # counter when a request ends; until then they are the busy slots' n_decoded
         done, _ = llamacpp_split(st)
         itl = st.itl_s or 0.02
+        if done < self._gen_done:  # the box restarted the server (the caller holds self.lock)
+            self._gen_done, self._gen_seconds = 0, 0.0
+        self._gen_seconds += (done - self._gen_done) * itl
+        self._gen_done = done
+        gen_seconds = self._gen_seconds
         rows = [
             ("llamacpp:prompt_tokens_total", "counter", int(0.6 * st.prompt_tokens_total)),
             ("llamacpp:prompt_tokens_cached_total", "counter", st.prompt_tokens_total - int(0.6 * st.prompt_tokens_total)),
             ("llamacpp:prompt_seconds_total", "counter", st.prompt_tokens_total / 2000.0),
             ("llamacpp:tokens_predicted_total", "counter", done),
-            ("llamacpp:tokens_predicted_seconds_total", "counter", round(done * itl, 3)),
+            ("llamacpp:tokens_predicted_seconds_total", "counter", round(gen_seconds, 3)),
             ("llamacpp:n_decode_total", "counter", done),
             ("llamacpp:n_tokens_max", "counter", 8192),
             ("llamacpp:spec_decode_num_draft_tokens_total", "counter", 0),

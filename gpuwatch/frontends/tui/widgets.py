@@ -342,6 +342,7 @@ class PlotextChart(Widget):
         self.min_span = 1.0
         self._cache: tuple | None = None
         self._text: Text | None = None
+        self._version = 0  # one more with every set_data: the data is drawn once per version and size
 
     def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None, epochs=None,
                  min_span: float = 1.0) -> None:
@@ -349,13 +350,11 @@ class PlotextChart(Widget):
         self.y_range = y_range
         self.epochs = list(epochs or [])
         self.min_span = min_span
-        key = self._key(self.size.width, self.size.height)
-        if key != self._cache:
-            self.refresh()
+        self._version += 1  # (comparing the series themselves cost more than drawing them)
+        self.refresh()
 
     def _key(self, w: int, h: int) -> tuple:
-        return (w, h, self.title, tuple((n, tuple(v)) for n, v in self.series), self.y_range,
-                tuple(self.epochs[-1:]), self.min_span)
+        return (w, h, self._version)
 
     def render(self) -> Text:
         w, h = self.size.width, self.size.height
