@@ -79,17 +79,31 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         if explicit:
             raise ConfigError(f"config file {p} does not exist")
         return Config()
+    from .userfiles import read_small_file
     try:
-        with open(p, "rb") as fh:
-            data = tomllib.load(fh)
+        data = tomllib.loads(read_small_file(p).decode("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    except ValueError as e:  # a FIFO, a device, far too big
+        raise ConfigError(f"config file {e}") from None
     except OSError as e:
         raise ConfigError(f"config file {p} cannot be read: {e.strerror}") from None
     try:
         return parse_config(data, p)
     except ConfigError as e:
         raise ConfigError(f"config file {p}: {e}") from None
+
+
+def _checked_url(url: str, where: str) -> str:
+    from .usage import url_problem
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
+    problem = url_problem(url)
+    if problem:
+        raise ConfigError(f"{where}url: {problem}")
+    return url.rstrip("/")
 
 
 KNOWN_TOP = {"interval", "theme", "discover", "backends", "alerts", "prometheus", "meters", "nginx_conf"}
@@ -120,9 +134,7 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
         extra = set(b) - {"url", "name", "api_key_env", "kind"}
         if extra:
             raise ConfigError(f"{where}{sorted(extra)[0]}: unknown key (known: url, name, api_key_env, kind)")
-        url = _expect(b, "url", str, where)
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}url: {url!r} must start with http:// or https://")
+        url = _checked_url(_expect(b, "url", str, where), where)
         cfg.backends.append(BackendConfig(
             url=url.rstrip("/"),
             name=_expect(b, "name", str, where) if "name" in b else None,
@@ -138,9 +150,11 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
     if not isinstance(prom, dict):
         raise ConfigError("prometheus: expected a table ([prometheus])")
     if "url" in prom:
-        cfg.prometheus_url = _expect(prom, "url", str, "prometheus.")
+        cfg.prometheus_url = _checked_url(_expect(prom, "url", str, "prometheus."), "prometheus.")
     if "timeout_s" in prom:
         cfg.prometheus_timeout_s = float(_expect(prom, "timeout_s", (int, float), "prometheus."))
+        if not 0.1 <= cfg.prometheus_timeout_s <= 600:  # NaN and inf fail this too
+            raise ConfigError(f"prometheus.timeout_s: {cfg.prometheus_timeout_s} is outside 0.1..600 seconds")
     return cfg
 
 

@@ -31,21 +31,22 @@ def _fields(cls) -> list[tuple[str, type | None, bool]]:
 
 
 def _from_dict(cls, data):
-    """Build dataclass ``cls`` from a dict, tolerating unknown and missing keys."""
+    """Build dataclass ``cls`` from a dict, tolerating unknown and missing keys. Values are
+    taken as they come: ``Snapshot.from_dict`` then checks and repairs them (sanitize.py)."""
     if data is None:
         return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     kwargs = {}
-    for name, nested, is_float in _fields(cls):
+    for name, nested, _ in _fields(cls):
         if name not in data:
             continue
         value = data[name]
         if nested is not None and value is not None:
             if isinstance(value, list):
-                value = [_from_dict(nested, v) for v in value]
-            else:
+                value = [_from_dict(nested, v) for v in value if isinstance(v, dict)]
+            elif isinstance(value, dict):
                 value = _from_dict(nested, value)
-        elif is_float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -164,6 +165,8 @@ class ModelInfo:
     expires_at: str | None = None
     quantization: str | None = None
     parameter_size: str | None = None
+    # values that could not be read (absurd or non-finite), by field, with the reason
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,6 +248,8 @@ class Instance:
     time_per_token_s: float | None = None
     # speculative decoding: share of the draft tokens the target model accepted lately
     spec_accept_pct: float | None = None
+    # values that could not be read (non-finite, absurd, wrong type), by field, with the reason
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -307,7 +312,8 @@ class Snapshot:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(f"unsupported snapshot schema_version {version!r} (this gpuwatch reads {SCHEMA_VERSION})")
-        return _from_dict(cls, data)
+        from .sanitize import clean_snapshot  # outside data: checked where it enters the model
+        return clean_snapshot(_from_dict(cls, data))
 
     def gpu(self, index: int) -> GPU | None:
         # the alert rules look GPUs up in every snapshot of their windows, ~800 times a tick:

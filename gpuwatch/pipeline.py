@@ -24,6 +24,7 @@ from .analysis.groups import assign_gpus
 from .analysis.history import History
 from .collect.nvml import NvmlCollector
 from .model import Instance, Snapshot
+from .sanitize import clean_snapshot
 
 
 def iso(ts: float) -> str:
@@ -86,6 +87,7 @@ class Sampler:
             instances_pending=self.instances is not None and not self._instances_done,
         )
         snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
+        clean_snapshot(snap)  # NVML strings, process names, server answers: checked as they enter
         for step in self.analyzers:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
@@ -167,3 +169,12 @@ def default_alert_engine(config: AlertConfig | dict | None = None) -> AlertEngin
     if not isinstance(config, AlertConfig):
         config = AlertConfig.from_toml_dict(config or {})
     return AlertEngine(config)
+
+
+def close_within(close: Callable[[], object], seconds: float) -> None:
+    """Call ``close`` on a daemon thread and wait at most ``seconds`` for it: a collector stuck
+    in a slow call (NVML, a hung server) must not keep a process that was told to stop alive."""
+    import threading
+    t = threading.Thread(target=close, name="gpuwatch-close", daemon=True)
+    t.start()
+    t.join(seconds)

@@ -21,7 +21,9 @@ def demo_before_command(argv: list[str], commands, const: str) -> list[str]:
 def url_problem(text: str) -> str | None:
     """``http://HOST[:PORT][/path]`` with a host and a valid port."""
     if not text.startswith(("http://", "https://")):
-        return f"invalid URL {text!r}: expected http://HOST:PORT"
+        return f"invalid URL {text[:80]!r}: expected http://HOST:PORT"
+    if not text.isprintable() or any(ch.isspace() for ch in text):
+        return f"invalid URL {text[:80]!r}: it contains spaces or control characters"
     try:
         parts = urlsplit(text)
         port = parts.port  # raises on a port that is not a number or out of range

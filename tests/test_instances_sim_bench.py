@@ -120,8 +120,8 @@ def test_bench_openai_counts_usage_over_wall_time(servers):
 def test_bench_failure_is_reported_not_raised(servers):
     srv = servers({"/v1/completions": (500, "boom")})
     res = run_bench(srv.url, "vllm", model="m", timeout=5)
-    assert res.error == "HTTP 500 from /v1/completions"
-    assert format_bench(res) == "gpuwatch: benchmark of m failed: HTTP 500 from /v1/completions"
+    assert res.error == "HTTP 500 from /v1/completions: boom"  # the server's own reason, excerpted
+    assert format_bench(res) == "gpuwatch: benchmark of m failed: HTTP 500 from /v1/completions: boom"
     dead = run_bench("http://127.0.0.1:9", "ollama", model="m", timeout=2)
     assert dead.error and dead.generation_tokens_per_s is None
 

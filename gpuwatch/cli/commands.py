@@ -138,7 +138,8 @@ def cmd_serve(args) -> int:
     try:
         return run_serve(monitor, settings.interval, args.listen, host_label=args.host_label)
     finally:
-        monitor.close()
+        from ..pipeline import close_within
+        close_within(monitor.close, 0.5)  # SIGTERM: out within 2 s, whatever a collector is stuck in
 
 
 def cmd_meter(args) -> int:

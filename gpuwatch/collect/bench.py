@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import json
 import os
 import time
 
 import httpx
 
 from ..model import BenchResult
+from ..sanitize import clean
 from .engines import Fetcher, detect_kind
 from .engines.base import FetchError
 from .engines.llamacpp import display_model_name
@@ -34,43 +36,46 @@ def _headers(api_key_env: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _check(r: httpx.Response, path: str) -> None:
-    if r.status_code in (401, 403):
-        raise FetchError(f"needs API key (HTTP {r.status_code} from {path})")
-    if r.status_code >= 400:
-        raise FetchError(f"HTTP {r.status_code} from {path}")
+# total deadlines (headers and body, however slowly a server sends): finding the model, and
+# each timed generation
+SETUP_TIMEOUT_S = 10.0
+RUN_TIMEOUT_S = 60.0
 
 
-def _json(r: httpx.Response, path: str):
-    _check(r, path)
-    try:
-        return r.json()
-    except ValueError:
-        raise FetchError(f"not JSON from {path}") from None
-
-
-def _pick_model(client: httpx.Client, url: str, kind: str) -> str | None:
+async def _pick_model(f: Fetcher, kind: str) -> str | None:
     if kind == "ollama":
         for path in ("/api/ps", "/api/tags"):
-            data = _json(client.get(url + path), path)
+            data = await f.get_json(path)
             models = data.get("models") if isinstance(data, dict) else None
-            if models:
-                return models[0].get("name") or models[0].get("model")
+            if isinstance(models, list) and models and isinstance(models[0], dict):
+                name = models[0].get("name") or models[0].get("model")
+                return name if isinstance(name, str) else None
         return None
     if kind == "lmstudio":  # /v1/models lists every downloaded model: take a loaded LLM
-        data = _json(client.get(url + "/api/v0/models"), "/api/v0/models")
-        for m in data.get("data") or () if isinstance(data, dict) else ():
+        data = await f.get_json("/api/v0/models")
+        for m in (data.get("data") or ()) if isinstance(data, dict) else ():
             if isinstance(m, dict) and m.get("state") == "loaded" and m.get("type") in ("llm", "vlm"):
-                return m.get("id")
+                name = m.get("id")
+                return name if isinstance(name, str) else None
         return None
     if kind == "tabbyapi":  # the loaded model (/v1/models lists the model directory to admin keys)
-        data = _json(client.get(url + "/v1/model"), "/v1/model")
-        return data.get("id") if isinstance(data, dict) else None
-    data = _json(client.get(url + "/v1/models"), "/v1/models")
+        data = await f.get_json("/v1/model")
+        name = data.get("id") if isinstance(data, dict) else None
+        return name if isinstance(name, str) else None
+    data = await f.get_json("/v1/models")
     models = data.get("data") if isinstance(data, dict) else None
-    if models:
-        return models[0].get("id")
+    if isinstance(models, list) and models and isinstance(models[0], dict):
+        name = models[0].get("id")
+        return name if isinstance(name, str) else None
     return None
+
+
+async def _post_json(f: Fetcher, path: str, body: dict):
+    raw = await f.request("POST", path, json_body=body)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise FetchError(f"not JSON from {path}") from None
 
 
 def server_timings(data) -> tuple[int, float, int, float] | None:
@@ -91,44 +96,43 @@ def server_timings(data) -> tuple[int, float, int, float] | None:
     return gen_n, gen_ms / 1000, prompt_n, prompt_ms / 1000
 
 
-def _detect(url: str, timeout: float, headers: dict[str, str]) -> str:
-    async def go():
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as c:
-            return await detect_kind(Fetcher(c, url, headers))
-    return asyncio.run(go())
+
+def _count(v) -> int:
+    """A token count or duration from a server: a whole number within reason."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 2**62:
+        raise ValueError(v)
+    return int(v)
 
 
-def run_bench(url: str, kind: str | None = None, model: str | None = None, runs: int = 1, timeout: float = 120.0,
-              api_key_env: str | None = None) -> BenchResult:
-    """Time ``runs`` short generations on the server at ``url``. Never raises: a failure is
-    reported in ``BenchResult.error``. Blocking (run it off the UI thread)."""
-    url = url.rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    runs = max(1, int(runs))
-    headers = _headers(api_key_env)
-    result = BenchResult(time=_now_iso(), model=model, runs=runs)
-    try:
-        if kind is None:
-            kind = _detect(url, min(timeout, 5.0), headers)
-        with httpx.Client(timeout=timeout, headers=headers, trust_env=False) as client:
-            if model is None:
-                model = _pick_model(client, url, kind)
-                if model is None:
-                    raise FetchError("no model loaded or listed to benchmark")
-            result.model = display_model_name(model) if kind == "llamacpp" else model
-            gen_tokens = prompt_tokens = 0
-            gen_s = prompt_s = 0.0
-            for _ in range(runs):
+async def _bench(url: str, kind: str | None, model: str | None, runs: int, headers: dict[str, str],
+                 result: BenchResult, setup_s: float, run_s: float) -> None:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(run_s, connect=min(5.0, setup_s)), trust_env=False,
+                                 follow_redirects=False) as client:
+        f = Fetcher(client, url, headers)
+
+        async def setup():
+            k = kind or await detect_kind(f)
+            return k, (model or await _pick_model(f, k))
+        try:
+            kind, model = await asyncio.wait_for(setup(), setup_s)
+        except asyncio.TimeoutError:
+            raise FetchError(f"no answer within {setup_s:g} s") from None
+        if model is None:
+            raise FetchError("no model loaded or listed to benchmark")
+        result.model = display_model_name(model) if kind == "llamacpp" else model
+        gen_tokens = prompt_tokens = 0
+        gen_s = prompt_s = 0.0
+        for _ in range(runs):
+            try:
                 if kind == "ollama":
                     body = {"model": model, "prompt": PROMPT, "stream": False,
                             "options": {"num_predict": MAX_TOKENS, "temperature": 0}}
-                    data = _json(client.post(url + "/api/generate", json=body), "/api/generate")
+                    data = await asyncio.wait_for(_post_json(f, "/api/generate", body), run_s)
                     try:
-                        gen_tokens += int(data["eval_count"])
-                        gen_s += int(data["eval_duration"]) / 1e9
-                        prompt_tokens += int(data.get("prompt_eval_count") or 0)
-                        prompt_s += int(data.get("prompt_eval_duration") or 0) / 1e9
+                        gen_tokens += _count(data["eval_count"])
+                        gen_s += _count(data["eval_duration"]) / 1e9
+                        prompt_tokens += _count(data.get("prompt_eval_count") or 0)
+                        prompt_s += _count(data.get("prompt_eval_duration") or 0) / 1e9
                     except (KeyError, TypeError, ValueError):
                         raise FetchError("no eval_count/eval_duration in the /api/generate answer") from None
                 else:
@@ -136,7 +140,7 @@ def run_bench(url: str, kind: str | None = None, model: str | None = None, runs:
                     if kind == "llamacpp":
                         body["cache_prompt"] = False  # every run computes its prompt: a prompt speed to time
                     t0 = time.perf_counter()
-                    data = _json(client.post(url + "/v1/completions", json=body), "/v1/completions")
+                    data = await asyncio.wait_for(_post_json(f, "/v1/completions", body), run_s)
                     wall = time.perf_counter() - t0
                     usage = data.get("usage") if isinstance(data, dict) else None
                     if not isinstance(usage, dict) or "completion_tokens" not in usage:
@@ -146,13 +150,35 @@ def run_bench(url: str, kind: str | None = None, model: str | None = None, runs:
                         gen_tokens, gen_s, prompt_tokens, prompt_s = (
                             a + b for a, b in zip((gen_tokens, gen_s, prompt_tokens, prompt_s), timed))
                         continue
-                    gen_tokens += int(usage["completion_tokens"])
-                    prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                    try:
+                        gen_tokens += _count(usage["completion_tokens"])
+                        prompt_tokens += _count(usage.get("prompt_tokens") or 0)
+                    except ValueError:
+                        raise FetchError("no usable token counts in the /v1/completions answer") from None
                     gen_s += wall
-            result.generation_tokens = gen_tokens
-            result.prompt_tokens = prompt_tokens
-            result.generation_tokens_per_s = gen_tokens / gen_s if gen_s > 0 else None
-            result.prompt_tokens_per_s = prompt_tokens / prompt_s if prompt_s > 0 else None
+            except asyncio.TimeoutError:
+                raise FetchError(f"no answer within {run_s:g} s") from None
+        result.generation_tokens = gen_tokens
+        result.prompt_tokens = prompt_tokens
+        result.generation_tokens_per_s = gen_tokens / gen_s if gen_s > 0 else None
+        result.prompt_tokens_per_s = prompt_tokens / prompt_s if prompt_s > 0 else None
+
+
+def run_bench(url: str, kind: str | None = None, model: str | None = None, runs: int = 1,
+              timeout: float = RUN_TIMEOUT_S, api_key_env: str | None = None,
+              setup_timeout: float = SETUP_TIMEOUT_S) -> BenchResult:
+    """Time ``runs`` short generations on the server at ``url``. Never raises: a failure is
+    reported in ``BenchResult.error``. Blocking (run it off the UI thread). Finding the model
+    takes at most ``setup_timeout`` seconds and each generation ``timeout``, in all (however
+    slowly the server sends); answers are capped at 4 MiB decompressed."""
+    url = url.rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    runs = max(1, int(runs))
+    headers = _headers(api_key_env)
+    result = BenchResult(time=_now_iso(), model=model, runs=runs)
+    try:
+        asyncio.run(_bench(url, kind, model, runs, headers, result, min(setup_timeout, timeout), timeout))
     except FetchError as e:
         result.error = e.message
     except httpx.TimeoutException:
@@ -161,7 +187,7 @@ def run_bench(url: str, kind: str | None = None, model: str | None = None, runs:
         result.error = f"could not reach {url} ({type(e).__name__})"
     if result.error and api_key_env and os.environ.get(api_key_env):
         result.error = result.error.replace(os.environ[api_key_env], "***")
-    return result
+    return clean(result)  # model names and error texts from the server: shown, so checked
 
 
 def format_bench(result: BenchResult, url: str | None = None) -> str:

@@ -16,6 +16,7 @@ import concurrent.futures
 import copy
 import datetime as _dt
 import ipaddress
+import math
 import os
 import threading
 import time
@@ -178,6 +179,8 @@ class _Target:
     container: str | None = None
     container_gpus: list[str] = field(default_factory=list)
     upstream_of: str | None = None  # the llama-swap instance that started this server
+    inflight: concurrent.futures.Future | None = None  # the poll running now
+    last: Instance | None = None  # what the last finished poll showed
 
 
 @dataclass
@@ -203,6 +206,14 @@ def _rate(cur: float | None, prev: float | None, dt: float | None) -> float | No
     if cur is None or prev is None or not dt or dt <= 0 or cur < prev:
         return None
     return (cur - prev) / dt
+
+
+def _whole(v: float | None) -> int | float | None:
+    """A gauge that counts (slots) as an int; a non-finite one stays as it is, for the
+    sanitiser to report as a bad reading."""
+    if v is None or not math.isfinite(v):
+        return v
+    return int(v)
 
 
 def _generation_rate(kind: str, r: Reading, prev: Reading | None, dt: float | None) -> float | None:
@@ -247,13 +258,16 @@ def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histog
 
 class InstanceCollector:
     """Polls configured and discovered inference servers. Thread-safe; ``collect()`` is
-    bounded by about ``timeout_s`` + 0.3 s however the servers behave."""
+    bounded by about ``timeout_s`` + 0.3 s however the servers behave, and by ``grace_s``
+    once every server has answered once."""
 
     def __init__(self, backends: list[BackendConfig], discover: bool = True, process_table=None,
                  timeout_s: float = 1.5, clock=time.monotonic, *, probe_ports: tuple[int, ...] | None = None,
-                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None, prime_s: float = PRIME_S) -> None:
+                 discovery_interval_s: float = DISCOVERY_INTERVAL_S, docker=None, prime_s: float = PRIME_S,
+                 grace_s: float = 0.5) -> None:
         self.discover = discover
         self.prime_s = prime_s
+        self.grace_s = min(grace_s, float(timeout_s))
         self.table = process_table if process_table is not None else ProcessTable()
         self.timeout_s = float(timeout_s)
         self.clock = clock
@@ -286,7 +300,14 @@ class InstanceCollector:
             if key in self._targets:
                 continue  # the same server configured twice
             host, port, path = key
-            default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}{path}"
+            # host:port only: a URL's path may carry a token (/proxy/TOKEN/...), and the name is
+            # shown, recorded and exported (instance_name); a second server there gets "#2"
+            default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}"
+            taken = {t.name for t in self._targets.values()}
+            n = 2
+            while default_name in taken:
+                default_name = f"{'localhost' if host == '127.0.0.1' else host}:{port}#{n}"
+                n += 1
             self._targets[key] = _Target(key=key, url=url, name=b.name or default_name,
                                          kind=b.kind, source=b.source, api_key_env=b.api_key_env)
         self._loop = asyncio.new_event_loop()
@@ -296,33 +317,73 @@ class InstanceCollector:
         # the others, and a request only checks its own server's idle connections
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._closed = False
+        self._meter_fut: concurrent.futures.Future | None = None
+        self._metered: dict | None = None  # the meters' last answer
 
     # ---- public API ---------------------------------------------------------------------
     def collect(self) -> list[Instance]:
+        """Every server's latest state. Each server is polled on its own: a poll still running
+        from an earlier call (a hung or slow server) is not waited for again -- that server
+        shows its last state until its poll ends (within ``timeout_s``), and the others are
+        read afresh on every call. A server that has never answered yet is waited for, up to
+        ``timeout_s``; the rest at most ``grace_s``."""
         with self._lock:
             if self._closed:
                 return []
             now = self.clock()
             self._refresh_processes(now)
             targets = list(self._targets.values())
-            done: dict = {}  # filled on the event loop as each server's poll ends
-            fut = asyncio.run_coroutine_threadsafe(self._poll_all(targets, done), self._loop)
-            try:
-                results = fut.result(timeout=self.timeout_s + 0.3)
-            except concurrent.futures.TimeoutError:
-                # the loop ran late (a loaded machine): keep every answer that did arrive, so a
-                # slow server never blanks the healthy ones
-                fut.cancel()
-                results = dict(done)
+            keys = {t.key for t in targets}
+            gone = [k for k in self._clients if k not in keys]
+            if gone:
+                asyncio.run_coroutine_threadsafe(self._close_clients(gone), self._loop)
+            for t in targets:
+                if t.inflight is None:
+                    t.inflight = asyncio.run_coroutine_threadsafe(self._poll_bounded(t), self._loop)
+            if self.meters and self._meter_fut is None:  # meters (issue 14): polled the same way
+                self._meter_fut = asyncio.run_coroutine_threadsafe(self.meters.poll(self.timeout_s), self._loop)
+            meter = [self._meter_fut] if self._meter_fut is not None else []
+            first = [t.inflight for t in targets if t.last is None] + (meter if self._metered is None else [])
+            later = [t.inflight for t in targets if t.last is not None] + (meter if self._metered is not None else [])
+            start = time.monotonic()
+            if first:
+                concurrent.futures.wait(first, timeout=self.timeout_s + 0.3)
+            if later:
+                left = self.grace_s - (time.monotonic() - start)
+                concurrent.futures.wait(later, timeout=max(0.0, left))
+            if self._meter_fut is not None and self._meter_fut.done():
+                try:
+                    self._metered = self._meter_fut.result()
+                except BaseException:
+                    self._metered = {}
+                self._meter_fut = None
+            finished: dict[tuple, _PollResult] = {}
+            for t in targets:
+                if t.inflight is not None and t.inflight.done():
+                    fut, t.inflight = t.inflight, None
+                    try:
+                        finished[t.key] = fut.result()
+                    except BaseException:  # cancelled at close, or a bug: never the caller's problem
+                        finished[t.key] = _PollResult(error=FetchError("could not read", "error"))
+            done = [t for t in targets if t.key in finished]
+            attach_meters(done, [finished[t.key] for t in done], self._metered or {}, self._targets, url_key)
             out = []
             for t in targets:
                 if self._targets.get(t.key) is not t:
                     continue  # dropped this tick (a proxy's upstream it has stopped)
-                inst = self._apply(t, results.get(t.key) or _PollResult(
-                    error=FetchError(f"no answer within {self.timeout_s:g} s", "down")))
-                if inst is not None:
-                    out.append(inst)
+                if t.key in finished:
+                    inst = self._apply(t, finished[t.key])
+                    t.last = inst
+                elif t.last is not None:
+                    inst = t.last  # still polling (hung or slow): its last state, as it was
                 elif t.tentative:
+                    inst = None
+                else:
+                    inst = self._apply(t, _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s",
+                                                                       "down")))
+                if inst is not None:
+                    out.append(copy.copy(inst))
+                elif t.tentative and t.inflight is None:
                     self._targets.pop(t.key, None)  # probed again at the next discovery scan
             return out
 
@@ -535,22 +596,9 @@ class InstanceCollector:
             if client is not None:
                 await client.aclose()
 
-    async def _poll_all(self, targets: list[_Target], done: dict | None = None) -> dict:
-        gone = [k for k in self._clients if k not in {t.key for t in targets}]
-        if gone:
-            await self._close_clients(gone)
-        done = {} if done is None else done
-
-        async def poll(t: _Target) -> None:
-            done[t.key] = await self._poll_bounded(self._client_for(t.key), t)
-        _, metered = await asyncio.gather(asyncio.gather(*(poll(t) for t in targets)),
-                                          self.meters.poll(self.timeout_s))
-        attach_meters(targets, [done[t.key] for t in targets], metered, self._targets, url_key)
-        return done
-
-    async def _poll_bounded(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+    async def _poll_bounded(self, t: _Target) -> _PollResult:
         try:
-            return await asyncio.wait_for(self._poll_one(client, t), self.timeout_s)
+            return await asyncio.wait_for(self._poll_one(self._client_for(t.key), t), self.timeout_s)
         except asyncio.TimeoutError:
             error = FetchError(f"no answer within {self.timeout_s:g} s", "down")
         except FetchError as e:
@@ -712,10 +760,8 @@ class InstanceCollector:
         inst.requests_waiting = g.get("requests_waiting")
         inst.kv_cache_usage_pct = g.get("kv_cache_usage_pct")
         inst.prefix_cache_hit_pct = g.get("prefix_cache_hit_pct")
-        if g.get("slots_busy") is not None:
-            inst.slots_busy = int(g["slots_busy"])
-        if g.get("slots_total") is not None:
-            inst.slots_total = int(g["slots_total"])
+        inst.slots_busy = _whole(g.get("slots_busy"))
+        inst.slots_total = _whole(g.get("slots_total"))
         prev = t.prev
         dt = (res.t - t.prev_t) if t.prev_t is not None else None
         pc = prev.counters if prev else {}

@@ -21,7 +21,7 @@ import httpx
 from ..meter import names as meter_names
 from ..meter.routes import parse_listen
 from .engines import names as engine_names
-from .engines.base import FetchError, Fetcher, Histogram, PromScrape, Reading, flag_value
+from .engines.base import FetchError, Fetcher, Histogram, PromScrape, Reading, flag_value, scrape_off_loop
 
 MAX_ROUTES, MAX_LABEL = 256, 256
 WANTED = {meter_names.ROUTE_INFO} | {n for n in meter_names.READ.values()} | {
@@ -122,7 +122,7 @@ class MeterWatch:
 
     async def _read(self, url: str) -> list[tuple[str, str, Reading]]:
         text = await Fetcher(self._client, url).get_text("/metrics")
-        scrape = PromScrape(text or "", wanted=WANTED, series=self._series.setdefault(url, {}))
+        scrape = await scrape_off_loop(text or "", wanted=WANTED, series=self._series.setdefault(url, {}))
         if not scrape.has_prefix(meter_names.PREFIX):
             raise FetchError(f"no {meter_names.PREFIX} series at {url}/metrics")
         return routes_of(scrape)

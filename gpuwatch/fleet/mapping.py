@@ -21,6 +21,7 @@ with a dict lookup by metric name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -28,6 +29,7 @@ from ..collect.engines import names as engine_names
 from ..vocab import decode_throttle_reasons
 from ..model import GPU, Alert, Instance, ModelInfo, NvLink, Pcie, Snapshot
 from . import names as N
+from ..sanitize import clean_snapshot
 from .promql import QueryResult
 
 MIB = 1024 * 1024
@@ -236,6 +238,11 @@ def _host_of(labels: dict, family: str) -> str | None:
     return None
 
 
+def _small_int(text: str) -> bool:
+    """Whether a label is a small whole number in ASCII digits ("²".isdigit() is True too)."""
+    return 0 < len(text) <= 6 and text.isascii() and text.isdigit()
+
+
 def _strip_port(addr: str) -> str:
     if addr.startswith("["):
         return addr[1:].split("]", 1)[0]
@@ -248,6 +255,8 @@ def _port_of(addr: str) -> str:
 
 def _convert(f: Field, v: float):
     v = v * f.scale
+    if not math.isfinite(v):
+        return v  # +Inf stays as it is: the sanitiser makes it a bad reading, with the reason
     if f.cast is int:
         return int(round(v))
     if f.cast is bool:
@@ -277,6 +286,7 @@ class FleetBuilder:
         self.hosts: dict[str, _Host] = {}
         self.eval_time: float | None = None
         self.unmatched = 0  # samples of a known metric without a host label
+        self.skipped = 0  # malformed samples left out
         self.last_sample: dict[str, float] = {}  # host -> time of its newest sample (gpuwatch boxes)
         self.recent_targets: dict[str, set[str]] = {}  # host -> scrape targets seen in LAST_SAMPLE_WINDOW
         self._create = True
@@ -316,6 +326,9 @@ class FleetBuilder:
                     if spec is not None:
                         self._engine(spec[0], spec[1], labels, s.value)
             except self._Skip:
+                continue
+            except (ValueError, TypeError, AttributeError, OverflowError):
+                self.skipped += 1  # one malformed sample, not the whole refresh
                 continue
 
     def _last_sample(self, labels: dict, v: float) -> None:
@@ -366,18 +379,18 @@ class FleetBuilder:
             inst = self._gw_inst(h, labels)
             inst.status = labels.get("status") or inst.status
             inst.parallelism = labels.get("parallelism") or inst.parallelism
-            if labels.get("parallel_size", "").isdigit():
+            if _small_int(labels.get("parallel_size", "")):
                 inst.parallel_size = int(labels["parallel_size"])
             inst.version = labels.get("version") or None
             if labels.get("model") and not inst.models:
                 inst.models.append(ModelInfo(name=labels["model"]))
-            gpus = [int(x) for x in labels.get("gpus", "").split(",") if x.strip().isdigit()]
+            gpus = [int(x) for x in labels.get("gpus", "").split(",") if _small_int(x.strip())]
             if gpus:
                 inst.gpus = sorted(set(inst.gpus) | set(gpus))
         elif metric == N.INSTANCE_GPU_MEMORY:
             inst = self._gw_inst(h, labels)
             gpu = labels.get("gpu", "")
-            if gpu.isdigit():
+            if _small_int(gpu) and math.isfinite(v):
                 inst.gpu_memory_bytes[gpu] = int(v)
                 if int(gpu) not in inst.gpus:
                     inst.gpus = sorted([*inst.gpus, int(gpu)])
@@ -399,7 +412,7 @@ class FleetBuilder:
 
     def _gpu(self, gpus: dict, labels: dict, ident: dict) -> GPU:
         raw = labels.get("gpu", "")
-        index = int(raw) if raw.isdigit() else len(gpus)
+        index = int(raw) if _small_int(raw) else len(gpus)
         g = gpus.get(index)
         if g is None:
             if not self._create:
@@ -430,7 +443,8 @@ class FleetBuilder:
             return  # a preferred metric already filled this field
         h.prio[key] = f.prio
         if f.mode == "mask":
-            obj.throttle_reasons = decode_throttle_reasons(int(v))
+            if math.isfinite(v) and 0 <= v < 2**64:
+                obj.throttle_reasons = decode_throttle_reasons(int(v))
         else:
             _set(obj, f.path, _convert(f, v))
 
@@ -505,7 +519,10 @@ class FleetBuilder:
                             nvml_error=info.get("nvml_error"), gpus=gpu_list, instances=instances,
                             alerts=list(h.alerts), collect_ms=collect_ms, source="prometheus",
                             scenario=info.get("scenario"))
-            out.append(snap)
+            try:
+                out.append(clean_snapshot(snap))  # labels and values from Prometheus: outside data
+            except ValueError:
+                continue
         return out
 
 

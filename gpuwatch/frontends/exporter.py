@@ -13,18 +13,16 @@ that can carry a secret stays on the box.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import signal
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import generate_latest, CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..vocab import THROTTLE_REASONS
@@ -209,6 +207,7 @@ class ExporterState:
     last_ok: float | None = None  # monotonic time of the last finished tick
     last_error: str | None = None
     ticks: int = 0
+    body: bytes = b""  # the /metrics text, rendered once per collection
 
     def healthy(self) -> tuple[bool, str]:
         if self.last_ok is None:
@@ -218,53 +217,143 @@ class ExporterState:
             return False, f"last snapshot {age:.0f} s ago"
         return True, "ok"
 
-
-def make_app(state: ExporterState):
-    """The WSGI app: /metrics, /healthz, and a one-line index."""
-
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            body = generate_latest(state.registry)
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
-            return [body]
-        if path == "/healthz":
-            ok, why = state.healthy()
-            body = (why + "\n").encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
-            return [body]
-        if path == "/":
-            body = b"gpuwatch exporter: /metrics /healthz\n"
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found: try /metrics\n"]
-
-    return app
+    def publish(self, families: list) -> None:
+        """Set the families of a finished collection and render /metrics from them, once: a
+        scrape then only sends bytes, however many scrapers come."""
+        self.collector.set(families)
+        self.body = generate_latest(self.registry)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def respond(state: ExporterState, path: str) -> tuple[str, str, bytes]:
+    """(status, content type, body) for a GET of ``path``: /metrics, /healthz, an index."""
+    if path == "/metrics":
+        return "200 OK", CONTENT_TYPE_LATEST, state.body
+    if path == "/healthz":
+        ok, why = state.healthy()
+        return ("200 OK" if ok else "503 Service Unavailable"), "text/plain; charset=utf-8", (why + "\n").encode()
+    if path == "/":
+        return "200 OK", "text/plain; charset=utf-8", b"gpuwatch exporter: /metrics /healthz\n"
+    return "404 Not Found", "text/plain; charset=utf-8", b"not found: try /metrics\n"
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+# Slow and hostile clients (slowloris: requests sent a byte at a time, or never finished): a
+# request head must arrive whole within HEADER_TIMEOUT_S of the connection (IDLE_TIMEOUT_S for
+# the next one on a kept-alive connection) and fit in MAX_HEADER_BYTES; a response must be
+# taken within WRITE_TIMEOUT_S. At most MAX_CONNECTIONS are open: a new one beyond that
+# closes the oldest connection that is only waiting for a request, so a scraper always gets in.
+HEADER_TIMEOUT_S = 5.0
+IDLE_TIMEOUT_S = 15.0
+WRITE_TIMEOUT_S = 10.0
+MAX_HEADER_BYTES = 8192
+MAX_CONNECTIONS = 64
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format, *args):  # no access log on stderr
-        pass
+class MetricsServer:
+    """A small asyncio HTTP/1.1 server for the exporter, on its own daemon thread."""
+
+    def __init__(self, host: str, port: int, state: ExporterState, *, header_timeout_s: float = HEADER_TIMEOUT_S,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.state = state
+        self.header_timeout_s = header_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+        self._conns: dict[asyncio.StreamWriter, list] = {}  # writer -> [busy, since]
+        self.evicted = 0
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._server = self._loop.run_until_complete(asyncio.start_server(
+                self._handle, host, port, limit=MAX_HEADER_BYTES, backlog=128, reuse_address=True))
+        except BaseException:
+            self._loop.close()
+            raise
+        self.server_address = self._server.sockets[0].getsockname()[:2]
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gpuwatch-exporter-http", daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def _admit(self, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self.max_connections:
+            idle = [(since, w) for w, (busy, since) in self._conns.items() if not busy]
+            if idle:
+                _, oldest = min(idle, key=lambda x: x[0])
+                self._drop(oldest)
+                self.evicted += 1
+        self._conns[writer] = [False, time.monotonic()]
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        self._conns.pop(writer, None)
+        try:
+            writer.transport.abort()
+        except Exception:
+            pass
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self.max_connections and all(b for b, _ in self._conns.values()):
+            self._drop(writer)  # every slot is serving a response: come back later
+            return
+        self._admit(writer)
+        timeout = self.header_timeout_s
+        try:
+            while writer in self._conns:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        ConnectionError):
+                    return
+                self._conns[writer][0] = True
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                headers = {}
+                for line in lines[1:]:
+                    k, _, v = line.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                keep = len(parts) == 3 and parts[2] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+                if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+                    keep = False  # a request body: not read, so the connection cannot be reused
+                if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+                    status, ctype, body = "405 Method Not Allowed", "text/plain; charset=utf-8", b"GET only\n"
+                    keep = False
+                else:
+                    status, ctype, body = respond(self.state, parts[1].split("?", 1)[0])
+                head_out = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n").encode()
+                writer.write(head_out if parts[0] == "HEAD" else head_out + body)
+                try:
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                except (asyncio.TimeoutError, ConnectionError):
+                    return
+                if not keep:
+                    return
+                if writer in self._conns:
+                    self._conns[writer] = [False, time.monotonic()]
+                timeout = self.idle_timeout_s
+        finally:
+            self._drop(writer)
+
+    def shutdown(self) -> None:
+        """Stop listening, close every connection, stop the thread (within about a second)."""
+        async def stop():
+            self._server.close()
+            for w in list(self._conns):
+                self._drop(w)
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=1.0)
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=1.0)
+
+    def server_close(self) -> None:
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
 
 
-def start_server(host: str, port: int, state: ExporterState):
+def start_server(host: str, port: int, state: ExporterState, **kw) -> MetricsServer:
     """Bind and serve on a daemon thread; returns the server (``server_address`` has the port)."""
-    cls = _Server6 if ":" in host else _Server
-    server = make_server(host, port, make_app(state), server_class=cls, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, name="gpuwatch-exporter-http", daemon=True)
-    thread.start()
-    return server
+    return MetricsServer(host, port, state, **kw)
 
 
 def bind_error(host: str, port: int, e: OSError) -> str:
@@ -278,16 +367,18 @@ def bind_error(host: str, port: int, e: OSError) -> str:
 
 
 def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str | None = None,
-              ready=None, stop: threading.Event | None = None) -> int:
+              ready=None, stop: threading.Event | None = None, **server_options) -> int:
     """Tick ``monitor`` every ``interval`` seconds and serve its metrics until SIGTERM/SIGINT
-    (or ``stop`` is set). Returns the exit code."""
+    (or ``stop`` is set). Returns the exit code. Ticks run on their own daemon thread, so a
+    stop is acted on at once, never after a slow collection (SIGTERM: out within 2 s)."""
     registry = CollectorRegistry(auto_describe=False)
     collector = _LastSnapshotCollector()
     registry.register(collector)
     state = ExporterState(registry, collector, interval)
+    state.body = generate_latest(registry)
     host, port = listen
     try:
-        server = start_server(host, port, state)
+        server = start_server(host, port, state, **server_options)
     except OSError as e:
         print(f"gpuwatch: {bind_error(host, port, e)}", file=sys.stderr)
         return 1
@@ -303,21 +394,31 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
     if ready is not None:
         ready(actual)
     integ = _Integrator()
-    try:
+
+    def ticking() -> None:
         while not stop.is_set():
             start = time.monotonic()
             try:
                 snap = monitor.tick()
-                collector.set(build_families(snap, integ, time.time(), host_label))
+                if stop.is_set():
+                    break
+                state.publish(build_families(snap, integ, time.time(), host_label))
                 state.last_ok = time.monotonic()
                 state.last_error = None
                 state.ticks += 1
             except Exception as e:  # a collector bug: keep serving the last values, /healthz goes stale
                 state.last_error = f"{type(e).__name__}: {e}"
             stop.wait(max(0.0, interval - (time.monotonic() - start)))
+
+    ticker = threading.Thread(target=ticking, name="gpuwatch-exporter-tick", daemon=True)
+    ticker.start()
+    try:
+        while not stop.wait(0.5):
+            pass
     finally:
         server.shutdown()
         server.server_close()
+        ticker.join(timeout=0.1)  # a tick stuck in a slow collector is left behind (daemon)
         for sig, h in previous.items():
             signal.signal(sig, h)
     return 0

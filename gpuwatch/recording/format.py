@@ -26,7 +26,7 @@ class RecordingError(Exception):
 
 def encode_snapshot(snap: Snapshot) -> bytes:
     """One recording line: compact ASCII JSON of schema v1 and a newline."""
-    return json.dumps(snap.to_dict(), separators=(",", ":")).encode("ascii") + b"\n"
+    return json.dumps(snap.to_dict(), separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
 def is_gzip_name(path: str | os.PathLike) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..model import SCHEMA_VERSION, Snapshot
+from ..userfiles import regular_file_problem
 from .format import PREFIX, RecordingError, is_gzip_name, rotated_siblings
 
 _TIME_AT = len(PREFIX)
@@ -84,7 +85,7 @@ def _to_epoch(when) -> float:
 
 def _line_time(head: bytes, last: int | None) -> tuple[float | None, str | None]:
     """The time of a line from its head, or (None, why it is not a snapshot line)."""
-    if last != 0x7D:  # '}'
+    if last != 0x7D and last != 0x0D:  # '}', or '\r' of a CRLF line (checked when decoded)
         return None, "is not a whole JSON object"
     if head.startswith(PREFIX) and head[_TIME_AT + _TIME_LEN: _TIME_AT + _TIME_LEN + 1] == b'"':
         t = _fast_epoch(head[_TIME_AT: _TIME_AT + _TIME_LEN])
@@ -277,6 +278,9 @@ class _GzipSource:
 
 
 def _open_source(path: Path):
+    why = regular_file_problem(path)
+    if why:  # a FIFO blocks for ever, /dev/zero never ends: only regular files are recordings
+        raise RecordingError(f"{path} {why}")
     try:
         f = open(path, "rb")
     except IsADirectoryError:
@@ -399,8 +403,10 @@ class Recording:
         text = self.raw_line(i)
         try:
             d = json.loads(text)
-        except ValueError as e:
-            raise RecordingError(f"{self.where(i)} is not valid JSON ({e})") from None
+        except ValueError as e:  # bad UTF-8 too (UnicodeDecodeError is a ValueError)
+            raise RecordingError(f"{self.where(i)} is not valid JSON ({str(e)[:120]})") from None
+        except RecursionError:
+            raise RecordingError(f"{self.where(i)} is nested too deeply to be a snapshot") from None
         if not isinstance(d, dict):
             raise RecordingError(f"{self.where(i)} is not a JSON object")
         return d
@@ -413,8 +419,8 @@ class Recording:
             return snap
         try:
             snap = Snapshot.from_dict(self.raw(i))
-        except (TypeError, ValueError) as e:
-            raise RecordingError(f"{self.where(i)} is not a schema v1 snapshot ({e})") from None
+        except (TypeError, ValueError, AttributeError, RecursionError) as e:
+            raise RecordingError(f"{self.where(i)} is not a schema v1 snapshot ({str(e)[:120]})") from None
         self._cache[i] = snap
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -20,6 +20,7 @@ Guarantees (tests/test_record*.py hold them):
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import time
@@ -65,6 +66,7 @@ class LineFile:
         except OSError as e:
             raise RecordError(f"cannot create {self.path}: {_why(e)}") from None
         try:
+            self._lock()
             st = os.fstat(self.fd)
             self.regular = stat.S_ISREG(st.st_mode)
             self.size = st.st_size if self.regular else 0
@@ -84,6 +86,18 @@ class LineFile:
             self._close_fd()
             raise
 
+    def _lock(self) -> None:
+        """One recorder per file: two appending to one file would interleave and, on a full
+        disk, truncate each other's lines. An advisory lock held while the file is open; a
+        second ``gpuwatch record`` is refused (the lock goes with the process, kill -9 too)."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecordError(f"{self.path} is being written by another gpuwatch record: stop that one first, or "
+                              f"record into another file") from None
+        except OSError:
+            pass  # a file system without locks (some network mounts): record all the same
+
     def _raw_write(self, data: bytes) -> None:
         good = self.size
         try:
@@ -94,9 +108,18 @@ class LineFile:
         self.size += len(data)
 
     def _truncate(self, size: int) -> None:
+        """Cut what a failed write left after ``size``, but only back to a line end that is in
+        the file: the byte before ``size`` must be the newline this recorder wrote (in a gzip
+        file, ``size`` is the end of a sync-flushed line). Anything else -- the file shorter
+        than we think, another writer's bytes -- is left alone."""
         if self.regular:
             try:
-                os.ftruncate(self.fd, size)
+                actual = os.fstat(self.fd).st_size
+                at_line_end = size == 0 or self.gzip or os.pread(self.fd, 1, size - 1) == b"\n"
+                if actual > size and at_line_end:
+                    os.ftruncate(self.fd, size)
+                    actual = size
+                size = actual
             except OSError:
                 pass
         self.size = size

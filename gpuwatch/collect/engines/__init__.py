@@ -38,7 +38,7 @@ def _json_body(body) -> Any:
         return None
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -47,7 +47,8 @@ def _judge(got: dict[str, Any]) -> str | None:
     metrics = got.get("/metrics")
     if isinstance(metrics, bytes):
         try:
-            scrape = PromScrape(metrics.decode("utf-8", "replace"))
+            # series names only: an empty ``wanted`` parses nothing (cheap even for a big page)
+            scrape = PromScrape(metrics.decode("utf-8", "replace"), wanted=set())
             for kind, prefix in names.METRIC_PREFIX.items():
                 if scrape.has_prefix(prefix):
                     return kind

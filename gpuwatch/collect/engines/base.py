@@ -9,6 +9,7 @@ the same way for every engine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -20,6 +21,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from ...model import ModelInfo
+from ..bounded import ACCEPT_ENCODING, BodyError, read_async
 from .names import LOADING_ANSWERS
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -105,8 +107,9 @@ class Fetcher:
     async def request(self, method: str, path: str, *, optional: bool = False, json_body: Any = None) -> bytes | None:
         """The body, or None when ``optional`` and the endpoint does not exist (404/405/501)."""
         url = self.base_url + path
+        headers = {"Accept-Encoding": ACCEPT_ENCODING, **self.headers}
         try:
-            async with self.client.stream(method, url, headers=self.headers, json=json_body) as r:
+            async with self.client.stream(method, url, headers=headers, json=json_body) as r:
                 code = r.status_code
                 if code in (401, 403):
                     raise FetchError(self._auth_message(code, path), path=path)
@@ -129,7 +132,7 @@ class Fetcher:
         except httpx.ConnectTimeout:
             raise FetchError("no answer (connect timed out)", status="down", path=path) from None
         except httpx.ConnectError as e:
-            reason = "connection refused" if _refused(e) else "unreachable"
+            reason = "connection refused" if connection_refused(e) else "unreachable"
             raise FetchError(reason, status="down", path=path) from None
         except httpx.TimeoutException:
             raise FetchError(f"no answer from {path} (timed out)", status="down", path=path) from None
@@ -139,14 +142,11 @@ class Fetcher:
             raise FetchError(f"{type(e).__name__} on {path}", status="down", path=path) from None
 
     async def _read(self, r: httpx.Response, path: str, limit: int, truncate: bool = False) -> bytes:
-        buf = bytearray()
-        async for chunk in r.aiter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                if truncate:
-                    return bytes(buf[:limit])
-                raise FetchError(f"response from {path} larger than {limit // 1048576} MiB", path=path)
-        return bytes(buf)
+        # decoded here, not by httpx: the cap holds for decompressed bytes (gzip bombs)
+        try:
+            return await read_async(r, limit, truncate=truncate)
+        except BodyError as e:
+            raise FetchError(f"response from {path} {e}", path=path) from None
 
     async def get(self, path: str, optional: bool = False) -> bytes | None:
         return await self.request("GET", path, optional=optional)
@@ -157,7 +157,7 @@ class Fetcher:
             return None
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise FetchError(f"not JSON from {path}", path=path) from None
 
     async def json_field(self, path: str, key: str) -> str | None:
@@ -181,7 +181,7 @@ def _is_loading(code: int, excerpt: str) -> bool:
     return any(code == c and excerpt.startswith(text) for c, text in LOADING_ANSWERS)
 
 
-def _refused(e: BaseException) -> bool:
+def connection_refused(e: BaseException) -> bool:
     seen = 0
     cur: BaseException | None = e
     while cur is not None and seen < 8:
@@ -232,6 +232,12 @@ class Histogram:
         return prev_le
 
 
+# the most samples of the wanted series one /metrics page may carry: a real vLLM page has
+# ~1000 lines in all (a few hundred wanted); 30,000 series is a misbehaving or hostile server.
+# prometheus_client parses ~25k lines/s, so this also bounds the parse to well under a second
+MAX_WANTED_SAMPLES = 5000
+
+
 class PromScrape:
     """Samples of one /metrics body, looked up by exposition name."""
 
@@ -239,26 +245,36 @@ class PromScrape:
                  series: dict[str, tuple[str, dict[str, str]]] | None = None) -> None:
         """``wanted``: sample names to keep (None: all). Lines of other series are dropped
         before parsing, by their leading name only: a real vLLM body has ~1000 lines and
-        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small.
+        prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small. More
+        than :data:`MAX_WANTED_SAMPLES` wanted samples is an error, not a parse.
 
         ``series``: a dict kept between scrapes of one server (with ``wanted``). A series seen
         in the previous scrape -- same name and labels, the text up to its closing brace -- keeps
         the name and labels prometheus_client parsed then, and only its value is read (with
         ``float``); new series go through the parser. Label parsing is most of the parser's
-        time, and a server's series stay the same from one second to the next."""
+        time, and a server's series stay the same from one second to the next.
+
+        Lines are split on ``\\n`` only, as the exposition format defines them: label values
+        may hold U+2028, U+0085, ``\\r``, ``\\x1c``... (``str.splitlines`` breaks on those).
+        A series given twice (same name and labels) counts once: the last value wins."""
         self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
         self.names: set[str] = set()
+        self._seen: dict[tuple, int] = {}
         if wanted is None:
             self._parse(text, path)
             return
         keep = []
-        for line in text.splitlines():
+        for line in text.split("\n"):
+            line = line.strip()
             if not line or line[0] == "#":
                 continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
-            name = line.split("{", 1)[0].split(None, 1)[0]
+            name = line.split("{", 1)[0].split(None, 1)[0] if line[0] != "{" else ""
             self.names.add(name)
             if name in wanted:
                 keep.append(line)
+        if len(keep) > MAX_WANTED_SAMPLES:
+            raise FetchError(f"too many series in {path} ({len(keep):,} samples of the ones gpuwatch reads; "
+                             f"at most {MAX_WANTED_SAMPLES:,})", path=path)
         if series is None:
             self._parse("\n".join(keep) + "\n", path)
             return
@@ -278,7 +294,7 @@ class PromScrape:
                 except ValueError:
                     new.append((key, line))  # the parser says what is wrong with it
                     continue
-                self.samples.setdefault(known[0], []).append((known[1], value))
+                self._add(known[0], known[1], value)
                 fresh[key] = known
             else:
                 new.append((key, line))
@@ -290,12 +306,22 @@ class PromScrape:
         series.clear()
         series.update(fresh)
 
+    def _add(self, name: str, labels: dict[str, str], value: float) -> None:
+        ident = (name, *sorted(labels.items())) if labels else (name,)
+        got = self.samples.setdefault(name, [])
+        at = self._seen.get(ident)
+        if at is not None:  # the same series twice in one page: one series, the last value
+            got[at] = (labels, value)
+            return
+        self._seen[ident] = len(got)
+        got.append((labels, value))
+
     def _parse(self, text: str, path: str) -> list:
         out = []
         try:
             for fam in text_string_to_metric_families(text):
                 for s in fam.samples:
-                    self.samples.setdefault(s.name, []).append((s.labels, float(s.value)))
+                    self._add(s.name, s.labels, float(s.value))
                     self.names.add(s.name)
                     out.append(s)
         except Exception as e:  # the parser raises ValueError, TypeError, IndexError... on junk
@@ -368,6 +394,12 @@ def split_selector(candidate: str) -> tuple[str, dict[str, str]]:
     return name, want
 
 
+async def scrape_off_loop(text: str, **kw) -> PromScrape:
+    """:class:`PromScrape` parsed on a worker thread: a big page must not hold up the other
+    servers' polls, which share one event loop."""
+    return await asyncio.to_thread(PromScrape, text, **kw)
+
+
 # ---- what an engine returns ----------------------------------------------------------------
 
 @dataclass
@@ -411,7 +443,7 @@ class Engine:
         from . import names
 
         text = await f.get_text("/metrics")
-        scrape = PromScrape(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
+        scrape = await scrape_off_loop(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
         prefix = names.METRIC_PREFIX[self.kind]
         if not scrape.has_prefix(prefix):
             raise FetchError(f"no {prefix} series in /metrics{missing_hint}", path="/metrics")

@@ -20,6 +20,7 @@ from typing import Any
 from ...model import ModelInfo
 from . import names
 from .base import (Engine, FetchError, Fetcher, PromScrape, Reading, flag_value, int_flag, prometheus_reading,
+                   scrape_off_loop,
                    wanted_names)
 
 # a split GGUF's shard suffix: model-00001-of-00003.gguf
@@ -54,7 +55,7 @@ class LlamacppEngine(Engine):
         sleeping = isinstance(props, dict) and props.get("is_sleeping") is True
 
         if metrics is not None:
-            scrape = PromScrape(metrics, wanted=self.wanted, series=cache.setdefault("series", {}))
+            scrape = await scrape_off_loop(metrics, wanted=self.wanted, series=cache.setdefault("series", {}))
             r = prometheus_reading(scrape, self.table)
             running = r.gauges.get("requests_running")
             r.gauges["slots_busy"] = running

@@ -10,8 +10,9 @@ import asyncio
 from typing import Any
 
 from ...model import ModelInfo
+from ...sanitize import count_or_none
 from . import names
-from .base import RARELY_S, Engine, FetchError, Fetcher, PromScrape, Reading, prometheus_reading, wanted_names
+from .base import RARELY_S, Engine, FetchError, Fetcher, Reading, prometheus_reading, scrape_off_loop, wanted_names
 
 
 def parse_ps(data: Any) -> list[ModelInfo]:
@@ -22,20 +23,33 @@ def parse_ps(data: Any) -> list[ModelInfo]:
     for m in data["models"]:
         if not isinstance(m, dict):
             continue
-        size = m.get("size") if isinstance(m.get("size"), int) else None
-        vram = m.get("size_vram") if isinstance(m.get("size_vram"), int) else None
+        errors: dict[str, str] = {}
+        # a negative or absurd size (10**400) is a bad reading of this model only
+        size, why = count_or_none(m.get("size"), "size_bytes")
+        if why:
+            errors["size_bytes"] = why
+        vram, why = count_or_none(m.get("size_vram"), "size_vram_bytes")
+        if why:
+            errors["size_vram_bytes"] = why
         offload = None
-        if size and vram is not None:
-            offload = max(0.0, 100.0 * (size - vram) / size)
+        if size and vram is not None and vram <= size:
+            offload = 100.0 * (size - vram) / size
+        elif size and vram is not None:
+            errors["cpu_offload_pct"] = "size_vram is larger than size"
         details = m.get("details") if isinstance(m.get("details"), dict) else {}
-        ctx = m.get("context_length")
+        ctx, _ = count_or_none(m.get("context_length"), "context_length")
         out.append(ModelInfo(
             name=str(m.get("name") or m.get("model") or "?"), size_bytes=size, size_vram_bytes=vram,
-            cpu_offload_pct=offload, context_length=ctx if isinstance(ctx, int) else None,
+            cpu_offload_pct=offload, context_length=ctx,
             expires_at=m.get("expires_at") if isinstance(m.get("expires_at"), str) else None,
-            quantization=details.get("quantization_level"), parameter_size=details.get("parameter_size"),
+            quantization=_text(details.get("quantization_level")), parameter_size=_text(details.get("parameter_size")),
+            errors=errors,
         ))
     return out
+
+
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 class OllamaEngine(Engine):
@@ -64,7 +78,7 @@ class OllamaEngine(Engine):
             return None
         try:
             text = await f.get_text("/metrics", optional=True)
-            scrape = PromScrape(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
+            scrape = await scrape_off_loop(text or "", wanted=self.wanted, series=cache.setdefault("series", {}))
         except FetchError:
             text, scrape = None, None
         if scrape is None or not scrape.has_prefix(names.METRIC_PREFIX[self.kind]):

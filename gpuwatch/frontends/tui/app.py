@@ -67,6 +67,7 @@ class GpuWatchApp(App):
     TITLE = "gpuwatch"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "toggle_pause", "Pause"),
         Binding("t", "next_theme", "Theme"),
@@ -173,6 +174,9 @@ class GpuWatchApp(App):
             pass
         self.set_interval(5.0, self._check_terminal)
         self._update_layout()
+        # nothing is focused until the user moves (as when the first cards came later than the
+        # screen's auto-focus): the poll thread can answer before the screen settles its focus
+        self._main_screen.AUTO_FOCUS = ""
         self.poll()
 
     def _hangup(self) -> None:
@@ -261,7 +265,10 @@ class GpuWatchApp(App):
         if self._stopping or self._polling:
             return
         self._polling = True
-        self.run_worker(self._collect, thread=True, exit_on_error=False, group="poll", name="poll")
+        # a daemon thread, not a Textual thread worker: those run on the event loop's executor,
+        # which the exit waits for -- q would wait out a slow NVML call or a hung collector.
+        # The result still comes back as a message (post_message is thread-safe).
+        threading.Thread(target=self._collect, name="gpuwatch-poll", daemon=True).start()
 
     def _collect(self) -> None:
         start = time.monotonic()
@@ -579,10 +586,12 @@ class GpuWatchApp(App):
 
 
 def run_dashboard(settings: Settings) -> int:
+    from ...pipeline import close_within
     monitor = build_monitor(settings)
     app = GpuWatchApp(LiveSource(monitor), interval=settings.interval, theme=settings.theme)
     try:
         app.run()
     finally:
-        monitor.close()
+        close_within(monitor.close, 0.5)  # a poll stuck in a slow call must not hold up the exit
     return app.return_code or 0
+

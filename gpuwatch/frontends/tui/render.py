@@ -8,6 +8,8 @@ as plain text parts of ``Content.assemble`` — never through markup — so ``[b
 
 from __future__ import annotations
 
+import math
+
 from textual.content import Content
 
 from ...model import GPU, Alert, Instance
@@ -40,7 +42,7 @@ def short_gpu_name(name: str | None) -> str:
 
 def bar(fraction: float | None, width: int, style: str = "$accent") -> Content:
     """A horizontal bar of ``width`` cells with eighth-cell resolution."""
-    if fraction is None:
+    if fraction is None or not math.isfinite(fraction):
         return Content.styled("·" * width, "$text-muted")
     fraction = max(0.0, min(1.0, fraction))
     eighths = int(round(fraction * width * 8))
@@ -54,6 +56,8 @@ def sparkline(values, width: int, top: float | None = None, style: str = "$secon
     vals = list(values)[-width:]
     if not vals:
         return Content(" " * width)
+    # the model holds no NaN/Inf (sanitize.py); a chart still never draws one
+    vals = [v if v is not None and math.isfinite(v) else None for v in vals]
     known = [v for v in vals if v is not None]
     hi = top if top is not None else (max(known) if known else 1.0)
     hi = hi or 1.0

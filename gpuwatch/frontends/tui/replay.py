@@ -41,7 +41,9 @@ class RecordedAlertHistory:
         self._active.clear()
 
     def feed(self, time_iso: str, alerts: list[dict]) -> None:
-        now = {a.get("key") or f"{a.get('kind')}:{a.get('subject')}": a for a in alerts}
+        if not isinstance(alerts, list):
+            alerts = []
+        now = {str(a.get("key") or f"{a.get('kind')}:{a.get('subject')}"): a for a in alerts if isinstance(a, dict)}
         for key, a in now.items():
             if key not in self._active:
                 self.history.append({"time": time_iso, "state": "raised", **_fields(a)})
@@ -68,7 +70,40 @@ class ReplaySource:
         self.pos = max(0, min(start, len(rec) - 1))
         self._wall: float | None = None
         self._cursor_time = rec.times[self.pos]
+        self.bad: set[int] = set()  # lines that index but do not decode: skipped, counted
         self.seek_index(self.pos)
+        if self.current() is None:
+            raise RecordingError(f"{rec.paths[0]}: no line of the recording decodes to a snapshot")
+
+    # ---- decoding, skipping what does not decode ------------------------------------------
+    def _get(self, i: int) -> Snapshot | None:
+        if i in self.bad:
+            return None
+        try:
+            return self.rec[i]
+        except RecordingError:
+            self.bad.add(i)
+            return None
+
+    def _raw(self, i: int) -> dict | None:
+        if i in self.bad:
+            return None
+        try:
+            return self.rec.raw(i)
+        except RecordingError:
+            self.bad.add(i)
+            return None
+
+    def current(self) -> Snapshot | None:
+        """The snapshot at ``pos``; if that line does not decode, the nearest one that does
+        (forward first), and ``pos`` moves there."""
+        n = len(self.rec)
+        for i in [*range(self.pos, n), *range(self.pos - 1, -1, -1)]:
+            snap = self._get(i)
+            if snap is not None:
+                self.pos = i
+                return snap
+        return None
 
     # ---- position -------------------------------------------------------------------
     def seek_index(self, index: int) -> None:
@@ -81,11 +116,14 @@ class ReplaySource:
         self.alert_log.reset()
         lo = max(0, index - REBUILD_BACK)
         for i in range(lo, index):
-            raw = self.rec.raw(i)
-            self.alert_log.feed(raw.get("time", ""), raw.get("alerts") or [])
+            raw = self._raw(i)
+            if raw is not None:
+                self.alert_log.feed(str(raw.get("time", "")), raw.get("alerts") or [])
         step = max(1, (index - lo) // 120)
         for i in range(lo, index, step):
-            self.history.add(self.rec[i])
+            snap = self._get(i)
+            if snap is not None:
+                self.history.add(snap)
 
     def seek_time(self, when) -> None:
         self.seek_index(self.rec.seek_time(when))
@@ -105,7 +143,9 @@ class ReplaySource:
                 self.playing = False
             self.pos = max(self.pos, idx)
         self._wall = now
-        snap = self.rec[self.pos]
+        snap = self.current()
+        if snap is None:
+            raise RecordingError("no line of the recording decodes to a snapshot")
         raw_alerts = [a.__dict__ if hasattr(a, "__dict__") else a for a in snap.alerts]
         self.alert_log.feed(snap.time, raw_alerts)
         self.history.add(snap)
@@ -157,8 +197,11 @@ class ReplayApp(GpuWatchApp):
     def top_extra(self, snap: Snapshot) -> list:
         src: ReplaySource = self.source
         state = "▶" if src.playing else "❚❚"
-        return [(f" REPLAY {state} {src.speed:g}× ", "$accent reverse bold"),
-                (f" {snap.time[:10]} {snap.time[11:19]}Z {src.pos + 1}/{len(src.rec)} ", "bold")]
+        out = [(f" REPLAY {state} {src.speed:g}× ", "$accent reverse bold"),
+               (f" {snap.time[:10]} {snap.time[11:19]}Z {src.pos + 1}/{len(src.rec)} ", "bold")]
+        if src.bad:
+            out.append((f" {len(src.bad)} bad line{'s' if len(src.bad) != 1 else ''} skipped ", "$warning"))
+        return out
 
     def action_toggle_pause(self) -> None:
         src: ReplaySource = self.source
@@ -169,7 +212,9 @@ class ReplayApp(GpuWatchApp):
     def _repaint_now(self) -> None:
         """Show the snapshot at the current position at once (not at the next tick)."""
         src: ReplaySource = self.source
-        snap = src.rec[src.pos]
+        snap = src.current()
+        if snap is None:
+            return
         self.snapshot = snap
         self._paint(snap)
 
@@ -251,7 +296,12 @@ def run_replay(settings: Settings, file: str, speed: float = 1.0, start: str | N
     if len(rec) == 0:
         print(f"gpuwatch: {file}: no snapshots in this recording", file=sys.stderr)
         return 1
-    source = ReplaySource(rec, speed=speed)
+    try:
+        source = ReplaySource(rec, speed=speed)
+    except RecordingError as e:
+        rec.close()
+        print(f"gpuwatch: {e}", file=sys.stderr)
+        return 1
     if start:
         try:
             source.seek_time(parse_seek(start, source))

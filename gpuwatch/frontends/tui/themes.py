@@ -11,6 +11,7 @@ from pathlib import Path
 from textual.theme import Theme
 
 from ...config import config_dir
+from ...userfiles import read_small_file, regular_file_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,8 +59,10 @@ def theme_from_dict(data: dict, source: str) -> Theme:
         if key in data:
             value = data[key]
             try:
+                if not isinstance(value, str):
+                    raise TypeError(value)
                 Color.parse(value)
-            except (ColorParseError, TypeError, ValueError):
+            except (ColorParseError, TypeError, ValueError, AttributeError):
                 raise ValueError(f"{key}: {value!r} is not a colour") from None
             kwargs[key] = value
     variables = data.get("variables", {})
@@ -68,7 +71,51 @@ def theme_from_dict(data: dict, source: str) -> Theme:
     dark = data.get("dark", True)
     if not isinstance(dark, bool):
         raise ValueError("dark must be true or false")
-    return Theme(name=name, dark=dark, variables=dict(variables), **kwargs)
+    theme = Theme(name=name, dark=dark, variables=dict(variables), **kwargs)
+    check_variables(theme)
+    return theme
+
+
+def check_variables(theme: Theme) -> None:
+    """ValueError for a ``[variables]`` value Textual's stylesheet would reject when the theme
+    is applied ("Error in stylesheet", exit 1): one that is not CSS at all, or one that stands
+    for a colour (a variable the colour system defines) and is not a colour."""
+    from textual.color import Color, ColorParseError
+    from textual.css.tokenize import tokenize_values
+    from textual.css.tokenizer import TokenError
+
+    try:
+        # the colour system without the theme's own variables: what each name stands for
+        plain = Theme(name=theme.name, primary=theme.primary, secondary=theme.secondary, dark=theme.dark)
+        base = plain.to_color_system().generate()
+    except Exception as e:  # pragma: no cover - colours were checked above
+        raise ValueError(f"cannot build colours: {e}") from None
+    for name, value in theme.variables.items():
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"variables.{name}: not a CSS variable name")
+        try:
+            tokenize_values({name: value})
+        except (TokenError, ValueError) as e:
+            raise ValueError(f"variables.{name}: {value!r} is not valid CSS ({str(e).splitlines()[0][:80]})") from None
+        if name in base and _is_colour(base[name]):
+            ref = value.strip()
+            if ref.startswith("$"):
+                if ref[1:] not in base and ref[1:] not in theme.variables:
+                    raise ValueError(f"variables.{name}: {value!r} names no known variable")
+                continue
+            try:
+                Color.parse(ref)
+            except (ColorParseError, ValueError):
+                raise ValueError(f"variables.{name}: {value!r} is not a colour") from None
+
+
+def _is_colour(text: str) -> bool:
+    from textual.color import Color, ColorParseError
+    try:
+        Color.parse(text)
+        return True
+    except (ColorParseError, ValueError):
+        return False
 
 
 def load_theme_files(*dirs: Path | None) -> ThemeLoad:
@@ -78,11 +125,15 @@ def load_theme_files(*dirs: Path | None) -> ThemeLoad:
             continue
         for path in sorted(d.glob("*.toml")):
             try:
-                with open(path, "rb") as fh:
-                    data = tomllib.load(fh)
+                why = regular_file_problem(path)
+                if why:
+                    raise ValueError(why)
+                data = tomllib.loads(read_small_file(path).decode("utf-8"))
                 out.themes.append(theme_from_dict(data, str(path)))
             except tomllib.TOMLDecodeError as e:
                 out.errors.append(f"{path}: not valid TOML ({e})")
+            except UnicodeDecodeError:
+                out.errors.append(f"{path}: not UTF-8 text")
             except (OSError, ValueError) as e:
                 out.errors.append(f"{path}: {e}")
     return out
