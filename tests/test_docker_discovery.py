@@ -7,6 +7,7 @@ import socket
 
 import pytest
 from _instances_servers import FakeDockerServer, docker_container
+from _tables import EmptyProcessTable
 
 from gpuwatch.analysis.groups import assign_gpus
 from gpuwatch.collect.docker import DockerDiscovery, gpus_of
@@ -18,33 +19,8 @@ VLLM_METRICS = ('vllm:num_requests_running{engine="0",model_name="llama-70b"} 2\
 TGI_METRICS = 'tgi_batch_current_size 1\ntgi_queue_size 0\ntgi_batch_inference_count{method="decode"} 5\n'
 
 
-class NoProcesses:
-    """A process table with nothing listening on the host (the servers are in containers)."""
-
-    probe_default_ports = True
-    discovered_source = "discovered"
-
-    def server_name(self, pid):
-        return None
-
-    def processes(self):
-        return []
-
-    def listeners(self):
-        return []
-
-    def info(self, pid):
-        return None
-
-    def children(self, pid):
-        return []
-
-    def environ(self, pid):
-        return None
-
-
 def collector(docker, clock, backends=()):
-    return InstanceCollector(list(backends), discover=True, process_table=NoProcesses(), clock=clock.now,
+    return InstanceCollector(list(backends), discover=True, process_table=EmptyProcessTable(probe_default_ports=True), clock=clock.now,
                              probe_ports=(), docker=docker)
 
 

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from _tables import EmptyProcessTable
 from alerts_support import T0, Feed, gpu, inst, snap
 from gpuwatch.analysis.pools import PoolAnalysis, model_key
 from gpuwatch.collect.nginx import NginxPools, member_url, nginx_seconds, read_nginx_conf
@@ -270,32 +271,6 @@ def test_meter_routes_are_read_from_the_meters_command_line():
     assert meter_routes_in("nginx", ["nginx", "--route", "1=2"]) == {}
 
 
-class NoProcesses:
-    """A process table with nothing in it: discovery then finds only what it is told to probe
-    (whatever else runs on the test machine)."""
-
-    probe_default_ports = False
-    discovered_source = "discovered"
-
-    def server_name(self, pid):
-        return None
-
-    def processes(self):
-        return []
-
-    def listeners(self):
-        return []
-
-    def info(self, pid):
-        return None
-
-    def children(self, pid):
-        return []
-
-    def environ(self, pid):
-        return None
-
-
 def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
     """An Ollama on 11435 is neither a default port nor (as a stand-in) an `ollama` process:
     listed in an upstream (directly or behind a meter route), it is found and polled."""
@@ -314,7 +289,7 @@ def test_servers_nginx_names_are_looked_for_like_default_ports(conf):
         urls = probe_urls(pools, {f"http://127.0.0.1:{route}": behind.url})
         assert direct.url in urls and behind.url in urls
         with InstanceCollector([], discover=True, probe_ports=(), discovery_interval_s=0,
-                               process_table=NoProcesses()) as c:
+                               process_table=EmptyProcessTable(probe_default_ports=False)) as c:
             assert c.collect() == []
             c.probe(urls)
             found = {i.url: i for i in c.collect()}

@@ -28,14 +28,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---- value checks: each raises ArgumentTypeError with a one-line reason ----------------------
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: expected seconds, e.g. 1 or 0.5") from None
-    if not 0.1 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"interval {text} is outside 0.1..3600 seconds")
-    return value
+def _seconds_in(lo: float, hi: float, what: str):
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected seconds, e.g. 1 or 0.5") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} {text} is outside {lo:g}..{hi:g} seconds")
+        return value
+    return check
+
+
+_interval = _seconds_in(0.1, 3600, "interval")
 
 
 def _url(text: str) -> str:
@@ -120,16 +125,6 @@ def _meter_metrics(text: str):
         return parse_meter_listen(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 seconds")
-    return value
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -219,6 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     meter.add_argument("--metrics", type=_meter_metrics, default=_meter_metrics(METER_DEFAULT_METRICS),
                        metavar="HOST:PORT", help=f"serve Prometheus text at http://HOST:PORT/metrics (default "
                                                  f"{METER_DEFAULT_METRICS}; 'none' turns it off)")
-    meter.add_argument("--drain", type=_seconds, default=5.0, metavar="S",
+    meter.add_argument("--drain", type=_seconds_in(0, 3600, "drain time"), default=5.0, metavar="S",
                        help="on SIGTERM, let running requests finish for up to S seconds (default 5)")
     return parser
