@@ -13,9 +13,11 @@ from gpuwatch.frontends.tui.widgets import GpuCard
 
 
 def _row_styles(app, card):
-    """The styles of the cells of a card's first line, as drawn."""
+    """The looks of the cells of a card's first line, as drawn (colours and attributes only: a
+    Style also carries meta, such as mouse offsets, that differs per row and is not seen)."""
     strip = card.render_line(0)
-    return {seg.style for seg in strip if seg.text.strip()}
+    return {(s.color, s.bgcolor, s.bold, s.dim, s.italic, s.underline, s.reverse)
+            for s in (seg.style for seg in strip if seg.text.strip()) if s is not None}
 
 
 async def test_a_gpu_is_selected_from_the_start_and_the_selection_shows_at_small_sizes():
