@@ -233,7 +233,7 @@ class Instance:
     read_bytes_per_gpu_per_s: float | None = None
     mfu_pct: float | None = None
     mem_bw_util_pct: float | None = None
-    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL (issue 14)
+    # metrics URL of the gpuwatch meter whose figures fill in tok/s, running, TTFT and ITL
     meter: str | None = None
     # LISTEN addresses of the meter routes that forward to this instance ("127.0.0.1:11534"):
     # what clients and nginx upstreams point at when they reach it through a meter

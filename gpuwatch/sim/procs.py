@@ -63,7 +63,7 @@ class SimProcessTable:
 
     # ---- the ProcessTable interface ----------------------------------------------------------
     def info(self, pid: int) -> ProcInfo | None:
-        if pid == sim_meter.PID and sim_meter.PORT_KEY in self.box.ports:  # issue 14
+        if pid == sim_meter.PID and sim_meter.PORT_KEY in self.box.ports:
             return ProcInfo(pid=pid, name="gpuwatch", cmdline=sim_meter.cmdline(self.box), user="svc-llm",
                             cpu_pct=1.5, rss_bytes=48 * 1024**2, ppid=1)
         p = self._procs.get(pid)

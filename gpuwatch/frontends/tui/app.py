@@ -343,7 +343,7 @@ class GpuWatchApp(App):
             self._show_notice(None)
         self._paint_gpus(snap)
         self._paint_instances(snap)
-        paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))  # issue 14
+        paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))
         self._paint_charts()
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on

@@ -339,7 +339,7 @@ def instance_lines(inst: Instance, tok_hist, width: int) -> list[Content]:
     if settings is not None:
         lines.append(settings)
     if inst.kind == "ollama" and inst.generation_tokens_per_s is None and inst.bench is None and inst.status == "up":
-        # issue 14: a meter in front gives live tok/s (docs/METER.md); b benchmarks once
+        # a meter in front gives live tok/s (docs/METER.md); b benchmarks once
         lines.append(Content.styled("no token counters: run gpuwatch meter, or b to bench", "$text-muted"))
     if inst.generation_tokens_per_s is not None or inst.kind != "ollama":
         tok = NA if inst.generation_tokens_per_s is None else f"{inst.generation_tokens_per_s:.1f}"
