@@ -125,33 +125,7 @@ def stack(tmp_path_factory):
 def run_clients(url: str, clients: int, seconds: float) -> dict[int, int]:
     """Stream /api/generate through nginx from ``clients`` threads for ``seconds``; tokens
     received per replica (by its prompt_eval_count)."""
-    got: dict[int, int] = {}
-    lock = threading.Lock()
-    end = time.monotonic() + seconds
-
-    def client():
-        with httpx.Client(timeout=30, trust_env=False) as c:
-            while time.monotonic() < end:
-                n, who = 0, None
-                with c.stream("POST", url + "/api/generate",
-                              json={"model": "llama3.2:3b", "prompt": "hi", "stream": True}) as r:
-                    for line in r.iter_lines():
-                        if not line:
-                            continue
-                        chunk = json.loads(line)
-                        if chunk.get("done"):
-                            who = chunk.get("prompt_eval_count")
-                        elif chunk.get("response"):
-                            n += 1
-                with lock:
-                    got[who] = got.get(who, 0) + n
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 30)
-    return got
+    return {who: len(stamps) for who, stamps in run_timed_clients(url, clients, seconds).items()}
 
 
 def sampler_for(stack):
