@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Protocol
 
 from .analysis.alert_config import AlertConfig
 from .analysis.alerts import AlertEngine, evaluate_once
@@ -31,6 +31,19 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class InstanceSource(Protocol):
+    """What a Sampler asks of its inference-server collector (collect/instances.py)."""
+
+    notes: list[str]  # one line each, for what discovery could not look at
+
+    def collect(self) -> list[Instance]: ...
+
+    def probe(self, urls) -> None:
+        """Look for servers at these URLs too (the members of nginx's pools)."""
+
+    def close(self) -> None: ...
+
+
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
     """Analysis steps that annotate every snapshot (instance <-> GPU join, ...)."""
     return [assign_gpus, instance_efficiency]
@@ -39,7 +52,7 @@ def default_analyzers() -> list[Callable[[Snapshot], None]]:
 @dataclass
 class Sampler:
     nvml: NvmlCollector
-    instances: object | None = None  # anything with collect() -> list[Instance]
+    instances: InstanceSource | None = None
     host: str = field(default_factory=socket.gethostname)
     source: str = "nvml"
     scenario: str | None = None
@@ -83,10 +96,10 @@ class Sampler:
             cuda_version=reading.cuda_version, nvml_version=reading.nvml_version, nvml_error=reading.error,
             gpus=reading.gpus, instances=[_copy_instance(i) for i in instances], source=self.source,
             scenario=self.scenario, pools=pools,
-            discovery_notes=list(getattr(self.instances, "notes", ())),
+            discovery_notes=list(self.instances.notes) if self.instances is not None else [],
             instances_pending=self.instances is not None and not self._instances_done,
         )
-        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's (issue 12)
+        snap.pid_namespace = reading.pid_namespace  # NVML's pids are the host's
         clean_snapshot(snap)  # NVML strings, process names, server answers: checked as they enter
         for step in self.analyzers:
             step(snap)
@@ -96,7 +109,7 @@ class Sampler:
     def _pools(self) -> list:
         try:
             pools = self.pools.collect() if self.pools is not None else []
-            if pools and hasattr(self.instances, "probe"):  # look for the servers nginx names
+            if pools and self.instances is not None:  # look for the servers nginx names
                 self.instances.probe(self.pools.server_urls(pools))
             return pools
         except Exception:  # a config that trips the parser must not stop the GPU picture
@@ -104,7 +117,7 @@ class Sampler:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self.instances is not None and hasattr(self.instances, "close"):
+        if self.instances is not None:
             self.instances.close()
         self.nvml.close()
         for fn in self.on_close:

@@ -29,3 +29,19 @@ class EmptyProcessTable:
 
     def environ(self, pid):
         return None
+
+
+class StubServers:
+    """The instance collector's interface (pipeline.InstanceSource) with nothing behind it;
+    subclasses give ``collect``."""
+
+    notes: list[str] = []
+
+    def collect(self):
+        return []
+
+    def probe(self, urls) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

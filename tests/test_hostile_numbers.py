@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gpuwatch.model import GPU, Instance, Snapshot
+from _tables import StubServers
 from hostile_support import Peer, path_of, run_measured, send, send_json
 
 
@@ -178,7 +179,7 @@ def test_sampler_snapshots_never_hold_non_finite_values():
         def close(self):
             pass
 
-    class Servers:
+    class Servers(StubServers):
         def collect(self):
             return [Instance(name="i", kind="vllm", url="u", status="up", requests_running=float("inf"),
                              ttft_p95_s=float("nan"), slots_busy=10**400)]

@@ -13,6 +13,7 @@ from rich.cells import cell_len
 
 from gpuwatch import model
 from gpuwatch.model import GPU, Alert, BenchResult, Instance, ModelInfo, NvLink, Pcie, Process, Snapshot
+from _tables import StubServers
 from hostile_support import ESC_TITLE, HOSTILE, Peer, path_of, raw_bad_in, run_measured, send, send_json
 
 
@@ -195,7 +196,7 @@ async def test_wide_and_zero_width_names_do_not_shift_card_borders(name):
             def close(self):
                 pass
 
-        class Servers:
+        class Servers(StubServers):
             def collect(self):
                 return snap.instances
         s = Sampler(nvml=Nvml(), instances=Servers(), host=snap.host, analyzers=[])

@@ -106,6 +106,7 @@ class GpuWatchApp(App):
         self._own.cpu_percent(None)
         self._own_cpu = 0.0
         self._inst_ids: dict[str, str] = {}
+        self._pool_ids: dict[str, str] = {}
         self._inst_chart_rows = 0
         self._charts_at = -1e9
         self.layout_plan = None
@@ -343,7 +344,7 @@ class GpuWatchApp(App):
             self._show_notice(None)
         self._paint_gpus(snap)
         self._paint_instances(snap)
-        paint_pools(self._inst_box, snap, self.__dict__.setdefault("_pool_ids", {}))
+        paint_pools(self._inst_box, snap, self._pool_ids)
         self._paint_charts()
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
