@@ -40,6 +40,10 @@ class Card(Widget, can_focus=True):
     70 % of the dashboard's CPU.) Lines longer than the card are cut with an ellipsis."""
 
     DEFAULT_CSS = "Card { height: auto; }"
+    # a card whose lines come and go with the traffic (a latency line while requests finish)
+    # keeps its height for this many shows after it shrank: no layout pass of the whole screen
+    # (and no jumping cards) each time a line flickers; blank lines fill the difference
+    sticky_height = 0
 
     class Selected(Message):
         def __init__(self, card: "Card") -> None:
@@ -53,6 +57,9 @@ class Card(Widget, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._styles: dict[tuple, RichStyle] = {}
         self._drawn_for = None
+        self._frame: tuple[int, object] | None = None  # (width, visual style) while a render pass runs
+        self._tall = 0  # the most lines shown lately (a card with ``sticky_height``)
+        self._short_for = 0  # shows in a row with fewer lines than that
 
     def invalidate(self) -> None:
         """Draw every line again on the next ``show`` (the layout changed what a line holds)."""
@@ -60,6 +67,8 @@ class Card(Widget, can_focus=True):
 
     def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
         # text and spans, compared as they are (Content's own == looks at the text only)
+        if self.sticky_height:
+            lines = self._keep_height(lines)
         sig = ([_key(line) for line in lines], _key(title), _key(subtitle))
         old = self._sig
         if old is not None and sig == old:
@@ -85,7 +94,26 @@ class Card(Widget, can_focus=True):
             width = self.size.width
             self.refresh(*(Region(0, y, width, 1) for y in changed))
 
+    def _keep_height(self, lines: list[Content]) -> list[Content]:
+        n = len(lines)
+        if n >= self._tall:
+            self._tall, self._short_for = n, 0
+            return lines
+        self._short_for += 1
+        if self._short_for > self.sticky_height:
+            self._tall, self._short_for = n, 0
+            return lines
+        return list(lines) + [Content("")] * (self._tall - n)
+
     # ---- the line API -----------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # the size and visual style, looked up once per pass (each walks the DOM) rather than per line
+        self._frame = (self.size.width, self.visual_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self._lines)
 
@@ -102,8 +130,8 @@ class Card(Widget, can_focus=True):
         return style
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        drawn_for = (width, self.visual_style)  # a theme, focus or size change redraws all
+        drawn_for = self._frame or (self.size.width, self.visual_style)  # a theme, focus or size change redraws all
+        width = drawn_for[0]
         if drawn_for != self._drawn_for:
             self._drawn_for = drawn_for
             self._strips.clear()
@@ -190,6 +218,7 @@ class GpuCard(Card):
 
 
 class InstanceCard(Card):
+    sticky_height = 30
     def __init__(self, name: str, id: str | None = None, **kw) -> None:
         # ids come from the app (a counter): names are untrusted and two could map to one id
         super().__init__(id=id, **kw)
