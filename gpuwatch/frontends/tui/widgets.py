@@ -3,7 +3,6 @@ when that changes: a tick that changes nothing costs nothing."""
 
 from __future__ import annotations
 
-import re
 
 from rich.segment import Segment
 from rich.style import Style as RichStyle
@@ -17,6 +16,7 @@ from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
 from ...vocab import engine_label, severity_rank
+from .braille import plot
 from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
     short_gpu_name
 
@@ -353,42 +353,6 @@ def _short(v: float) -> str:
     return f"{v:.3g}"
 
 
-_SGR = re.compile(r"\x1b\[([0-9;]*)m")
-
-
-def ansi_segments(line: str, base: RichStyle, styles: dict) -> list[Segment]:
-    """One line of plotext's output as Segments: plotext writes only resets and 24-bit
-    foreground colours (``38;2;r;g;b``); backgrounds are dropped (the theme's own shows
-    through). About ten times cheaper than rich's general ANSI decoder, which was a fifth of
-    drawing a chart. ``styles`` caches one Style per colour code."""
-    out: list[Segment] = []
-    style = base
-    pos = 0
-    for m in _SGR.finditer(line):
-        if m.start() > pos:
-            out.append(Segment(line[pos:m.start()], style))
-        pos = m.end()
-        code = m.group(1)
-        got = styles.get(code)
-        if got is None:
-            parts = code.split(";")
-            got = base
-            if len(parts) >= 5 and parts[0] == "38" and parts[1] == "2":
-                try:
-                    got = base + RichStyle(color=f"rgb({int(parts[2])},{int(parts[3])},{int(parts[4])})")
-                except ValueError:
-                    pass
-            elif code not in ("", "0") and not code.startswith("48;"):
-                got = None  # another code (never written by plotext 6): keep the style as it is
-            if got is not None:
-                styles[code] = got
-        if got is not None:
-            style = got
-    if pos < len(line):
-        out.append(Segment(line[pos:], style))
-    return out
-
-
 def text_segments(text: Text, base: RichStyle) -> list[Segment]:
     """A one-line rich Text as Segments over ``base``, without a Console."""
     def as_style(style) -> RichStyle:
@@ -409,16 +373,13 @@ def text_segments(text: Text, base: RichStyle) -> list[Segment]:
     return out
 
 
-class PlotextChart(Widget):
-    """A line chart of history drawn by plotext 6 (``plotext.figure``), with a time axis ("-2m" …
-    "now") and a legend of its own in the first line, in the series' colours. Drawn with
-    Textual's line API: each draw makes the chart's strips once (when its data or size
-    changes), and every repaint in between hands back the same strips. (Through ``render()``
-    each draw also went through rich's ANSI decoder and Textual's general Visual pipeline: a
-    quarter of the dashboard's CPU in the fair benchmark.) textual-plotext does not import with
-    plotext 6, hence this small widget."""
+class HistoryChart(Widget):
+    """A line chart of history in braille dots (``braille.plot``), with a time axis ("-2m" …
+    "now") and a legend in the first line, in the series' colours. Drawn with Textual's line
+    API: each draw makes the chart's strips once (when its data, size or theme changes), and
+    every repaint in between hands back the same strips."""
 
-    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 6; }"
+    DEFAULT_CSS = "HistoryChart { height: 1fr; min-height: 6; }"
 
     def __init__(self, title: str, **kw) -> None:
         super().__init__(**kw)
@@ -461,9 +422,20 @@ class PlotextChart(Widget):
         strips = []
         if head is not None:
             strips.append(Strip(text_segments(head, base)).adjust_cell_length(w, base))
-        styles: dict = {}
-        for line in body:
-            strips.append(Strip(ansi_segments(line, base, styles)).adjust_cell_length(w, base))
+        colours: dict = {}
+        for text, runs in body:
+            segments, at = [], 0
+            for start, end, rgb in runs:
+                if start > at:
+                    segments.append(Segment(text[at:start], base))
+                style = colours.get(rgb)
+                if style is None:
+                    style = colours[rgb] = base + RichStyle(color=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
+                segments.append(Segment(text[start:end], style))
+                at = end
+            if at < len(text):
+                segments.append(Segment(text[at:], base))
+            strips.append(Strip(segments).adjust_cell_length(w, base))
         return strips[:h]
 
     def _points(self, values) -> list[tuple[float, float]]:
@@ -476,8 +448,8 @@ class PlotextChart(Widget):
             return [(float(i - n + 1), v) for i, v in enumerate(values) if v is not None]
         return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
 
-    def _draw(self, w: int, h: int) -> tuple[Text | None, list[str]]:
-        """The head line (title and legend) and the plot's lines as plotext wrote them."""
+    def _draw(self, w: int, h: int) -> tuple[Text | None, list]:
+        """The head line (title and legend) and the plot's lines with their colour runs."""
         if w < 16 or h < 4:
             return None, []
         drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
@@ -487,6 +459,7 @@ class PlotextChart(Widget):
             head.append("  collecting…", style="dim")
             head.truncate(w, overflow="ellipsis")
             return head, []
+        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
         if len(self.series) > 1:  # the legend: each series' name in its colour, shortened to fit
             names = [name for name, _, _ in drawn]
             room = w - head.cell_len
@@ -501,26 +474,8 @@ class PlotextChart(Widget):
                 head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
-        import plotext as plt
-
-        fig = plt.figure
-        plt.terminal.limit(False, False)  # the widget's size, not the terminal plotext sees, bounds the plot
-        fig.clear()
-        fig.theme("simple")  # the terminal's own colours for the frame (no black axes on black)
-        values = []
-        for name, pts, rgb in drawn:
-            xs, ys = zip(*pts)
-            values += ys
-            sig = fig.signal(list(xs), list(ys), marker=plt.marker("braille", pixel=plt.pixel(foreground=rgb)))
-            sig.lines(True)
-            fig.draw(sig)
-        fig.legend(active=False)
-        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
-        ticks, labels = time_ticks(span)
-        fig.ruler("x").lim(-span, 0)
-        fig.ruler("x").ticks(ticks, labels)
+        values = [y for _, pts, _ in drawn for _, y in pts]
         lo, hi = y_limits(values, self.y_range, self.min_span)
-        fig.ruler("y").lim(lo, hi)
-        fig.ruler("y").ticks(*value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))))
-        fig.plot_size(w, h - 1)
-        return head, fig.build().string().rstrip("\n").split("\n")
+        body = plot([(pts, rgb) for _, pts, rgb in drawn], w, h - 1, span, lo, hi,
+                    value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))), time_ticks(span))
+        return head, body
