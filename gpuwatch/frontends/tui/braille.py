@@ -62,15 +62,17 @@ def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, hei
         for px in sorted(cols):
             first, last, top, bottom = cols[px]
             if prev_px is not None:
-                if px - prev_px > 1:  # a gap of whole columns: the straight line across it
-                    steps = px - prev_px
-                    for k in range(1, steps):
-                        qx = prev_px + k
-                        qy = prev_last + (first - prev_last) * k // steps
-                        masks[qy >> 2][qx >> 1] |= _DOT[qx & 1][qy & 3]
-                        colours[qy >> 2][qx >> 1] = colour
-                else:  # the next column: its span reaches the row the line came from
-                    top, bottom = min(top, prev_last), max(bottom, prev_last)
+                steps = px - prev_px
+                qy0 = prev_last
+                for k in range(1, steps):  # columns between two samples: the straight line across
+                    qx = prev_px + k
+                    qy = prev_last + (first - prev_last) * k // steps
+                    bit = _DOT[qx & 1]
+                    for y in range(min(qy0, qy), max(qy0, qy) + 1):  # steep: every dot, no gaps
+                        masks[y >> 2][qx >> 1] |= bit[y & 3]
+                        colours[y >> 2][qx >> 1] = colour
+                    qy0 = qy
+                top, bottom = min(top, qy0), max(bottom, qy0)  # this column reaches where the line came from
             cx, bit = px >> 1, _DOT[px & 1]
             for py in range(top, bottom + 1):
                 masks[py >> 2][cx] |= bit[py & 3]
