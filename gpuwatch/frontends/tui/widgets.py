@@ -497,7 +497,8 @@ class HistoryChart(Widget):
                 at = end
             if at < len(text):
                 segments.append(Segment(text[at:], base))
-            strips.append(Strip(segments).adjust_cell_length(w, base))
+            # each plot line is exactly ``w`` cells (one per character): no measuring
+            strips.append(Strip(segments, len(text)).adjust_cell_length(w, base))
         return strips[:h]
 
     def _points(self, values) -> list[tuple[float, float]]:
@@ -536,7 +537,8 @@ class HistoryChart(Widget):
                 head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
-        values = [y for _, pts, _ in drawn for _, y in pts]
+        # the extremes are all the y axis needs (not every sample of every series in one list)
+        values = [f(y for _, y in pts) for _, pts, _ in drawn for f in (min, max)]
         lo, hi = y_limits(values, self.y_range, self.min_span)
         body = plot([(pts, rgb) for _, pts, rgb in drawn], w, h - 1, span, lo, hi,
                     value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))), time_ticks(span))
