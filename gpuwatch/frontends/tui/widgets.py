@@ -8,6 +8,7 @@ from rich.segment import Segment
 from rich.style import Style as RichStyle
 from rich.text import Text
 from textual.content import Content
+from textual.filter import ANSIToTruecolor
 from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
@@ -137,6 +138,8 @@ class Card(Widget, can_focus=True):
                     if row is None:
                         row = Strip.join([left, self.render_line(y - len(top)), right])
                         for line_filter in filters:
+                            if isinstance(line_filter, ANSIToTruecolor) and self._truecolor(row):
+                                continue  # it would give back the same styles, one new Segment each
                             row = row.apply_filter(line_filter, background)
                         rows[y] = row
                     out.append(row)
@@ -146,6 +149,28 @@ class Card(Widget, can_focus=True):
             return out
         finally:
             self._frame = None
+
+    _TRUECOLOR: dict[RichStyle, bool] = {}  # per style: nothing for ANSIToTruecolor to change?
+
+    @classmethod
+    def _truecolor(cls, row: Strip) -> bool:
+        """Are all the row's colours truecolor already, and none dim (what Textual's
+        ANSIToTruecolor filter converts)? The card's own styles come from the theme, in RGB."""
+        known = cls._TRUECOLOR
+        for segment in row:
+            style = segment.style
+            if style is None:
+                continue
+            ok = known.get(style)
+            if ok is None:
+                color, bgcolor = style.color, style.bgcolor
+                ok = ((color is None or color.triplet is not None) and (bgcolor is None or bgcolor.triplet is not None)
+                      and not style.dim)
+                if len(known) < 4096:
+                    known[style] = ok
+            if not ok:
+                return False
+        return True
 
     def _frame_pieces(self):
         """(top rows, bottom rows, left piece, right piece, line filters, background) for the
