@@ -376,8 +376,6 @@ class PlotextChart(Widget):
         return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
 
     def _draw(self, w: int, h: int) -> Text:
-        import plotext as plt
-
         if w < 16 or h < 4:
             return Text("")
         drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
@@ -400,6 +398,8 @@ class PlotextChart(Widget):
                 head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
+        import plotext as plt  # here, not above: an empty chart (the first frame's) needs no plotext (~0.3 s)
+
         fig = plt.figure
         plt.terminal.limit(False, False)  # the widget's size, not the terminal plotext sees, bounds the plot
         fig.clear()
