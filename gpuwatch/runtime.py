@@ -112,10 +112,6 @@ class LaterPools:
     def __init__(self, pools: NginxPools, go: threading.Event) -> None:
         self.pools, self._go = pools, go
 
-    @property
-    def error(self) -> str | None:
-        return self.pools.error
-
     def collect(self) -> list:
         return self.pools.collect() if self._go.is_set() else []
 

@@ -1,7 +1,7 @@
 """The dashboard's first frame (issue 16): the GPUs are drawn before anything they do not need
 is imported or asked. Run as a real process in a pseudo-terminal on the compiled NVML stand-in,
 asserted on what is imported when the first frame with GPUs goes out and on what the screen
-shows, never on time."""
+shows, never on time; and the deferred server collector (runtime.LaterInstances) on its own."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 
@@ -19,6 +20,7 @@ import pytest
 
 from _instances_servers import HANG, FakeServer
 from conftest import ROOT
+from gpuwatch.runtime import LaterInstances
 
 # Modules the first frame does not need: the server collector (httpx and what its import pulls
 # in: click, rich's console through httpx's CLI), metrics parsing, the charts, nginx's parser,
@@ -151,3 +153,53 @@ def test_the_first_frame_shows_the_gpus_while_every_server_hangs(cnvml):
     finally:
         for s in hung:
             s.close()
+
+
+class _Collector:
+    """Stands in for the InstanceCollector a LaterInstances builds."""
+
+    def __init__(self) -> None:
+        self.notes, self.probed, self.benches, self.closed = ["a note"], None, [], False
+
+    def collect(self):
+        return ["instance"]
+
+    def probe(self, urls) -> None:
+        self.probed = list(urls)
+
+    def record_bench(self, name, result) -> None:
+        self.benches.append((name, result))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
+    built: list[_Collector] = []
+    go = threading.Event()
+    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(later.collect()))
+    worker.start()
+    later.probe(["http://127.0.0.1:8001"])  # nginx's members, found before the go
+    later.record_bench("localhost:8001", "result")
+    worker.join(0.2)
+    assert worker.is_alive() and not built and later.notes == []  # nothing built before the go
+    go.set()
+    worker.join(10)
+    assert got == [["instance"]] and len(built) == 1
+    assert built[0].probed == ["http://127.0.0.1:8001"] and built[0].benches == [("localhost:8001", "result")]
+    assert later.notes == ["a note"]
+    later.close()
+    assert built[0].closed
+
+
+def test_quitting_before_the_first_frame_builds_no_server_collector():
+    built: list = []
+    later = LaterInstances(lambda: built.append(1), threading.Event(), max_wait_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(later.collect()))
+    worker.start()
+    later.close()  # q before the first frame: the waiting poll ends at once, with nothing
+    worker.join(10)
+    assert not worker.is_alive() and got == [[]] and built == []
