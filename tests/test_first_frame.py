@@ -141,13 +141,13 @@ def test_the_first_frame_shows_the_gpus_while_every_server_hangs(cnvml):
     try:
         with dashboard(cnvml, ["-m", "gpuwatch", *[a for s in hung for a in ("--backend", s.url)], "--no-discover",
                                "--interval", "1"]) as (proc, master):
-            out = read_until(master, (b"H100",))
-            assert b"H100" in out, out[-500:]
-            # drawn with the GPUs: the first frame did not wait for the servers (had it waited
-            # out their timeout, they would be drawn as not answering instead)
-            assert b"looking for inference servers" in out
-            out = read_until(master, names, out=out)
-            assert all(n in out for n in names), out[-800:]
+            looking = b"looking for inference servers"
+            out = read_until(master, (b"H100", looking, *names))
+            assert all(n in out for n in (b"H100", looking, *names)), out[-800:]
+            # the GPUs and "looking for inference servers" came first, the servers' names later
+            # (drawn when their polls gave up): the first frame did not wait for them
+            first_name = min(out.index(n) for n in names)
+            assert out.index(b"H100") < first_name and out.index(looking) < first_name
             assert all(s.requests for s in hung)  # they were asked (and never answered)
             assert quit_and_wait(proc, master) == 0
     finally:
