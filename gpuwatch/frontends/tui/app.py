@@ -25,7 +25,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer
 
 from ...config import Settings
@@ -84,6 +84,10 @@ class GpuWatchApp(App):
     # the shortest wait between two polls (a poll slower than the interval stretches the period;
     # never a zero timer: Textual's timer divides by its delay)
     min_poll_delay = 0.01
+    # paused, the screen is frozen and collection slows to this period: alerts and their
+    # notifications go on (a GPU lost while the operator reads is still said), and a paused
+    # dashboard costs next to nothing; resuming polls at once
+    paused_every_s = 10.0
 
     def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False, on_first_frame: Callable[[], None] | None = None) -> None:
@@ -166,7 +170,9 @@ class GpuWatchApp(App):
         self._chart = {name: self.query_one(f"#{name}", HistoryChart)
                        for name in ("gc-util", "gc-power", "ic-tok", "ic-wait")}
         self._gpu_charts.display = self._inst_charts.display = False
-        self._main_screen = self.screen
+        self._main_screen = self._grid.screen  # (self.screen may already be another one here)
+        self._main_stale = False
+        self.screen_change_signal.subscribe(self, self._on_screen_change)
         self._notice.display = False
         try:
             loop = asyncio.get_running_loop()
@@ -334,7 +340,8 @@ class GpuWatchApp(App):
     def _schedule_next(self, elapsed: float) -> None:
         # a poll that took longer than the interval stretches the period
         self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
-        self._timer = self.set_timer(max(self.min_poll_delay, self.interval - elapsed), self.poll)
+        period = max(self.interval, self.paused_every_s) if self.paused else self.interval
+        self._timer = self.set_timer(max(self.min_poll_delay, period - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
         notice = self._notice
@@ -343,8 +350,24 @@ class GpuWatchApp(App):
             notice.show(content)
 
     # ---- painting -----------------------------------------------------------------------
+    def _main_covered(self) -> bool:
+        """Is a full screen (detail, charts, alert history) on top of the dashboard? (A modal one,
+        such as help, lets it show through.)"""
+        top = self.screen_stack[-1] if self.screen_stack else None
+        return top is not None and top is not self._main_screen and not isinstance(top, ModalScreen)
+
+    def _on_screen_change(self, screen: Screen) -> None:
+        if screen is self._main_screen and self._main_stale and self.snapshot is not None:
+            self._main_stale = False
+            self._paint(self.snapshot)  # what was collected while it was covered, at once
+
     def _paint(self, snap: Snapshot) -> None:
         if not self.screen_stack:  # the app is being torn down
+            return
+        if hasattr(self, "_main_screen") and self._main_covered():
+            # nobody sees the dashboard: build nothing for it, only for the screen on top
+            self._main_stale = True
+            self._paint_screens(snap)
             return
         self._paint_top(snap)
         self._alerts.refresh_from(snap.alerts)
@@ -360,6 +383,9 @@ class GpuWatchApp(App):
         self._paint_instances(snap)
         paint_pools(self._inst_box, snap, self._pool_ids)
         self._paint_charts()
+        self._paint_screens(snap)
+
+    def _paint_screens(self, snap: Snapshot) -> None:
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
             # mount), and one being torn down at exit has lost them: skip it either way
@@ -482,6 +508,9 @@ class GpuWatchApp(App):
         self.paused = not self.paused
         if self.snapshot is not None:
             self._paint(self.snapshot)
+        if not self.paused and self._timer is not None and not self._polling and not self._stopping:
+            self._timer.stop()  # the slow paused wait: poll now
+            self.poll()
 
     def action_next_theme(self) -> None:
         names = self._theme_names or [self.theme]
@@ -590,7 +619,8 @@ class GpuWatchApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Pause / resume", "Freeze the screen (collection goes on)", self.action_toggle_pause)
+        yield SystemCommand("Pause / resume", "Freeze the screen (collection and alerts go on, every 10 s)",
+                            self.action_toggle_pause)
         yield SystemCommand("Charts", "History of utilization, memory, temperature, power", self.action_chart)
         yield SystemCommand("Alert history", "Alerts raised and cleared", self.action_alert_history)
         yield SystemCommand("Next theme", "Cycle gpuwatch's themes", self.action_next_theme)

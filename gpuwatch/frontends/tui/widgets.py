@@ -58,6 +58,9 @@ class Card(Widget, can_focus=True):
         self._styles: dict[tuple, RichStyle] = {}
         self._drawn_for = None
         self._frame: tuple[int, object] | None = None  # (width, visual style) while a render pass runs
+        self._rows: dict[int, Strip] = {}  # whole rows (border and padding joined), by row
+        self._pieces_key = None
+        self._pieces = None
         self._tall = 0  # the most lines shown lately (a card with ``sticky_height``)
         self._short_for = 0  # shows in a row with fewer lines than that
 
@@ -81,8 +84,10 @@ class Card(Widget, can_focus=True):
         old_lines = old[0] if old is not None else []
         changed = [y for y, key in enumerate(sig[0]) if y >= len(old_lines) or old_lines[y] != key]
         changed += range(len(sig[0]), len(old_lines))
+        top = self.styles.gutter.top
         for y in changed:
             self._strips.pop(y, None)
+            self._rows.pop(y + top, None)
         self._lines = list(lines)
         if old is None or len(lines) != len(old_lines) or sig[1:] != old[1:]:
             # a card of fixed height keeps its size while its number of lines stays: skip the
@@ -107,12 +112,68 @@ class Card(Widget, can_focus=True):
 
     # ---- the line API -----------------------------------------------------------------
     def render_lines(self, crop: Region) -> list[Strip]:
+        """The card's rows, border and padding included. Textual's general path styles every
+        changed row again (border pieces, padding, colours: most of the dashboard's drawing
+        time); here the border rows and each row's border and padding pieces are rendered by
+        Textual once per size, theme, focus and title, and a changed line is only joined
+        between them."""
         # the size and visual style, looked up once per pass (each walks the DOM) rather than per line
         self._frame = (self.size.width, self.visual_style)
         try:
-            return super().render_lines(crop)
+            frame = self._frame_pieces()
+            if frame is None:  # styles this shortcut does not reproduce (outline, tint, opacity…)
+                return super().render_lines(crop)
+            top, bottom, left, right, filters, background = frame
+            width, height = self.outer_size
+            rows = self._rows
+            out = []
+            for y in crop.line_range:
+                if y < len(top):
+                    out.append(top[y])
+                elif y >= height - len(bottom):
+                    out.append(bottom[y - height + len(bottom)])
+                else:
+                    row = rows.get(y)
+                    if row is None:
+                        row = Strip.join([left, self.render_line(y - len(top)), right])
+                        for line_filter in filters:
+                            row = row.apply_filter(line_filter, background)
+                        rows[y] = row
+                    out.append(row)
+            x1, x2 = crop.column_span
+            if (x1, x2) != (0, width):
+                out = [row.crop(x1, x2) for row in out]
+            return out
         finally:
             self._frame = None
+
+    def _frame_pieces(self):
+        """(top rows, bottom rows, left piece, right piece, line filters, background) for the
+        card as it is now, rendered by Textual when any of what shapes them changed; None where
+        the card's styles need Textual's general path."""
+        styles = self.styles
+        if (self.opacity != 1 or styles.tint.a or styles.text_opacity != 1 or any(kind for kind, _ in styles.outline)
+                or (styles.has_rule("hatch") and styles.hatch != "none")):
+            return None
+        width, height = self.outer_size
+        filters = tuple(self.get_line_filters())
+        background = self.background_colors[1]
+        key = (width, height, self._frame[1], styles.border, styles.padding, self._border_title,
+               self._border_subtitle, filters, background)
+        if key == self._pieces_key:
+            return self._pieces
+        gutter = styles.gutter
+        if height <= gutter.top + gutter.bottom or width <= gutter.left + gutter.right:
+            return None
+        self._styles_cache.clear()
+        full = self._styles_cache.render_widget(self, Region(0, 0, width, height))
+        self._styles_cache.clear()  # (the general path, if taken later, starts afresh)
+        middle = full[gutter.top]
+        self._pieces_key = key
+        self._pieces = (full[:gutter.top], full[height - gutter.bottom:] if gutter.bottom else [],
+                        middle.crop(0, gutter.left), middle.crop(width - gutter.right, width), filters, background)
+        self._rows = {}
+        return self._pieces
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self._lines)
@@ -136,6 +197,7 @@ class Card(Widget, can_focus=True):
             self._drawn_for = drawn_for
             self._strips.clear()
             self._styles.clear()
+            self._rows.clear()
         strip = self._strips.get(y)
         if strip is None:
             if y < len(self._lines):
@@ -435,7 +497,8 @@ class HistoryChart(Widget):
                 at = end
             if at < len(text):
                 segments.append(Segment(text[at:], base))
-            strips.append(Strip(segments).adjust_cell_length(w, base))
+            # each plot line is exactly ``w`` cells (one per character): no measuring
+            strips.append(Strip(segments, len(text)).adjust_cell_length(w, base))
         return strips[:h]
 
     def _points(self, values) -> list[tuple[float, float]]:
@@ -474,7 +537,8 @@ class HistoryChart(Widget):
                 head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
-        values = [y for _, pts, _ in drawn for _, y in pts]
+        # the extremes are all the y axis needs (not every sample of every series in one list)
+        values = [f(y for _, y in pts) for _, pts, _ in drawn for f in (min, max)]
         lo, hi = y_limits(values, self.y_range, self.min_span)
         body = plot([(pts, rgb) for _, pts, rgb in drawn], w, h - 1, span, lo, hi,
                     value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))), time_ticks(span))
