@@ -7,22 +7,23 @@ only production module that imports :mod:`gpuwatch.sim`.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .analysis.alerts import AlertEngine
 from .analysis.pools import DEFAULT_WINDOW_S, PoolAnalysis
-from .collect.instances import InstanceCollector
 from .collect.targets import BackendConfig
 from .collect.nginx import DEFAULT_NGINX_CONF, MeterRoutes, NginxPools
 from .collect.nvml import NvmlCollector
 from .collect.procs import ProcessTable
 from .config import Settings
-from .model import Snapshot
-from .pipeline import Monitor, Sampler
+from .model import BenchResult, Instance, Snapshot
+from .pipeline import InstanceSource, Monitor, Sampler
 
 if TYPE_CHECKING:
+    from .collect.instances import InstanceCollector
     from .sim.demo import Demo
 
 # A one-shot look at the simulated box (snapshot, doctor, record, svg) finds it already running
@@ -37,13 +38,96 @@ class DemoSampler(Sampler):
     demo: Demo | None = None
 
 
+# the longest the server collector waits for its go (``servers_after``) before starting anyway
+SERVERS_AFTER_MAX_S = 3.0
+
+
+class LaterInstances:
+    """The inference-server collector, built and first polled only once ``go`` is set (or
+    ``max_wait_s`` has passed): the dashboard sets it when its first frame is on screen, so
+    the GPUs are shown without waiting for httpx, the engine modules and the first server
+    answers, which all come on the following ticks (the servers' panel says it is looking for
+    them meanwhile: the sampler's snapshot is ``instances_pending`` until a first collect()
+    returns). ``collect()`` runs on the sampler's worker thread, which waits for ``go``."""
+
+    def __init__(self, build: Callable[[], InstanceCollector], go: threading.Event,
+                 max_wait_s: float = SERVERS_AFTER_MAX_S) -> None:
+        self._build, self._go, self._max_wait_s = build, go, max_wait_s
+        self._lock = threading.Lock()
+        self._real: InstanceCollector | None = None
+        self._closed = False
+        self._probe: list | None = None
+        self._benches: list[tuple[str, BenchResult]] = []
+
+    @property
+    def notes(self) -> list[str]:
+        real = self._real
+        return real.notes if real is not None else []
+
+    def _collector(self) -> InstanceCollector | None:
+        if self._real is None and not self._closed:
+            self._go.wait(self._max_wait_s)
+            with self._lock:
+                if self._real is None and not self._closed:
+                    real = self._build()
+                    if self._probe is not None:
+                        real.probe(self._probe)
+                    for name, result in self._benches:
+                        real.record_bench(name, result)
+                    self._real = real
+        return self._real
+
+    def collect(self) -> list[Instance]:
+        real = self._collector()
+        return real.collect() if real is not None and not self._closed else []
+
+    def probe(self, urls) -> None:
+        with self._lock:
+            if self._real is None:
+                self._probe = list(urls)
+                return
+        self._real.probe(urls)
+
+    def record_bench(self, name: str, result: BenchResult) -> None:
+        with self._lock:
+            if self._real is None:
+                self._benches.append((name, result))
+                return
+        self._real.record_bench(name, result)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            real = self._real
+        self._go.set()  # a collect() waiting for its go returns at once
+        if real is not None:
+            real.close()
+
+
+class LaterPools:
+    """nginx's pools (:class:`~gpuwatch.collect.nginx.NginxPools`), read only once ``go`` is set:
+    parsing a stock nginx configuration is most of a first tick, and the pools are drawn beside
+    the servers, which come after the dashboard's first frame too."""
+
+    def __init__(self, pools: NginxPools, go: threading.Event) -> None:
+        self.pools, self._go = pools, go
+
+    def collect(self) -> list:
+        return self.pools.collect() if self._go.is_set() else []
+
+    def server_urls(self, pools: list) -> list[str]:
+        return self.pools.server_urls(pools)
+
+
 def make_sampler(demo: str | None = None, backends=(), discover: bool = True, clock=None,
                  latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
                  instance_timeout_s: float = 1.5, start_offset_s: float = 0.0,
-                 nginx_conf: str | None = None, pool_window_s: float | None = None) -> Sampler:
+                 nginx_conf: str | None = None, pool_window_s: float | None = None,
+                 servers_after: threading.Event | None = None) -> Sampler:
     """The sampler for the real box (``demo=None``) or the simulated scenario ``demo``.
     ``nginx_conf``: read pools from this file (default: /etc/nginx/nginx.conf on the real box,
-    the scenario's own on the simulated one)."""
+    the scenario's own on the simulated one). ``servers_after``: build and poll the
+    inference-server collector only once this is set (:class:`LaterInstances`)."""
     if demo is not None:
         from .sim.demo import start_demo  # only for --demo: a real box never loads the simulator
 
@@ -51,43 +135,55 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
                        start_offset_s=start_offset_s)
         table = d.process_table
         nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
-        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now)
+        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now, servers_after)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
                               wall=d.wall, host=f"demo-{d.box.scenario.name}", demo=d)
         sampler.on_close.append(d.close)
         if nginx_conf or d.nginx_conf:  # the simulated box has nginx only if its scenario brings one
-            _add_pools(sampler, table, nginx_conf or d.nginx_conf, bool(nginx_conf), pool_window_s)
+            _add_pools(sampler, table, nginx_conf or d.nginx_conf, bool(nginx_conf), pool_window_s, servers_after)
         return sampler
     table = ProcessTable()
     nvml = NvmlCollector(process_table=table)
-    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic)
+    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic, servers_after)
     sampler = Sampler(nvml=nvml, instances=instances)
-    _add_pools(sampler, table, nginx_conf or DEFAULT_NGINX_CONF, bool(nginx_conf), pool_window_s)
+    _add_pools(sampler, table, nginx_conf or DEFAULT_NGINX_CONF, bool(nginx_conf), pool_window_s, servers_after)
     return sampler
 
 
-def _add_pools(sampler: Sampler, table, path: str, required: bool, window_s: float | None) -> None:
+def _add_pools(sampler: Sampler, table, path: str, required: bool, window_s: float | None,
+               after: threading.Event | None = None) -> None:
     """nginx upstreams as replica pools: read by collect/nginx.py, resolved by analysis/pools.py;
     members that are ``gpuwatch meter`` routes stand for the instance behind them."""
     routes = MeterRoutes(table)
-    sampler.pools = NginxPools(path, required=required, routes=routes)
+    pools = NginxPools(path, required=required, routes=routes)
+    sampler.pools = pools if after is None else LaterPools(pools, after)
     sampler.analyzers.append(PoolAnalysis(window_s or DEFAULT_WINDOW_S, routes=routes))
 
 
-def _instance_collector(backends, discover, table, timeout_s, clock) -> InstanceCollector | None:
+def _instance_collector(backends, discover, table, timeout_s, clock,
+                        after: threading.Event | None = None) -> InstanceSource | None:
     if not backends and not discover:
         return None
-    return InstanceCollector([b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends],
-                             discover=discover, process_table=table, timeout_s=timeout_s, clock=clock)
+
+    def build() -> InstanceCollector:
+        # here, not at the top: httpx and the engine modules are most of an import of gpuwatch
+        from .collect.instances import InstanceCollector
+
+        return InstanceCollector([b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends],
+                                 discover=discover, process_table=table, timeout_s=timeout_s, clock=clock)
+
+    return build() if after is None else LaterInstances(build, after)
 
 
-def build_monitor(settings: Settings, *, one_shot: bool = False, history_points: int = 600) -> Monitor:
+def build_monitor(settings: Settings, *, one_shot: bool = False, history_points: int = 600,
+                  servers_after: threading.Event | None = None) -> Monitor:
     """The live pipeline for ``settings``. ``one_shot``: for a look that samples a short window
     (snapshot, doctor, record) rather than a view that runs from now on: the simulated box is
-    then found already running for :data:`DEMO_WARMUP_S`."""
+    then found already running for :data:`DEMO_WARMUP_S`. ``servers_after``: the inference
+    servers are looked for only once this is set (the dashboard: after its first frame)."""
     offset = DEMO_WARMUP_S if (one_shot and settings.demo is not None) else 0.0
     sampler = make_sampler(demo=settings.demo, backends=settings.backends, discover=settings.discover,
-                           start_offset_s=offset, nginx_conf=settings.nginx_conf)
+                           start_offset_s=offset, nginx_conf=settings.nginx_conf, servers_after=servers_after)
     return Monitor(sampler, AlertEngine(settings.alerts), history_points=history_points)
 
 

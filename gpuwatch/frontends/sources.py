@@ -8,6 +8,8 @@ toolkit; the replay and fleet sources live beside their screens.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 from ..analysis.history import History
@@ -59,8 +61,25 @@ class LiveSource:
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
+        self._early: Future | None = None
+
+    def start(self) -> None:
+        """Take the first snapshot now, on a thread of its own, so that it is (nearly) ready
+        when the dashboard asks for it: the dashboard calls this before it starts its UI."""
+        if self._early is None:
+            self._early = Future()
+            threading.Thread(target=self._take_early, name="gpuwatch-first-poll", daemon=True).start()
+
+    def _take_early(self) -> None:
+        try:
+            self._early.set_result(self.monitor.tick())
+        except BaseException as e:  # handed to next(), as a poll's own error would be
+            self._early.set_exception(e)
 
     def next(self) -> Snapshot:
+        early, self._early = self._early, None
+        if early is not None:
+            return early.result()
         return self.monitor.tick()
 
     @property

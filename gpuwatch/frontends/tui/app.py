@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import psutil
 from textual import on
@@ -30,7 +30,6 @@ from textual.widgets import Footer
 
 from ...config import Settings
 from ...model import Snapshot
-from ...runtime import build_monitor
 from ..sources import LiveSource, SnapshotSource
 from .themes import DEFAULT_THEME, load_all_themes
 from .render import gpu_card_lines, no_instances_text, short_gpu_name
@@ -91,13 +90,15 @@ class GpuWatchApp(App):
     paused_every_s = 10.0
 
     def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
-                 paused: bool = False) -> None:
+                 paused: bool = False, on_first_frame: Callable[[], None] | None = None) -> None:
         # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
         # colours makes it apply its NoColor filter instead, so no colour codes are sent at all
         # (bold and reverse still mark what matters).
         super().__init__(ansi_color="NO_COLOR" in os.environ)
         self.source = source
         self.interval = interval
+        self._on_first_frame = on_first_frame  # called once, when the first poll is on screen
+        self._first_polled = False
         self.paused = paused
         self.snapshot: Snapshot | None = None
         self.compact: str | None = None  # None: full cards, "rows": two lines, "tight": one line
@@ -295,6 +296,19 @@ class GpuWatchApp(App):
         self._apply_collected(message.snapshot, message.error, message.elapsed)
         if not self._stopping:
             self.after_poll(message.snapshot, message.error)
+        self._first_polled = True
+
+    def post_display_hook(self) -> None:
+        """After each frame is sent to the terminal (Textual's hook): the first one that shows the
+        first poll's GPUs (or its error) runs ``on_first_frame``, which starts what that frame
+        did not need (the inference servers' collector)."""
+        if self._on_first_frame is None or not self._first_polled:
+            return
+        snap = self.snapshot
+        if snap is not None and snap.gpus and not any(c.region for c in self._grid.query(GpuCard)):
+            return  # the cards are mounted but not laid out yet
+        hook, self._on_first_frame = self._on_first_frame, None
+        hook()
 
     def after_poll(self, snap: Snapshot | None, error: str | None) -> None:
         """Called on the UI thread after each poll was shown (``snap`` None when it failed or
@@ -618,8 +632,14 @@ class GpuWatchApp(App):
 
 def run_dashboard(settings: Settings) -> int:
     from ...pipeline import close_within
-    monitor = build_monitor(settings)
-    app = GpuWatchApp(LiveSource(monitor), interval=settings.interval, theme=settings.theme)
+    from ...runtime import build_monitor
+
+    # the GPUs first: the inference servers are looked for once the first frame is on screen
+    first_frame = threading.Event()
+    monitor = build_monitor(settings, servers_after=first_frame)
+    source = LiveSource(monitor)
+    source.start()  # the first NVML sample is taken while Textual starts
+    app = GpuWatchApp(source, interval=settings.interval, theme=settings.theme, on_first_frame=first_frame.set)
     try:
         app.run()
     finally:

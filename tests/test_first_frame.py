@@ -1,0 +1,205 @@
+"""The dashboard's first frame (issue 16): the GPUs are drawn before anything they do not need
+is imported or asked. Run as a real process in a pseudo-terminal on the compiled NVML stand-in,
+asserted on what is imported when the first frame with GPUs goes out and on what the screen
+shows, never on time; and the deferred server collector (runtime.LaterInstances) on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from _instances_servers import HANG, FakeServer
+from conftest import ROOT
+from gpuwatch.runtime import LaterInstances
+
+# Modules the first frame does not need: the server collector (httpx and what its import pulls
+# in: click, rich's console through httpx's CLI), metrics parsing, the charts, nginx's parser,
+# the simulator, and the screens a key opens.
+NOT_IN_FIRST_FRAME = ("httpx", "httpcore", "click", "prometheus_client", "plotext", "crossplane", "aiohttp",
+                      "gpuwatch.collect.instances", "gpuwatch.collect.engines", "gpuwatch.analysis.doctor",
+                      "gpuwatch.sim.demo", "gpuwatch.frontends.tui.screens", "gpuwatch.frontends.exporter")
+
+# `gpuwatch ARGS`, noting sys.modules when the first frame that shows a GPU card is sent
+RUNNER = textwrap.dedent("""
+    import json, os, sys
+    from gpuwatch.frontends.tui import app as A
+
+    shown = A.GpuWatchApp.post_display_hook
+
+    def post_display_hook(self):
+        out = os.environ["FIRST_FRAME_MODULES"]
+        if not os.path.exists(out) and any(c.region for c in self.query(A.GpuCard)):
+            with open(out, "w") as f:
+                json.dump(sorted(sys.modules), f)
+        shown(self)
+
+    A.GpuWatchApp.post_display_hook = post_display_hook
+    from gpuwatch.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.fixture(scope="module")
+def cnvml(tmp_path_factory):
+    from gpuwatch.sim import cnvml
+
+    if cnvml.compiler() is None:
+        pytest.skip("no C compiler (cc/gcc/clang) on this machine: the NVML stand-in cannot be built")
+    return cnvml.build(tmp_path_factory.mktemp("cnvml"))
+
+
+@contextmanager
+def dashboard(cnvml, argv, env_extra=None, cols=200, rows=60):
+    """The dashboard on the stand-in's 8 H100s, in a pty of cols x rows: (process, master fd)."""
+    from gpuwatch.sim import cnvml as stand_in
+
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = stand_in.environment(cnvml)  # this process's environment with the stand-in's variables
+    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT), **(env_extra or {}))
+    proc = subprocess.Popen([sys.executable, *argv], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def read_until(master, needles: tuple[bytes, ...], timeout: float = 30.0, out: bytes = b"") -> bytes:
+    """What the terminal received, until every needle is in it (or the generous timeout)."""
+    end = time.time() + timeout
+    while time.time() < end and not all(n in out for n in needles):
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def quit_and_wait(proc, master) -> int | None:
+    """Press q and read the terminal until the process has exited (a full pty would block it)."""
+    os.write(master, b"q")
+    end = time.time() + 20
+    while time.time() < end and proc.poll() is None:
+        read_until(master, (b"\x00never",), timeout=0.2)
+    return proc.poll()
+
+
+def vllm_server() -> FakeServer:
+    return FakeServer({"/version": '{"version": "0.11.0"}',
+                       "/metrics": 'vllm:num_requests_running{model_name="m"} 3\n'
+                                   'vllm:num_requests_waiting{model_name="m"} 0\n'})
+
+
+def test_the_first_frame_imports_nothing_the_gpus_do_not_need_and_the_server_follows(cnvml, tmp_path):
+    server = vllm_server()
+    modules = tmp_path / "modules.json"
+    try:
+        with dashboard(cnvml, ["-c", RUNNER, "--backend", server.url, "--no-discover", "--interval", "1"],
+                       {"FIRST_FRAME_MODULES": str(modules)}) as (proc, master):
+            out = read_until(master, (b"H100",))
+            assert b"H100" in out, out[-500:]
+            # the server is still shown: its collector starts once the GPUs are on screen
+            card = (f"localhost:{server.port}".encode(), b"vLLM")
+            out = read_until(master, card, out=out)
+            assert all(c in out for c in card), out[-800:]
+            quit_and_wait(proc, master)
+    finally:
+        server.close()
+    loaded = set(json.loads(modules.read_text()))
+    assert "gpuwatch.collect.nvml" in loaded  # (the record is of the dashboard's process)
+    assert sorted(m for m in NOT_IN_FIRST_FRAME if m in loaded) == []
+
+
+def test_the_first_frame_shows_the_gpus_while_every_server_hangs(cnvml):
+    """Servers that accept the connection and never answer: the GPUs come first, the servers'
+    panel says it is still looking, and the servers are shown (not answering) afterwards."""
+    hung = [FakeServer(default=HANG) for _ in range(2)]
+    names = tuple(f"localhost:{s.port}".encode() for s in hung)
+    try:
+        with dashboard(cnvml, ["-m", "gpuwatch", *[a for s in hung for a in ("--backend", s.url)], "--no-discover",
+                               "--interval", "1"]) as (proc, master):
+            looking = b"looking for inference servers"
+            out = read_until(master, (b"H100", looking, *names))
+            assert all(n in out for n in (b"H100", looking, *names)), out[-800:]
+            # the GPUs and "looking for inference servers" came first, the servers' names later
+            # (drawn when their polls gave up): the first frame did not wait for them
+            first_name = min(out.index(n) for n in names)
+            assert out.index(b"H100") < first_name and out.index(looking) < first_name
+            assert all(s.requests for s in hung)  # they were asked (and never answered)
+            assert quit_and_wait(proc, master) == 0
+    finally:
+        for s in hung:
+            s.close()
+
+
+class _Collector:
+    """Stands in for the InstanceCollector a LaterInstances builds."""
+
+    def __init__(self) -> None:
+        self.notes, self.probed, self.benches, self.closed = ["a note"], None, [], False
+
+    def collect(self):
+        return ["instance"]
+
+    def probe(self, urls) -> None:
+        self.probed = list(urls)
+
+    def record_bench(self, name, result) -> None:
+        self.benches.append((name, result))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
+    built: list[_Collector] = []
+    go = threading.Event()
+    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(later.collect()))
+    worker.start()
+    later.probe(["http://127.0.0.1:8001"])  # nginx's members, found before the go
+    later.record_bench("localhost:8001", "result")
+    worker.join(0.2)
+    assert worker.is_alive() and not built and later.notes == []  # nothing built before the go
+    go.set()
+    worker.join(10)
+    assert got == [["instance"]] and len(built) == 1
+    assert built[0].probed == ["http://127.0.0.1:8001"] and built[0].benches == [("localhost:8001", "result")]
+    assert later.notes == ["a note"]
+    later.close()
+    assert built[0].closed
+
+
+def test_quitting_before_the_first_frame_builds_no_server_collector():
+    built: list = []
+    later = LaterInstances(lambda: built.append(1), threading.Event(), max_wait_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(later.collect()))
+    worker.start()
+    later.close()  # q before the first frame: the waiting poll ends at once, with nothing
+    worker.join(10)
+    assert not worker.is_alive() and got == [[]] and built == []
