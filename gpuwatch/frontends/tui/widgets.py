@@ -257,6 +257,13 @@ class Card(Widget, can_focus=True):
     def on_click(self) -> None:
         self.focus()
 
+    def on_resize(self) -> None:
+        # lines are built for the card's width: a card drawn before it had its size (the first
+        # frame) or resized is built again for the width it has now
+        last = getattr(self, "_last", None)
+        if last is not None:
+            self.refresh_from(*last)
+
     def key_enter(self) -> None:
         self.post_message(self.Selected(self))
 
@@ -311,9 +318,11 @@ class InstanceCard(Card):
         super().__init__(id=id, **kw)
         self.name_key = name
         self.instance: Instance | None = None
+        self._last = None
 
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
+        self._last = (inst, tok_hist)
         width = max(20, self.size.width - 4) if self.size.width else 40
         kind = engine_label(inst.kind)
         title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
