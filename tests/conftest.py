@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # stored SVG snapshots and colour assertions assume a colour terminal and the default theme
 for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
     os.environ.pop(var, None)
+# Children (`python -m gpuwatch ...`, servers) compile gpuwatch once per machine, not once each:
+# their bytecode goes to a cache outside the tree (PYTHONDONTWRITEBYTECODE, set by .ci/run to keep
+# the tree clean, would otherwise make every child compile every module it imports again).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), f"gpuwatch-tests-pyc-{os.getuid()}"))
 
 
 @pytest.fixture
