@@ -86,3 +86,13 @@ def run_cli(*args, env=None, timeout=60, input=None):
         e.update(env)
     return subprocess.run([sys.executable, "-m", "gpuwatch", *args], capture_output=True, text=True,
                           timeout=timeout, env=e, cwd=ROOT, input=input)
+
+
+async def until(pilot, cond, what: str = "", timeout: float = 30.0, step: float = 0.02):
+    """Let the app run until ``cond()`` holds: a wait on what the test needs to see, not on the
+    clock (the bound only matters when the test fails; a loaded machine just takes longer)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what or cond}"
+        await pilot.pause(step)
