@@ -97,9 +97,10 @@ async def test_cards_show_every_gpu_and_keys_work(snap8):
     assert not app.is_running
 
 
-async def test_pause_freezes_the_screen_but_not_collection():
+async def test_pause_freezes_the_screen_and_slows_collection_without_stopping_it():
     src = FakeSource(lambda n: make_snapshot(util=float(n % 100)))
     app = GpuWatchApp(src, interval=0.05)
+    app.paused_every_s = 0.6
     async with app.run_test(size=(200, 60)) as pilot:
         # the whole screen drawn (cards and footer) and the values moving
         await until(pilot, lambda: "GPU 7" in visible_text(app) and "Quit" in visible_text(app) and src.calls > 2)
@@ -107,11 +108,27 @@ async def test_pause_freezes_the_screen_but_not_collection():
         await until(pilot, lambda: "PAUSED" in visible_text(app), "the PAUSED mark")
         frozen = visible_text(app)
         calls = src.calls
-        await until(pilot, lambda: src.calls > calls + 3, "collection going on while paused")
+        await pilot.pause(0.4)
+        # at most the poll already under way and the one after it (0.6 s later): not every 0.05 s
+        assert src.calls <= calls + 1
+        for _ in range(100):  # collection (and with it the alerts) goes on
+            if src.calls > calls:
+                break
+            await pilot.pause(0.1)
+        assert src.calls > calls
+        assert "PAUSED" in frozen
         after = visible_text(app)
         assert [line for line in after.splitlines()[1:]] == [line for line in frozen.splitlines()[1:]]
+        app.paused_every_s = 3600.0  # resuming must not wait out the paused period
+        await pilot.pause(0.7)
         await pilot.press("p")
-        await until(pilot, lambda: "PAUSED" not in visible_text(app), "the PAUSED mark gone after p")
+        resumed = src.calls
+        for _ in range(100):
+            if src.calls > resumed + 2:
+                break
+            await pilot.pause(0.1)
+        assert src.calls > resumed + 2
+        assert "PAUSED" not in visible_text(app)
 
 
 async def test_small_terminal_shows_all_gpus_in_one_line_rows(snap8):
@@ -292,3 +309,33 @@ async def test_a_tick_landing_while_a_screen_opens_does_not_crash(action):
             assert app.is_running
     finally:
         src.close()
+
+
+async def test_a_covered_dashboard_builds_nothing_and_shows_the_newest_poll_when_uncovered():
+    src = FakeSource(lambda n: make_snapshot(util=float(n % 90)))
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.3)
+        card = app.query(GpuCard).first()
+        await pilot.press("a")  # the alert history covers the dashboard
+        await pilot.pause(0.1)
+        covered_sig, calls = card._sig, src.calls
+        for _ in range(100):
+            if src.calls > calls + 3:
+                break
+            await pilot.pause(0.05)
+        assert src.calls > calls + 3  # collection goes on under the other screen
+        assert card._sig == covered_sig  # but the hidden cards were not built again
+        app.interval = 3600.0  # no poll after the one under way: what shows next is what was kept
+        polled = -1
+        for _ in range(100):
+            if src.calls == polled:
+                break
+            polled = src.calls
+            await pilot.pause(0.2)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        util = app.snapshot.gpus[0].utilization_gpu_pct
+        assert app.snapshot is not None and src.calls == polled  # no new poll: this is the repaint on return
+        util_lines = [line for line in visible_text(app).splitlines() if "util " in line]
+        assert util_lines and f" {util:.0f}% " in util_lines[0]  # the newest poll, not the one before the cover

@@ -25,7 +25,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer
 
 from ...config import Settings
@@ -36,7 +36,7 @@ from .themes import DEFAULT_THEME, load_all_themes
 from .render import gpu_card_lines, no_instances_text, short_gpu_name
 from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .pools import paint_pools
-from .widgets import AlertStrip, Card, GpuCard, InstanceCard, PlotextChart, StatusLine
+from .widgets import AlertStrip, Card, GpuCard, InstanceCard, HistoryChart, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # the history charts span minutes (a braille dot is about a second): redrawn every 5 s they move a
@@ -85,6 +85,10 @@ class GpuWatchApp(App):
     # the shortest wait between two polls (a poll slower than the interval stretches the period;
     # never a zero timer: Textual's timer divides by its delay)
     min_poll_delay = 0.01
+    # paused, the screen is frozen and collection slows to this period: alerts and their
+    # notifications go on (a GPU lost while the operator reads is still said), and a paused
+    # dashboard costs next to nothing; resuming polls at once
+    paused_every_s = 10.0
 
     def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False) -> None:
@@ -134,13 +138,13 @@ class GpuWatchApp(App):
             with VerticalScroll(id="gpu-scroll", can_focus=False):
                 yield Grid(id="gpus")
                 with Horizontal(id="gpu-charts"):  # history in the rows the GPUs leave
-                    yield PlotextChart("utilization %", id="gc-util")
-                    yield PlotextChart("power W", id="gc-power")
+                    yield HistoryChart("utilization %", id="gc-util")
+                    yield HistoryChart("power W", id="gc-power")
             with VerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
                 with Vertical(id="inst-charts"):
-                    yield PlotextChart("generation tok/s", id="ic-tok")
-                    yield PlotextChart("requests waiting", id="ic-wait")
+                    yield HistoryChart("generation tok/s", id="ic-tok")
+                    yield HistoryChart("requests waiting", id="ic-wait")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -162,10 +166,12 @@ class GpuWatchApp(App):
         self._inst_charts = self.query_one("#inst-charts", Vertical)
         # kept, not queried when drawn: App.query_one looks at the screen on top, and a detail or
         # chart screen may be there when a poll lands
-        self._chart = {name: self.query_one(f"#{name}", PlotextChart)
+        self._chart = {name: self.query_one(f"#{name}", HistoryChart)
                        for name in ("gc-util", "gc-power", "ic-tok", "ic-wait")}
         self._gpu_charts.display = self._inst_charts.display = False
-        self._main_screen = self.screen
+        self._main_screen = self._grid.screen  # (self.screen may already be another one here)
+        self._main_stale = False
+        self.screen_change_signal.subscribe(self, self._on_screen_change)
         self._notice.display = False
         try:
             loop = asyncio.get_running_loop()
@@ -320,7 +326,8 @@ class GpuWatchApp(App):
     def _schedule_next(self, elapsed: float) -> None:
         # a poll that took longer than the interval stretches the period
         self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
-        self._timer = self.set_timer(max(self.min_poll_delay, self.interval - elapsed), self.poll)
+        period = max(self.interval, self.paused_every_s) if self.paused else self.interval
+        self._timer = self.set_timer(max(self.min_poll_delay, period - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
         notice = self._notice
@@ -329,8 +336,24 @@ class GpuWatchApp(App):
             notice.show(content)
 
     # ---- painting -----------------------------------------------------------------------
+    def _main_covered(self) -> bool:
+        """Is a full screen (detail, charts, alert history) on top of the dashboard? (A modal one,
+        such as help, lets it show through.)"""
+        top = self.screen_stack[-1] if self.screen_stack else None
+        return top is not None and top is not self._main_screen and not isinstance(top, ModalScreen)
+
+    def _on_screen_change(self, screen: Screen) -> None:
+        if screen is self._main_screen and self._main_stale and self.snapshot is not None:
+            self._main_stale = False
+            self._paint(self.snapshot)  # what was collected while it was covered, at once
+
     def _paint(self, snap: Snapshot) -> None:
         if not self.screen_stack:  # the app is being torn down
+            return
+        if hasattr(self, "_main_screen") and self._main_covered():
+            # nobody sees the dashboard: build nothing for it, only for the screen on top
+            self._main_stale = True
+            self._paint_screens(snap)
             return
         self._paint_top(snap)
         self._alerts.refresh_from(snap.alerts)
@@ -346,6 +369,9 @@ class GpuWatchApp(App):
         self._paint_instances(snap)
         paint_pools(self._inst_box, snap, self._pool_ids)
         self._paint_charts()
+        self._paint_screens(snap)
+
+    def _paint_screens(self, snap: Snapshot) -> None:
         for screen in self.screen_stack[1:]:
             # a screen pushed a moment ago may not have its widgets yet (it draws itself on
             # mount), and one being torn down at exit has lost them: skip it either way
@@ -468,6 +494,9 @@ class GpuWatchApp(App):
         self.paused = not self.paused
         if self.snapshot is not None:
             self._paint(self.snapshot)
+        if not self.paused and self._timer is not None and not self._polling and not self._stopping:
+            self._timer.stop()  # the slow paused wait: poll now
+            self.poll()
 
     def action_next_theme(self) -> None:
         names = self._theme_names or [self.theme]
@@ -576,7 +605,8 @@ class GpuWatchApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Pause / resume", "Freeze the screen (collection goes on)", self.action_toggle_pause)
+        yield SystemCommand("Pause / resume", "Freeze the screen (collection and alerts go on, every 10 s)",
+                            self.action_toggle_pause)
         yield SystemCommand("Charts", "History of utilization, memory, temperature, power", self.action_chart)
         yield SystemCommand("Alert history", "Alerts raised and cleared", self.action_alert_history)
         yield SystemCommand("Next theme", "Cycle gpuwatch's themes", self.action_next_theme)
