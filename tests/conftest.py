@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # stored SVG snapshots and colour assertions assume a colour terminal and the default theme
 for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
     os.environ.pop(var, None)
+# Children (`python -m gpuwatch ...`, servers) compile gpuwatch once per machine, not once each:
+# their bytecode goes to a cache outside the tree (PYTHONDONTWRITEBYTECODE, set by .ci/run to keep
+# the tree clean, would otherwise make every child compile every module it imports again).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), f"gpuwatch-tests-pyc-{os.getuid()}"))
 
 
 @pytest.fixture
@@ -80,3 +86,13 @@ def run_cli(*args, env=None, timeout=60, input=None):
         e.update(env)
     return subprocess.run([sys.executable, "-m", "gpuwatch", *args], capture_output=True, text=True,
                           timeout=timeout, env=e, cwd=ROOT, input=input)
+
+
+async def until(pilot, cond, what: str = "", timeout: float = 30.0, step: float = 0.02):
+    """Let the app run until ``cond()`` holds: a wait on what the test needs to see, not on the
+    clock (the bound only matters when the test fails; a loaded machine just takes longer)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what or cond}"
+        await pilot.pause(step)

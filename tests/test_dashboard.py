@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import until
 from gpuwatch.analysis.history import History
 from gpuwatch.frontends.tui.app import GpuWatchApp
 from gpuwatch.frontends.tui.widgets import GpuCard
@@ -101,8 +102,10 @@ async def test_pause_freezes_the_screen_and_slows_collection_without_stopping_it
     app = GpuWatchApp(src, interval=0.05)
     app.paused_every_s = 0.6
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
+        # the whole screen drawn (cards and footer) and the values moving
+        await until(pilot, lambda: "GPU 7" in visible_text(app) and "Quit" in visible_text(app) and src.calls > 2)
         await pilot.press("p")
+        await until(pilot, lambda: "PAUSED" in visible_text(app), "the PAUSED mark")
         frozen = visible_text(app)
         calls = src.calls
         await pilot.pause(0.4)
@@ -253,6 +256,13 @@ class SimSource:
 async def test_a_gpu_lost_turns_critical_once_with_a_notification_and_a_chart_opens():
     src = SimSource("h100x8:lost=7")
     app = GpuWatchApp(src, interval=0.01)
+    posted = []  # every notification the app posts (shown ones expire after a few wall seconds)
+    notify = app.notify
+
+    def spy(message, *args, **kw):
+        posted.append((message, kw.get("severity")))
+        return notify(message, *args, **kw)
+    app.notify = spy
     try:
         async with app.run_test(size=(200, 60), notifications=True) as pilot:
             deadline = time.monotonic() + 30  # ticks are 10 ms apart but a loaded CI machine is slow
@@ -261,19 +271,18 @@ async def test_a_gpu_lost_turns_critical_once_with_a_notification_and_a_chart_op
                 if app.snapshot is not None and any(a.kind == "gpu_lost" for a in app.snapshot.alerts):
                     break
             assert any(a.kind == "gpu_lost" for a in app.snapshot.alerts)
-            await pilot.pause(0.1)  # the notification is posted from the same tick
-            lost = [n for n in app._notifications if "GPU 7" in n.message]
-            assert len(lost) == 1 and lost[0].severity == "error"
-            assert "fell off the bus" in visible_text(app)
-            await pilot.pause(0.5)
-            assert len([n for n in app._notifications if "GPU 7" in n.message]) == 1  # notified once
+            # the card says so and a notification is posted
+            await until(pilot, lambda: "fell off the bus" in visible_text(app)
+                        and any("GPU 7" in n.message for n in app._notifications), "the card and a notification")
+            assert [sev for msg, sev in posted if "GPU 7" in msg] == ["error"]
+            seen = src.clock.now()  # one simulated second a tick
+            await until(pilot, lambda: src.clock.now() >= seen + 20, "20 more ticks")
+            assert [sev for msg, sev in posted if "GPU 7" in msg] == ["error"]  # notified once
             await pilot.press("c")
-            await pilot.pause(0.3)
-            assert type(app.screen).__name__ == "ChartScreen"
-            assert "utilization %" in visible_text(app)
+            await until(pilot, lambda: type(app.screen).__name__ == "ChartScreen"
+                        and "utilization %" in visible_text(app), "the chart screen")
             await pilot.press("escape", "a")
-            await pilot.pause(0.2)
-            assert "gpu_lost" in visible_text(app)
+            await until(pilot, lambda: "gpu_lost" in visible_text(app), "gpu_lost in the alert history")
     finally:
         src.close()
 
