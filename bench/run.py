@@ -82,6 +82,17 @@ class Box:
         procs = ",".join(f"{s['pid']}:{'+'.join(map(str, s['gpus']))}" for s in self.servers)
         self.env = cnvml.environment(self.lib_dir, gpus=gpus, busy_us=busy_us, procs=procs or None)
         self.env["PYTHONPATH"] = str(ROOT)
+        # both tools start from bytecode, as installed packages do: nvitop's is in site-packages;
+        # gpuwatch's (a source checkout here) goes to a cache outside the tree, written by one
+        # warm-up import (with PYTHONDONTWRITEBYTECODE set, as on some machines, gpuwatch alone
+        # recompiled all its source at every start: ~15 % of its first frame)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / f"gwbench-pyc-{os.getuid()}")
+        # (the prefix holds every module's bytecode, nvitop's too: both are compiled once here)
+        subprocess.run([PY, "-c", "import gpuwatch.cli, gpuwatch.frontends.tui.app, gpuwatch.collect.instances, "
+                        "gpuwatch.frontends.tui.screens, gpuwatch.frontends.exporter\n"
+                        "try:\n import nvitop.cli, nvitop.tui\nexcept ImportError:\n pass"],
+                       env=self.env, cwd=ROOT, check=True)
 
     @property
     def backends(self) -> list[str]:
@@ -138,8 +149,9 @@ def _quote(s: str) -> str:
 
 
 def tmux_start(name: str, cmd: list[str], env: dict, size: tuple[int, int] = (200, 60)) -> int:
-    keep = ("LD_LIBRARY_PATH", "PYTHONPATH", "GPUWATCH_CNVML_GPUS", "GPUWATCH_CNVML_BUSY_US", "GPUWATCH_CNVML_PROCS")
-    line = "exec env " + " ".join(_quote(f"{k}={env[k]}") for k in keep if k in env) + " " + \
+    keep = ("LD_LIBRARY_PATH", "PYTHONPATH", "GPUWATCH_CNVML_GPUS", "GPUWATCH_CNVML_BUSY_US", "GPUWATCH_CNVML_PROCS",
+            "PYTHONPYCACHEPREFIX")
+    line = "exec env -u PYTHONDONTWRITEBYTECODE " + " ".join(_quote(f"{k}={env[k]}") for k in keep if k in env) + " " + \
         " ".join(_quote(c) for c in cmd)
     subprocess.run([*TMUX, "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), line], check=True)
     out = subprocess.run([*TMUX, "list-panes", "-t", name, "-F", "#{pane_pid}"], capture_output=True, text=True)
@@ -298,6 +310,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60, help="length of each side-by-side CPU/RSS measurement")
     ap.add_argument("--solo-seconds", type=float, default=30, help="length of each gpuwatch-alone measurement")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=float, default=5.0,
+                    help="seconds after start before the side-by-side CPU is counted (both tools alike)")
     ap.add_argument("--busy-us", type=float, default=0.0,
                     help="driver cost of every NVML call in µs, spent in the stand-in (0; 30 is a realistic ioctl)")
     ap.add_argument("--quick", action="store_true", help="short runs (10 s, 1 round) to check the bench works")
@@ -323,7 +337,7 @@ def main() -> int:
     try:
         if "cpu" in only:
             with Box(busy_us=args.busy_us) as box:
-                res = [side_by_side(box, args.seconds) for _ in range(args.runs)]
+                res = [side_by_side(box, args.seconds, args.warmup) for _ in range(args.runs)]
             for r in res:
                 print("  round:", {k: (round(c, 2), mib(m)) for k, (c, m) in r.items()}, flush=True)
             g = [r["gpuwatch"][0] for r in res]
