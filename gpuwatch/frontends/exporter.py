@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -207,7 +207,8 @@ class ExporterState:
     last_ok: float | None = None  # monotonic time of the last finished tick
     last_error: str | None = None
     ticks: int = 0
-    body: bytes = b""  # the /metrics text, rendered once per collection
+    _body: bytes | None = None  # the /metrics text of the last collection, once rendered
+    _render_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def healthy(self) -> tuple[bool, str]:
         if self.last_ok is None:
@@ -218,16 +219,25 @@ class ExporterState:
         return True, "ok"
 
     def publish(self, families: list) -> None:
-        """Set the families of a finished collection and render /metrics from them, once: a
-        scrape then only sends bytes, however many scrapers come."""
-        self.collector.set(families)
-        self.body = generate_latest(self.registry)
+        """Set the families of a finished collection. /metrics is rendered from them when it is
+        first asked for, then kept: a scrape after that only sends bytes, however many scrapers
+        come, and ticks nobody scrapes (a 15 s scrape interval skips 14 of 15 at 1 s) cost no
+        rendering -- it was a quarter of an unscraped ``serve``'s CPU (py-spy)."""
+        with self._render_lock:
+            self.collector.set(families)
+            self._body = None
+
+    def body(self) -> bytes:
+        with self._render_lock:
+            if self._body is None:
+                self._body = generate_latest(self.registry)
+            return self._body
 
 
 def respond(state: ExporterState, path: str) -> tuple[str, str, bytes]:
     """(status, content type, body) for a GET of ``path``: /metrics, /healthz, an index."""
     if path == "/metrics":
-        return "200 OK", CONTENT_TYPE_LATEST, state.body
+        return "200 OK", CONTENT_TYPE_LATEST, state.body()
     if path == "/healthz":
         ok, why = state.healthy()
         return ("200 OK" if ok else "503 Service Unavailable"), "text/plain; charset=utf-8", (why + "\n").encode()
@@ -375,7 +385,6 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
     collector = _LastSnapshotCollector()
     registry.register(collector)
     state = ExporterState(registry, collector, interval)
-    state.body = generate_latest(registry)
     host, port = listen
     try:
         server = start_server(host, port, state, **server_options)
