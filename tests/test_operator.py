@@ -161,7 +161,7 @@ async def test_charts_have_a_time_axis_a_calm_memory_axis_and_a_legend():
         assert "━ GPU 0" in text and "━ GPU 7" in text  # the legend of "all GPUs"
         mem = app.screen.query_one("#c-1")
         assert mem.title == "memory used %"
-        lines = mem.render().plain.splitlines()
+        lines = mem.text().splitlines()
         assert any(line.startswith("100") for line in lines) and any(line.lstrip().startswith("0┤") for line in lines)
 
 

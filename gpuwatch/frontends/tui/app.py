@@ -36,7 +36,7 @@ from .themes import DEFAULT_THEME, load_all_themes
 from .render import gpu_card_lines, no_instances_text, short_gpu_name
 from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .pools import paint_pools
-from .widgets import AlertStrip, Card, GpuCard, InstanceCard, PlotextChart, StatusLine
+from .widgets import AlertStrip, Card, GpuCard, InstanceCard, HistoryChart, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # the history charts span minutes (a braille dot is about a second): redrawn every 5 s they move a
@@ -134,13 +134,13 @@ class GpuWatchApp(App):
             with VerticalScroll(id="gpu-scroll", can_focus=False):
                 yield Grid(id="gpus")
                 with Horizontal(id="gpu-charts"):  # history in the rows the GPUs leave
-                    yield PlotextChart("utilization %", id="gc-util")
-                    yield PlotextChart("power W", id="gc-power")
+                    yield HistoryChart("utilization %", id="gc-util")
+                    yield HistoryChart("power W", id="gc-power")
             with VerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
                 with Vertical(id="inst-charts"):
-                    yield PlotextChart("generation tok/s", id="ic-tok")
-                    yield PlotextChart("requests waiting", id="ic-wait")
+                    yield HistoryChart("generation tok/s", id="ic-tok")
+                    yield HistoryChart("requests waiting", id="ic-wait")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -162,7 +162,7 @@ class GpuWatchApp(App):
         self._inst_charts = self.query_one("#inst-charts", Vertical)
         # kept, not queried when drawn: App.query_one looks at the screen on top, and a detail or
         # chart screen may be there when a poll lands
-        self._chart = {name: self.query_one(f"#{name}", PlotextChart)
+        self._chart = {name: self.query_one(f"#{name}", HistoryChart)
                        for name in ("gc-util", "gc-power", "ic-tok", "ic-wait")}
         self._gpu_charts.display = self._inst_charts.display = False
         self._main_screen = self.screen

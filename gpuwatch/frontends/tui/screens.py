@@ -14,9 +14,9 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from ...model import Snapshot
 from ..sources import AlertLog
-from ..units import NA, fmt_bytes, fmt_pct, fmt_rate
+from ..units import NA, fmt_bytes, fmt_rate
 from .render import alert_lines, instance_lines
-from .widgets import PlotextChart
+from .widgets import HistoryChart
 
 
 def _t(text) -> str:
@@ -267,7 +267,7 @@ class ChartScreen(Screen):
         with Grid(id="charts"):
             n = len(INSTANCE_CHARTS) if self.instance is not None else len(GPU_CHARTS)
             for k in range(n):
-                yield PlotextChart("", id=f"c-{k}")
+                yield HistoryChart("", id=f"c-{k}")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -303,14 +303,14 @@ class ChartScreen(Screen):
             series = hist.instance.get(self.instance, {})
             for k, (pairs, title, y_range, min_span) in enumerate(INSTANCE_CHARTS):
                 data = [(label, list(series[key])) for key, label in pairs if key in series]
-                chart = self.query_one(f"#c-{k}", PlotextChart)
+                chart = self.query_one(f"#c-{k}", HistoryChart)
                 chart.title = title
                 chart.set_data(data, y_range, epochs, min_span)
             return
         indices = sorted(hist.gpu) if self.index is None else [self.index]
         for k, (key, title, y_range, min_span) in enumerate(GPU_CHARTS):
             data = [(f"GPU {i}", list(hist.gpu[i][key])) for i in indices if i in hist.gpu]
-            chart = self.query_one(f"#c-{k}", PlotextChart)
+            chart = self.query_one(f"#c-{k}", HistoryChart)
             chart.title = title
             chart.set_data(data, y_range, epochs, min_span)
 

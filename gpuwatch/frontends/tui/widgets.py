@@ -3,7 +3,6 @@ when that changes: a tick that changes nothing costs nothing."""
 
 from __future__ import annotations
 
-import re
 
 from rich.segment import Segment
 from rich.style import Style as RichStyle
@@ -17,6 +16,7 @@ from textual.widgets import Static
 
 from ...model import GPU, Alert, Instance
 from ...vocab import engine_label, severity_rank
+from .braille import plot
 from .render import alert_lines_needed, fit_alerts, gpu_card_lines, gpu_line, gpu_row_lines, instance_lines, \
     short_gpu_name
 
@@ -40,6 +40,10 @@ class Card(Widget, can_focus=True):
     70 % of the dashboard's CPU.) Lines longer than the card are cut with an ellipsis."""
 
     DEFAULT_CSS = "Card { height: auto; }"
+    # a card whose lines come and go with the traffic (a latency line while requests finish)
+    # keeps its height for this many shows after it shrank: no layout pass of the whole screen
+    # (and no jumping cards) each time a line flickers; blank lines fill the difference
+    sticky_height = 0
 
     class Selected(Message):
         def __init__(self, card: "Card") -> None:
@@ -53,6 +57,9 @@ class Card(Widget, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._styles: dict[tuple, RichStyle] = {}
         self._drawn_for = None
+        self._frame: tuple[int, object] | None = None  # (width, visual style) while a render pass runs
+        self._tall = 0  # the most lines shown lately (a card with ``sticky_height``)
+        self._short_for = 0  # shows in a row with fewer lines than that
 
     def invalidate(self) -> None:
         """Draw every line again on the next ``show`` (the layout changed what a line holds)."""
@@ -60,6 +67,8 @@ class Card(Widget, can_focus=True):
 
     def show(self, lines: list[Content], title: Content | str, subtitle: Content | str = "") -> None:
         # text and spans, compared as they are (Content's own == looks at the text only)
+        if self.sticky_height:
+            lines = self._keep_height(lines)
         sig = ([_key(line) for line in lines], _key(title), _key(subtitle))
         old = self._sig
         if old is not None and sig == old:
@@ -85,7 +94,26 @@ class Card(Widget, can_focus=True):
             width = self.size.width
             self.refresh(*(Region(0, y, width, 1) for y in changed))
 
+    def _keep_height(self, lines: list[Content]) -> list[Content]:
+        n = len(lines)
+        if n >= self._tall:
+            self._tall, self._short_for = n, 0
+            return lines
+        self._short_for += 1
+        if self._short_for > self.sticky_height:
+            self._tall, self._short_for = n, 0
+            return lines
+        return list(lines) + [Content("")] * (self._tall - n)
+
     # ---- the line API -----------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # the size and visual style, looked up once per pass (each walks the DOM) rather than per line
+        self._frame = (self.size.width, self.visual_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self._lines)
 
@@ -102,8 +130,8 @@ class Card(Widget, can_focus=True):
         return style
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        drawn_for = (width, self.visual_style)  # a theme, focus or size change redraws all
+        drawn_for = self._frame or (self.size.width, self.visual_style)  # a theme, focus or size change redraws all
+        width = drawn_for[0]
         if drawn_for != self._drawn_for:
             self._drawn_for = drawn_for
             self._strips.clear()
@@ -190,6 +218,7 @@ class GpuCard(Card):
 
 
 class InstanceCard(Card):
+    sticky_height = 30
     def __init__(self, name: str, id: str | None = None, **kw) -> None:
         # ids come from the app (a counter): names are untrusted and two could map to one id
         super().__init__(id=id, **kw)
@@ -258,7 +287,6 @@ class StatusLine(Static):
                     or old.count("\n") != content.plain.count("\n"))
 
 
-_ANSI_BG = re.compile(r"\x1b\[48;[0-9;]*m")
 
 
 # Okabe & Ito's colour-blind-safe palette (and a grey): one colour per series, the same in the legend
@@ -325,13 +353,33 @@ def _short(v: float) -> str:
     return f"{v:.3g}"
 
 
-class PlotextChart(Widget):
-    """A line chart of history drawn by plotext 6 (``plotext.figure``), with a time axis ("-2m" …
-    "now") and a legend of its own in the first line, in the series' colours. Re-rendered only
-    when its data or size changes. textual-plotext does not import with plotext 6, hence this
-    small widget."""
+def text_segments(text: Text, base: RichStyle) -> list[Segment]:
+    """A one-line rich Text as Segments over ``base``, without a Console."""
+    def as_style(style) -> RichStyle:
+        return RichStyle.parse(style) if isinstance(style, str) else (style or RichStyle())
 
-    DEFAULT_CSS = "PlotextChart { height: 1fr; min-height: 6; }"
+    plain = text.plain
+    whole = base + as_style(text.style)
+    cuts = sorted({0, len(plain), *(sp.start for sp in text.spans), *(sp.end for sp in text.spans)})
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        if a >= len(plain):
+            break
+        style = whole
+        for sp in text.spans:
+            if sp.start <= a < sp.end:
+                style = style + as_style(sp.style)
+        out.append(Segment(plain[a:b], style))
+    return out
+
+
+class HistoryChart(Widget):
+    """A line chart of history in braille dots (``braille.plot``), with a time axis ("-2m" …
+    "now") and a legend in the first line, in the series' colours. Drawn with Textual's line
+    API: each draw makes the chart's strips once (when its data, size or theme changes), and
+    every repaint in between hands back the same strips."""
+
+    DEFAULT_CSS = "HistoryChart { height: 1fr; min-height: 6; }"
 
     def __init__(self, title: str, **kw) -> None:
         super().__init__(**kw)
@@ -341,7 +389,7 @@ class PlotextChart(Widget):
         self.y_range: tuple[float, float] | None = None
         self.min_span = 1.0
         self._cache: tuple | None = None
-        self._text: Text | None = None
+        self._strips: list[Strip] = []
         self._version = 0  # one more with every set_data: the data is drawn once per version and size
 
     def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None, epochs=None,
@@ -353,17 +401,42 @@ class PlotextChart(Widget):
         self._version += 1  # (comparing the series themselves cost more than drawing them)
         self.refresh()
 
-    def _key(self, w: int, h: int) -> tuple:
-        return (w, h, self._version)
+    def render_line(self, y: int) -> Strip:
+        w, h = self.size
+        base = self.visual_style
+        key = (w, h, self._version, base)  # a theme change draws again too
+        if key != self._cache:
+            self._cache = key
+            self._strips = self._draw_strips(w, h, base.rich_style)
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(w, base.rich_style)
 
-    def render(self) -> Text:
-        w, h = self.size.width, self.size.height
-        key = self._key(w, h)
-        if key == self._cache and self._text is not None:
-            return self._text
-        self._cache = key
-        self._text = self._draw(w, h)
-        return self._text
+    def text(self) -> str:
+        """What the chart shows, as plain text."""
+        self.render_line(0)  # drawn now if its data or size changed since
+        return "\n".join(strip.text for strip in self._strips)
+
+    def _draw_strips(self, w: int, h: int, base: RichStyle) -> list[Strip]:
+        head, body = self._draw(w, h)
+        strips = []
+        if head is not None:
+            strips.append(Strip(text_segments(head, base)).adjust_cell_length(w, base))
+        colours: dict = {}
+        for text, runs in body:
+            segments, at = [], 0
+            for start, end, rgb in runs:
+                if start > at:
+                    segments.append(Segment(text[at:start], base))
+                style = colours.get(rgb)
+                if style is None:
+                    style = colours[rgb] = base + RichStyle(color=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
+                segments.append(Segment(text[start:end], style))
+                at = end
+            if at < len(text):
+                segments.append(Segment(text[at:], base))
+            strips.append(Strip(segments).adjust_cell_length(w, base))
+        return strips[:h]
 
     def _points(self, values) -> list[tuple[float, float]]:
         """(seconds before the newest sample, value); series and times aligned at their newest end."""
@@ -375,17 +448,18 @@ class PlotextChart(Widget):
             return [(float(i - n + 1), v) for i, v in enumerate(values) if v is not None]
         return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
 
-    def _draw(self, w: int, h: int) -> Text:
-        import plotext as plt
-
+    def _draw(self, w: int, h: int) -> tuple[Text | None, list]:
+        """The head line (title and legend) and the plot's lines with their colour runs."""
         if w < 16 or h < 4:
-            return Text("")
+            return None, []
         drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
         drawn = [d for d in drawn if len(d[1]) >= 2]
         head = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
         if not drawn:
             head.append("  collecting…", style="dim")
-            return head
+            head.truncate(w, overflow="ellipsis")
+            return head, []
+        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
         if len(self.series) > 1:  # the legend: each series' name in its colour, shortened to fit
             names = [name for name, _, _ in drawn]
             room = w - head.cell_len
@@ -400,25 +474,8 @@ class PlotextChart(Widget):
                 head.append(sep, style=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})")
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
-        fig = plt.figure
-        plt.terminal.limit(False, False)  # the widget's size, not the terminal plotext sees, bounds the plot
-        fig.clear()
-        fig.theme("simple")  # the terminal's own colours for the frame (no black axes on black)
-        values = []
-        for name, pts, rgb in drawn:
-            xs, ys = zip(*pts)
-            values += ys
-            sig = fig.signal(list(xs), list(ys), marker=plt.marker("braille", pixel=plt.pixel(foreground=rgb)))
-            sig.lines(True)
-            fig.draw(sig)
-        fig.legend(active=False)
-        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
-        ticks, labels = time_ticks(span)
-        fig.ruler("x").lim(-span, 0)
-        fig.ruler("x").ticks(ticks, labels)
+        values = [y for _, pts, _ in drawn for _, y in pts]
         lo, hi = y_limits(values, self.y_range, self.min_span)
-        fig.ruler("y").lim(lo, hi)
-        fig.ruler("y").ticks(*value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))))
-        fig.plot_size(w, h - 1)
-        body = Text.from_ansi(_ANSI_BG.sub("", fig.build().string()), no_wrap=True)
-        return Text("\n").join([head, body])
+        body = plot([(pts, rgb) for _, pts, rgb in drawn], w, h - 1, span, lo, hi,
+                    value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))), time_ticks(span))
+        return head, body

@@ -1,0 +1,119 @@
+"""Line charts in braille dots, for the history charts.
+
+A chart is a grid of cells, each 2 dots wide and 4 high (Unicode braille, U+2800 + a bit per
+dot), with a y axis of round values on the left, a frame, and a time axis underneath. The lines
+join consecutive samples dot by dot; where two series cross a cell, the one drawn last gives it
+its colour.
+
+Why not plotext: plotext 6 builds an object per point and per cell; one chart of eight GPUs cost
+25 ms of CPU with 20 samples and 150-300 ms with the ten minutes of history the dashboard keeps
+(bench: ``python bench/parts.py --charts``), and the dashboard draws four of them every few
+seconds -- more than nvitop spends on everything. This draws the same chart in about a
+millisecond.
+"""
+
+from __future__ import annotations
+
+# bit of each dot in a braille cell, by (column, row)
+_DOT = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+Line = tuple[str, list[tuple[int, int, object]]]  # text and (start, end, colour) runs
+
+
+def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, height: int,
+         x_span: float, y_lo: float, y_hi: float, y_ticks: tuple[list[float], list[str]],
+         x_ticks: tuple[list[float], list[str]]) -> list[Line]:
+    """``height`` lines of ``width`` cells: a frame with y labels on the left, the series
+    (points as (x in [-x_span, 0], y), each with its colour) in braille inside it, the time
+    axis and its labels underneath. Colours are passed through as they are given."""
+    ticks_y, labels_y = y_ticks
+    label_w = max((len(s) for s in labels_y), default=0)
+    inner_w = width - label_w - 2  # label, left edge, cells, right edge
+    inner_h = height - 3  # top edge, cells, bottom edge, time labels
+    if inner_w < 2 or inner_h < 1:
+        return []
+    dots_x, dots_y = inner_w * 2, inner_h * 4
+    masks = [[0] * inner_w for _ in range(inner_h)]
+    colours: list[list[object]] = [[None] * inner_w for _ in range(inner_h)]
+    y_span = (y_hi - y_lo) or 1.0
+    sx = (dots_x - 1) / x_span if x_span > 0 else 0.0
+    sy = (dots_y - 1) / y_span
+
+    for points, colour in series:
+        # per dot column: the first and last dot row of the samples in it and their range; each
+        # column is then filled from its lowest to its highest dot, joined to the column before
+        # (a line at dot resolution, in one pass over the samples whatever their number)
+        cols: dict[int, list[int]] = {}
+        for x, y in points:
+            px = int((x + x_span) * sx + 0.5)
+            if not 0 <= px < dots_x:
+                continue
+            py = int((y_hi - (y_lo if y < y_lo else y_hi if y > y_hi else y)) * sy + 0.5)
+            c = cols.get(px)
+            if c is None:
+                cols[px] = [py, py, py, py]  # first, last, lowest, highest
+            else:
+                c[1] = py
+                if py < c[2]:
+                    c[2] = py
+                if py > c[3]:
+                    c[3] = py
+        prev_px = prev_last = None
+        for px in sorted(cols):
+            first, last, top, bottom = cols[px]
+            if prev_px is not None:
+                if px - prev_px > 1:  # a gap of whole columns: the straight line across it
+                    steps = px - prev_px
+                    for k in range(1, steps):
+                        qx = prev_px + k
+                        qy = prev_last + (first - prev_last) * k // steps
+                        masks[qy >> 2][qx >> 1] |= _DOT[qx & 1][qy & 3]
+                        colours[qy >> 2][qx >> 1] = colour
+                else:  # the next column: its span reaches the row the line came from
+                    top, bottom = min(top, prev_last), max(bottom, prev_last)
+            cx, bit = px >> 1, _DOT[px & 1]
+            for py in range(top, bottom + 1):
+                masks[py >> 2][cx] |= bit[py & 3]
+                colours[py >> 2][cx] = colour
+            prev_px, prev_last = px, last
+
+    # y ticks: the cell row each round value falls in
+    tick_rows: dict[int, str] = {}
+    for value, label in zip(ticks_y, labels_y):
+        if y_lo <= value <= y_hi:
+            tick_rows[round((y_hi - value) * sy) >> 2] = label
+    lines: list[Line] = [(" " * label_w + "┌" + "─" * inner_w + "┐", [])]
+    for row in range(inner_h):
+        label = tick_rows.get(row)
+        head = (label.rjust(label_w) + "┤") if label is not None else (" " * label_w + "│")
+        cells = "".join(chr(0x2800 + m) if m else " " for m in masks[row])
+        runs: list[tuple[int, int, object]] = []
+        start = len(head)
+        for cx, colour in enumerate(colours[row]):
+            if colour is None or not masks[row][cx]:
+                continue
+            a = start + cx
+            if runs and runs[-1][1] == a and runs[-1][2] is colour:
+                runs[-1] = (runs[-1][0], a + 1, colour)
+            else:
+                runs.append((a, a + 1, colour))
+        lines.append((head + cells + "│", runs))
+
+    # the time axis: a tick under each labelled time, the labels centred on it (never cut, never
+    # overlapping: a label that does not fit is left out)
+    bottom = ["─"] * inner_w
+    label_row = [" "] * width
+    free_from = 0
+    for t, label in zip(*x_ticks):
+        cx = round((t + x_span) * sx) >> 1
+        if not 0 <= cx < inner_w:
+            continue
+        bottom[cx] = "┬"
+        at = label_w + 1 + cx - len(label) // 2
+        at = max(free_from, min(at, width - len(label)))
+        if at + len(label) <= width and at >= free_from:
+            label_row[at:at + len(label)] = label
+            free_from = at + len(label) + 1
+    lines.append((" " * label_w + "└" + "".join(bottom) + "┘", []))
+    lines.append(("".join(label_row), []))
+    return lines
