@@ -168,3 +168,27 @@ def test_the_sampler_wakes_the_servers_when_a_gpu_gets_busier_or_its_processes_c
         assert servers.wakes == 3
     finally:
         s.close()
+
+
+def test_wake_does_not_wait_for_a_collect_held_up_by_a_hung_server(clock, servers):
+    """The Sampler calls wake() on the GPU tick: it must return while a collect() waits for a
+    server that does not answer (the GPU picture never waits for a server)."""
+    import threading
+
+    from _instances_servers import HANG
+
+    srv = servers({"/metrics": HANG})
+    col = InstanceCollector([BackendConfig(url=srv.url, kind="vllm")], discover=False, clock=clock.now,
+                            timeout_s=60.0, prime_s=0.0)
+    done = threading.Event()
+    try:
+        worker = threading.Thread(target=lambda: (col.collect(), done.set()), daemon=True)
+        worker.start()
+        assert srv.holds.wait_for(lambda h: h.now >= 1, timeout=30)  # the collect is waiting on it now
+        col.wake()
+        assert not done.is_set()  # wake() came back while the collect was still waiting
+        srv.close()  # the hung request ends: the collect returns
+        worker.join(30)
+        assert done.is_set()
+    finally:
+        col.close()

@@ -336,6 +336,7 @@ class InstanceCollector:
         # the others, and a request only checks its own server's idle connections
         self._clients: dict[tuple, KeepAliveClient | httpx.AsyncClient] = {}
         self._closed = False
+        self._woken = False  # wake() was called: every server is due at the next collect()
         self._meter_fut: concurrent.futures.Future | None = None
         self._metered: dict | None = None  # the meters' last answer
 
@@ -352,6 +353,10 @@ class InstanceCollector:
             now = self.clock()
             self._refresh_processes(now)
             targets = list(self._targets.values())
+            if self._woken:
+                self._woken = False
+                for t in targets:
+                    t.idle_polls, t.next_poll = 0, 0.0
             keys = {t.key for t in targets}
             gone = [k for k in self._clients if k not in keys]
             if gone:
@@ -420,11 +425,10 @@ class InstanceCollector:
         t.next_poll = now + IDLE_BACKOFF_S[min(t.idle_polls, len(IDLE_BACKOFF_S)) - 1] if idle else 0.0
 
     def wake(self) -> None:
-        """Poll every server at the next tick, idle or not (a GPU got busier: a request may
-        have started on one of them)."""
-        with self._lock:
-            for t in self._targets.values():
-                t.idle_polls, t.next_poll = 0, 0.0
+        """Poll every server at the next ``collect()``, idle or not (a GPU got busier: a request
+        may have started on one of them). Only sets a flag: the Sampler calls it on the GPU
+        tick, which must never wait for the lock a collect() holds while servers answer."""
+        self._woken = True
 
     def record_bench(self, key: str, result: BenchResult) -> None:
         """Keep ``result`` as the last benchmark of the instance named ``key`` (or at URL ``key``);
