@@ -41,7 +41,19 @@ class InstanceSource(Protocol):
     def probe(self, urls) -> None:
         """Look for servers at these URLs too (the members of nginx's pools)."""
 
+    def wake(self) -> None:
+        """Poll every server at the next tick: a GPU got busier (idle servers are polled less often)."""
+
     def close(self) -> None: ...
+
+
+# A GPU whose utilization rose at least this many points since the previous tick, or a change
+# in which processes use a GPU or in their memory by WAKE_MEMORY_STEP_BYTES (a model loaded,
+# unloaded, put to sleep), may be a server that is polled less often while idle
+# (collect/instances.py IDLE_BACKOFF_S) starting work or changing state: every server is then
+# polled at the next tick.
+WAKE_UTIL_RISE_PCT = 10.0
+WAKE_MEMORY_STEP_BYTES = 2**30
 
 
 def default_analyzers() -> list[Callable[[Snapshot], None]]:
@@ -67,6 +79,7 @@ class Sampler:
         self._pending: cf.Future | None = None
         self._last_instances: list[Instance] = []
         self._instances_done = False  # has one look for inference servers finished?
+        self._gpu_seen: dict[int, tuple[float | None, frozenset]] = {}  # index -> (utilization, pids)
 
     def _instances(self, wait: bool) -> list[Instance]:
         if self.instances is None:
@@ -89,6 +102,8 @@ class Sampler:
     def sample(self, wait_instances: bool = False) -> Snapshot:
         start = time.perf_counter()
         reading = self.nvml.collect()
+        if self._gpus_busier(reading.gpus) and self.instances is not None:
+            self.instances.wake()
         pools = self._pools()  # first: it tells the instance collector where nginx's servers are
         instances = self._instances(wait_instances)
         snap = Snapshot(
@@ -105,6 +120,23 @@ class Sampler:
             step(snap)
         snap.collect_ms = round((time.perf_counter() - start) * 1000, 2)
         return snap
+
+    def _gpus_busier(self, gpus) -> bool:
+        """Did a GPU's utilization rise by WAKE_UTIL_RISE_PCT, or its processes or their memory
+        (in steps of WAKE_MEMORY_STEP_BYTES) change, since the last tick?"""
+        busier = False
+        seen = {}
+        for g in gpus:
+            now = (g.utilization_gpu_pct,
+                   frozenset((p.pid, (p.used_memory_bytes or 0) // WAKE_MEMORY_STEP_BYTES) for p in g.processes))
+            seen[g.index] = now
+            old = self._gpu_seen.get(g.index)
+            if old is None:
+                continue
+            if now[1] != old[1] or (now[0] is not None and now[0] - (old[0] or 0.0) >= WAKE_UTIL_RISE_PCT):
+                busier = True
+        self._gpu_seen = seen
+        return busier
 
     def _pools(self) -> list:
         try:

@@ -43,5 +43,8 @@ class StubServers:
     def probe(self, urls) -> None:
         pass
 
+    def wake(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

@@ -132,6 +132,65 @@ def test_metrics_are_rendered_once_per_collection_not_per_scrape(serve):
     assert scraped_in <= 4  # ~one per 0.5 s tick, not 50
 
 
+def test_ticks_nobody_scrapes_render_nothing_and_a_scrape_shows_the_latest_tick():
+    from prometheus_client import CollectorRegistry
+
+    from gpuwatch.frontends import exporter
+
+    renders = []
+    registry = CollectorRegistry(auto_describe=False)
+    collector = exporter._LastSnapshotCollector()
+    registry.register(collector)
+    state = exporter.ExporterState(registry, collector, 1.0)
+    real = exporter.generate_latest
+    integ = exporter._Integrator()
+    try:
+        exporter.generate_latest = lambda reg: (renders.append(1), real(reg))[1]
+        for k in range(10):  # ten ticks, no scrape
+            snap = Snapshot(time="2026-11-23T10:00:00.000Z", host="box", gpus=[GPU(index=0, temperature_c=40.0 + k)])
+            state.publish(exporter.build_families(snap, integ, 1000.0 + k))
+        assert renders == []
+        body = exporter.respond(state, "/metrics")[2].decode()
+        again = exporter.respond(state, "/metrics")[2].decode()
+    finally:
+        exporter.generate_latest = real
+    assert re.search(r'temperature_celsius\{[^}]*\} 49\.0', body), body[:2000]  # the last tick's value
+    assert again == body and len(renders) == 1  # the second scrape of the same tick sends the same bytes
+
+
+def test_token_totals_count_every_tick_even_those_nobody_scraped():
+    """Counters are rates integrated over the ticks: ticks that are never rendered (nobody
+    scraped them) still add their tokens to the total the next scrape shows, and a scrape shows
+    the totals as of the last tick."""
+    from prometheus_client import CollectorRegistry
+
+    from gpuwatch.frontends import exporter
+    from gpuwatch.model import Instance
+
+    registry = CollectorRegistry(auto_describe=False)
+    collector = exporter._LastSnapshotCollector()
+    registry.register(collector)
+    state = exporter.ExporterState(registry, collector, 1.0)
+    integ = exporter._Integrator()
+
+    def tick(k: int) -> None:
+        snap = Snapshot(time="2026-11-23T10:00:00.000Z", host="box", gpus=[GPU(index=0)],
+                        instances=[Instance(name="vllm", kind="vllm", url="http://x", status="up",
+                                            generation_tokens_per_s=100.0)])
+        exporter.publish_tick(state, snap, integ, 1000.0 + 2.0 * k, None)  # ticks 2 s apart
+
+    def total() -> float:
+        body = exporter.respond(state, "/metrics")[2].decode()
+        return float(re.search(r'gpuwatch_instance_generation_tokens_total\{[^}]*\} (\S+)', body).group(1))
+
+    for k in range(6):  # 5 intervals of 2 s at 100 tok/s, none scraped
+        tick(k)
+    assert total() == 1000.0
+    tick(6)
+    tick(7)
+    assert total() == 1400.0
+
+
 def test_sigterm_exits_within_two_seconds_during_a_slow_collection(tmp_path):
     launcher = tmp_path / "slow_serve.py"
     launcher.write_text(

@@ -218,3 +218,49 @@ def test_fake_library_checks_struct_versions_like_the_driver(sim):
     assert ret == N.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
     with pytest.raises(N.NVMLError_InvalidArgument):
         N.nvmlDeviceGetHandleByIndex(99)
+
+
+def test_a_process_on_several_gpus_is_looked_up_once_a_tick_and_shows_one_cpu_share(sim, clock):
+    """A server split over GPUs in one process (Ollama, llama.cpp) is listed on each of them. Its CPU % (psutil: the share since
+    the previous call) is read once a tick: read per GPU, the second GPU's read came microseconds
+    after the first and showed about 0 %."""
+    from gpuwatch.collect.procs import ProcInfo
+
+    class Table:
+        calls: list[int] = []
+
+        def info(self, pid):
+            self.calls.append(pid)
+            return ProcInfo(pid=pid, name="vllm", cpu_pct=95.0 if self.calls.count(pid) % 2 else 0.0)
+
+    table = Table()
+    box, lib, col = sim("rtx4090x2", process_table=table)  # Ollama split over both GPUs: one process
+    col.collect()
+    table.calls.clear()
+    clock.advance(1.0)
+    r = col.collect()
+    seen: dict[int, set] = {}
+    for g in r.gpus:
+        for p in g.processes:
+            seen.setdefault(p.pid, set()).add(p.cpu_pct)
+    multi = [pid for pid in seen if sum(p.pid == pid for g in r.gpus for p in g.processes) > 1]
+    assert multi, "the scenario has a process on several GPUs"
+    assert sorted(table.calls) == sorted(seen)  # each pid once this tick
+    assert all(len(v) == 1 for v in seen.values())
+
+
+def test_process_table_rereads_rarely_changing_fields_only_now_and_then():
+    import os
+
+    from gpuwatch.collect.procs import ProcessTable
+
+    now = [0.0]
+    table = ProcessTable(clock=lambda: now[0])
+    first = table.info(os.getpid())
+    assert first.name and first.cmdline and first.rss_bytes
+    table._static[os.getpid()][2].name = "renamed"  # as if the process had changed its title
+    now[0] += 1.0
+    assert table.info(os.getpid()).name == "renamed"  # kept: read at most once per STATIC_S
+    assert table.info(os.getpid()).rss_bytes  # the changing figures are read every time
+    now[0] += ProcessTable.STATIC_S
+    assert table.info(os.getpid()).name == first.name  # read again, from the process itself

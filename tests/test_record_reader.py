@@ -50,6 +50,25 @@ def test_line_is_compact_schema_v1_with_time_first_and_round_trips(snaps, lines)
     assert d["instances"][1]["bench"]["generation_tokens_per_s"] == 88.1
 
 
+@pytest.mark.parametrize("spec", ["h100x8:hot", "ollama3x:lost=2"])
+def test_a_line_holds_the_bytes_of_to_dict_for_every_part_of_a_snapshot(spec):
+    """The recorder builds its lines without dataclasses.asdict (format.plain): same bytes, for
+    snapshots with alerts, pools, processes, lost GPUs and instances."""
+    from gpuwatch.analysis.alert_config import AlertConfig
+    from gpuwatch.analysis.alerts import AlertEngine
+    from gpuwatch.model import Alert, Pool
+
+    snaps = demo_snapshots(3, spec=spec)
+    engine = AlertEngine(AlertConfig())
+    for snap in snaps:
+        engine.update(snap)
+    snaps[-1].alerts.append(Alert(kind="thermal_throttle", severity="warning", subject="gpu 0", message="hot"))
+    snaps[-1].pools.append(Pool(name="p", source="/etc/nginx/nginx.conf:12", method="least_conn"))
+    for snap in snaps:
+        old = json.dumps(snap.to_dict(), separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+        assert encode_snapshot(snap) == old
+
+
 @pytest.mark.parametrize("name", ["rec.ndjson", "rec.ndjson.gz"])
 def test_reader_gives_back_every_snapshot_plain_and_gzip(tmp_path, snaps, lines, name):
     path = tmp_path / name

@@ -2,9 +2,10 @@
 and how busy they are.
 
 ``InstanceCollector.collect()`` is called once per tick from a worker thread. It polls every
-server concurrently on a private asyncio loop (one background thread, one pooled
-``httpx.AsyncClient``), each server bounded by ``timeout_s``: a server that hangs, fails or
-answers junk shows ``status`` "down"/"error" with a reason and costs nobody else a refresh.
+server concurrently on a private asyncio loop (one background thread; each server its own
+keep-alive client: ``http11.KeepAliveClient``, or ``httpx.AsyncClient`` for https), each
+server bounded by ``timeout_s``: a server that hangs, fails or answers junk shows ``status``
+"down"/"error" with a reason and costs nobody else a refresh.
 Rates (tok/s, preemptions/s, prefix-cache hits) and latency quantiles are computed here from
 the previous poll's counters and histogram buckets, per server, robust to restarts.
 """
@@ -29,6 +30,7 @@ import httpx
 from ..model import BenchResult, Instance
 from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
 from .engines.base import Histogram
+from .http11 import KeepAliveClient
 from .meters import MeterWatch, attach_meters
 from .procs import ProcessTable
 from .targets import BackendConfig
@@ -181,6 +183,8 @@ class _Target:
     upstream_of: str | None = None  # the llama-swap instance that started this server
     inflight: concurrent.futures.Future | None = None  # the poll running now
     last: Instance | None = None  # what the last finished poll showed
+    idle_polls: int = 0  # finished polls in a row that found it idle (see IDLE_BACKOFF_S)
+    next_poll: float = 0.0  # clock time before which it is not polled again (idle back-off)
 
 
 @dataclass
@@ -194,6 +198,21 @@ class _PollResult:
     # a first reading taken PRIME_S before ``reading``, so that a new server has rates at once
     primer: tuple[Reading, float] | None = None
 
+
+# Idle servers are polled less often. A poll that finds a server idle -- up (not loading,
+# sleeping or failing: states an operator watches change), its running count 0 (known, not
+# missing), nothing waiting, and every counter where the previous poll left it -- makes the next
+# poll wait IDLE_BACKOFF_S[n - 1] seconds after n such polls in a row (the last entry from then
+# on); a poll that finds anything else, or wake(), puts it back to every tick. What an idle server
+# shows does not change while it stays idle (0 running, 0 tok/s, the same counters), and a rate
+# after a longer gap is still per second: counters are differenced over the actual interval
+# (_rate). A request that starts is seen within the cap at worst, and at the next tick when a
+# GPU's utilization rises or a GPU process comes, goes or changes its memory by a GiB (model
+# loaded, unloaded, put to sleep: the Sampler calls wake(), pipeline.WAKE_UTIL_RISE_PCT). Four
+# idle servers polled every 5 s instead of every second make a fifth of the requests.
+IDLE_BACKOFF_S = (1.0, 2.0, 4.0, 5.0)
+# a server is due this much before its time: ticks are not exactly one interval apart
+IDLE_DUE_SLACK_S = 0.25
 
 # a server's first poll is two polls this far apart: its first snapshot (``record``'s first
 # line, ``--once``) then has rates instead of nulls
@@ -315,8 +334,9 @@ class InstanceCollector:
         self._thread.start()
         # one small connection pool per server: a server that hoards connections cannot starve
         # the others, and a request only checks its own server's idle connections
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple, KeepAliveClient | httpx.AsyncClient] = {}
         self._closed = False
+        self._woken = False  # wake() was called: every server is due at the next collect()
         self._meter_fut: concurrent.futures.Future | None = None
         self._metered: dict | None = None  # the meters' last answer
 
@@ -333,18 +353,23 @@ class InstanceCollector:
             now = self.clock()
             self._refresh_processes(now)
             targets = list(self._targets.values())
+            if self._woken:
+                self._woken = False
+                for t in targets:
+                    t.idle_polls, t.next_poll = 0, 0.0
             keys = {t.key for t in targets}
             gone = [k for k in self._clients if k not in keys]
             if gone:
                 asyncio.run_coroutine_threadsafe(self._close_clients(gone), self._loop)
             for t in targets:
-                if t.inflight is None:
+                if t.inflight is None and now >= t.next_poll - IDLE_DUE_SLACK_S:
                     t.inflight = asyncio.run_coroutine_threadsafe(self._poll_bounded(t), self._loop)
             if self.meters and self._meter_fut is None:  # meters (issue 14): polled the same way
                 self._meter_fut = asyncio.run_coroutine_threadsafe(self.meters.poll(self.timeout_s), self._loop)
             meter = [self._meter_fut] if self._meter_fut is not None else []
-            first = [t.inflight for t in targets if t.last is None] + (meter if self._metered is None else [])
-            later = [t.inflight for t in targets if t.last is not None] + (meter if self._metered is not None else [])
+            polling = [t for t in targets if t.inflight is not None]  # not: idle ones not due yet
+            first = [t.inflight for t in polling if t.last is None] + (meter if self._metered is None else [])
+            later = [t.inflight for t in polling if t.last is not None] + (meter if self._metered is not None else [])
             start = time.monotonic()
             if first:
                 concurrent.futures.wait(first, timeout=self.timeout_s + 0.3)
@@ -372,8 +397,11 @@ class InstanceCollector:
                 if self._targets.get(t.key) is not t:
                     continue  # dropped this tick (a proxy's upstream it has stopped)
                 if t.key in finished:
-                    inst = self._apply(t, finished[t.key])
+                    res = finished[t.key]
+                    before = t.prev.counters if t.prev is not None else None
+                    inst = self._apply(t, res)
                     t.last = inst
+                    self._back_off(t, inst, res, before, now)
                 elif t.last is not None:
                     inst = t.last  # still polling (hung or slow): its last state, as it was
                 elif t.tentative:
@@ -386,6 +414,21 @@ class InstanceCollector:
                 elif t.tentative and t.inflight is None:
                     self._targets.pop(t.key, None)  # probed again at the next discovery scan
             return out
+
+    @staticmethod
+    def _back_off(t: _Target, inst: Instance | None, res: _PollResult, before: dict | None, now: float) -> None:
+        """When this server is polled next (IDLE_BACKOFF_S)."""
+        idle = (inst is not None and res.reading is not None and before is not None
+                and inst.status == "up" and inst.requests_running == 0
+                and not inst.requests_waiting and res.reading.counters == before)
+        t.idle_polls = t.idle_polls + 1 if idle else 0
+        t.next_poll = now + IDLE_BACKOFF_S[min(t.idle_polls, len(IDLE_BACKOFF_S)) - 1] if idle else 0.0
+
+    def wake(self) -> None:
+        """Poll every server at the next ``collect()``, idle or not (a GPU got busier: a request
+        may have started on one of them). Only sets a flag: the Sampler calls it on the GPU
+        tick, which must never wait for the lock a collect() holds while servers answer."""
+        self._woken = True
 
     def record_bench(self, key: str, result: BenchResult) -> None:
         """Keep ``result`` as the last benchmark of the instance named ``key`` (or at URL ``key``);
@@ -580,12 +623,18 @@ class InstanceCollector:
                     t.parallelism, t.parallel_size = engine.parallelism(info.cmdline)
 
     # ---- polling ---------------------------------------------------------------------------
-    def _client_for(self, key: str) -> httpx.AsyncClient:
-        client = self._clients.get(key)
+    def _client_for(self, t: _Target):
+        """The server's own client: a :class:`~.http11.KeepAliveClient` for ``http://`` (an eighth
+        of httpx's CPU per request: see http11.py), an ``httpx.AsyncClient`` for ``https://``."""
+        client = self._clients.get(t.key)
         if client is None:
-            timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
+            connect = min(CONNECT_TIMEOUT_S, self.timeout_s)
+            if urlsplit(t.url).scheme == "http":
+                client = self._clients[t.key] = KeepAliveClient(connect_timeout_s=connect)
+                return client
+            timeout = httpx.Timeout(self.timeout_s, connect=connect)
             # trust_env=False: monitoring loopback servers must not go through an HTTP proxy
-            client = self._clients[key] = httpx.AsyncClient(
+            client = self._clients[t.key] = httpx.AsyncClient(
                 timeout=timeout, trust_env=False, follow_redirects=False, verify=tls_context(),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4))
         return client
@@ -598,7 +647,7 @@ class InstanceCollector:
 
     async def _poll_bounded(self, t: _Target) -> _PollResult:
         try:
-            return await asyncio.wait_for(self._poll_one(self._client_for(t.key), t), self.timeout_s)
+            return await asyncio.wait_for(self._poll_one(self._client_for(t), t), self.timeout_s)
         except asyncio.TimeoutError:
             error = FetchError(f"no answer within {self.timeout_s:g} s", "down")
         except FetchError as e:
@@ -608,7 +657,7 @@ class InstanceCollector:
         t.cache.clear()  # what it comes back with (version, model) may be new: ask again
         return _PollResult(error=error)
 
-    async def _poll_one(self, client: httpx.AsyncClient, t: _Target) -> _PollResult:
+    async def _poll_one(self, client, t: _Target) -> _PollResult:
         started = time.monotonic()
         headers = {}
         base_url, basic = split_userinfo(t.url)

@@ -338,6 +338,7 @@ class NvmlCollector:
                  pcie_sampler: PcieSampler | None = None, retry_open_s: float = 30.0,
                  host: HostView | None = None) -> None:
         self.procs = process_table if process_table is not None else ProcessTable()
+        self._tick_infos: dict[int, object] = {}  # pid -> ProcInfo, read once a tick (see _processes)
         self.host = host if host is not None else HostView()
         self.pid_namespace: str | None = None
         self._proc_entry: dict[str, tuple] = {}  # "compute"/"graphics" -> the entry point that answers
@@ -611,6 +612,7 @@ class NvmlCollector:
         slow = now - self._last_slow >= self.slow_every_s
         if slow:
             self._last_slow = now
+        self._tick_infos: dict[int, object] = {}  # pid -> ProcInfo, read once this tick
         gpus = []
         for st in self._static:
             gpu = self._base_gpu(st)
@@ -803,7 +805,12 @@ class NvmlCollector:
                     continue
                 seen.add(pid)
                 proc = Process(pid=pid, used_memory_bytes=used, type=kind)
-                info = self.procs.info(pid) if resolve else None
+                if not resolve:
+                    info = None
+                elif pid in self._tick_infos:
+                    info = self._tick_infos[pid]
+                else:  # once a tick: a server's process is on each of its GPUs, and CPU % is per call
+                    info = self._tick_infos[pid] = self.procs.info(pid)
                 if info is not None:
                     proc.name = info.name
                     proc.user = info.user
