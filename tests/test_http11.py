@@ -186,7 +186,10 @@ def test_refused_and_optional_endpoints():
     async def go():
         client = KeepAliveClient(connect_timeout_s=0.5)
         f = Fetcher(client, peer.url)
-        return await f.get("/slots", optional=True), await f.get("/slots", optional=True)
+        try:
+            return await f.get("/slots", optional=True), await f.get("/slots", optional=True)
+        finally:
+            await client.aclose()
     try:
         assert asyncio.run(go()) == (None, None)
     finally:

@@ -624,7 +624,7 @@ class InstanceCollector:
 
     # ---- polling ---------------------------------------------------------------------------
     def _client_for(self, t: _Target):
-        """The server's own client: a :class:`~.http11.KeepAliveClient` for ``http://`` (an eighth
+        """The server's own client: a :class:`~.http11.KeepAliveClient` (aiohttp) for ``http://`` (a quarter
         of httpx's CPU per request: see http11.py), an ``httpx.AsyncClient`` for ``https://``."""
         client = self._clients.get(t.key)
         if client is None:
