@@ -33,7 +33,11 @@ class ProcInfo:
 
 def listening_sockets() -> frozenset | None:
     """(family, port, address, inode) of every listening TCP socket, from the kernel's sock_diag
-    netlink interface (Linux, ``ss -lt``'s source); None where it cannot be asked."""
+    netlink interface (Linux, ``ss -lt``'s source); None where it cannot be asked. Not
+    /proc/net/tcp (psutil's source): the kernel builds that text by walking its whole connection
+    hash table, 11 ms of CPU a read on the benchmark VM against 0.1 ms here, where the kernel
+    filters for LISTEN itself. No maintained Python library asks sock_diag without bringing a
+    netlink framework (pyroute2); the request and answer layouts are linux/inet_diag.h's."""
     try:
         return frozenset(_diag(socket.AF_INET) + _diag(socket.AF_INET6))
     except (OSError, AttributeError, struct.error):
