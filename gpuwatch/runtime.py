@@ -95,6 +95,11 @@ class LaterInstances:
                 return
         self._real.record_bench(name, result)
 
+    def wake(self) -> None:
+        real = self._real
+        if real is not None:  # before it is built there is nothing polled less often
+            real.wake()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -170,6 +170,9 @@ class _Collector:
     def record_bench(self, name, result) -> None:
         self.benches.append((name, result))
 
+    def wake(self) -> None:
+        self.woken = getattr(self, "woken", 0) + 1
+
     def close(self) -> None:
         self.closed = True
 
@@ -203,3 +206,21 @@ def test_quitting_before_the_first_frame_builds_no_server_collector():
     later.close()  # q before the first frame: the waiting poll ends at once, with nothing
     worker.join(10)
     assert not worker.is_alive() and got == [[]] and built == []
+
+
+def test_the_deferred_collector_answers_all_a_sampler_asks_of_a_server_collector():
+    # every tick whose GPUs got busier calls wake(): a method missing here failed those ticks
+    # ("collector error" on screen, and a layout pass of the whole screen each time it came and went)
+    from gpuwatch.pipeline import InstanceSource
+
+    asked = {name for name, value in vars(InstanceSource).items() if callable(value) and not name.startswith("_")}
+    assert asked and all(callable(getattr(LaterInstances, name, None)) for name in asked)
+    built: list[_Collector] = []
+    go = threading.Event()
+    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    later.wake()  # before the go: nothing to wake, and no error
+    go.set()
+    assert later.collect() == ["instance"]
+    later.wake()
+    assert built[0].woken == 1
+    later.close()
