@@ -53,6 +53,7 @@ def test_axes_say_values_and_times_without_overlapping_labels():
     assert labels.rstrip().endswith("now") and "-10m" in labels and "-2m" in labels
     words = labels.split()
     assert len(words) == len(set(words))  # none written over another
+    assert labels[-1] == " "  # nor against whatever is drawn right of the chart
 
 
 def test_too_small_a_plot_draws_nothing_rather_than_garbage():

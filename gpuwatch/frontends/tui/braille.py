@@ -113,7 +113,7 @@ def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, hei
         lines.append((head + cells + "│", runs))
 
     # the time axis: a tick under each labelled time, the labels centred on it (never cut, never
-    # overlapping: a label that does not fit is left out)
+    # overlapping, never in the last column: a label that does not fit is left out)
     bottom = ["─"] * inner_w
     label_row = [" "] * width
     free_from = 0
@@ -123,7 +123,7 @@ def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, hei
             continue
         bottom[cx] = "┬"
         at = label_w + 1 + cx - len(label) // 2
-        at = max(free_from, min(at, width - len(label)))
+        at = max(free_from, min(at, width - len(label) - 1))  # a blank last column: never against the next widget
         if at + len(label) <= width and at >= free_from:
             label_row[at:at + len(label)] = label
             free_from = at + len(label) + 1
