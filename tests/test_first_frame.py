@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -20,6 +16,7 @@ import pytest
 
 from _instances_servers import HANG, FakeServer
 from conftest import ROOT
+from test_terminal import pty_process, read_until
 from gpuwatch.runtime import LaterInstances
 
 # Modules the first frame does not need: the server collector (httpx and what its import pulls
@@ -63,39 +60,10 @@ def dashboard(cnvml, argv, env_extra=None, cols=200, rows=60):
     """The dashboard on the stand-in's 8 H100s, in a pty of cols x rows: (process, master fd)."""
     from gpuwatch.sim import cnvml as stand_in
 
-    master, slave = pty.openpty()
-    import fcntl
-    import struct
-    import termios
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = stand_in.environment(cnvml)  # this process's environment with the stand-in's variables
     env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT), **(env_extra or {}))
-    proc = subprocess.Popen([sys.executable, *argv], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
-                            start_new_session=True)
-    os.close(slave)
-    try:
-        yield proc, master
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-
-
-def read_until(master, needles: tuple[bytes, ...], timeout: float = 30.0, out: bytes = b"") -> bytes:
-    """What the terminal received, until every needle is in it (or the generous timeout)."""
-    end = time.time() + timeout
-    while time.time() < end and not all(n in out for n in needles):
-        r, _, _ = select.select([master], [], [], 0.1)
-        if r:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
+    with pty_process(argv, env, cols, rows) as got:
+        yield got
 
 
 def quit_and_wait(proc, master) -> int | None:

@@ -4,6 +4,8 @@ Counted as the requests a test server received, on a simulated clock."""
 
 from __future__ import annotations
 
+import pytest
+
 from gpuwatch.collect.instances import IDLE_BACKOFF_S, BackendConfig, InstanceCollector
 from gpuwatch.model import GPU, Instance, Process
 from gpuwatch.pipeline import Sampler
@@ -24,12 +26,17 @@ class Vllm:
                 f'vllm:generation_tokens_total{{model_name="m"}} {self.tokens}\n')
 
 
-def _setup(clock, servers):
+@pytest.fixture
+def idle_vllm(clock, servers):
+    """(page state, server, collector) for one vLLM server on the simulated clock; closed after."""
     state = Vllm()
     srv = servers({"/metrics": state.body, "/version": {"version": "0.11.0"}})
     col = InstanceCollector([BackendConfig(url=srv.url, kind="vllm")], discover=False, clock=clock.now,
                             timeout_s=10.0, grace_s=10.0, prime_s=0.0)
-    return state, srv, col
+    try:
+        yield state, srv, col
+    finally:
+        col.close()
 
 
 def _scrapes(srv) -> int:
@@ -41,73 +48,64 @@ def _tick(col, clock):
     return col.collect()[0]
 
 
-def test_an_idle_server_is_polled_less_often_and_a_request_starting_is_seen_within_the_cap(clock, servers):
-    state, srv, col = _setup(clock, servers)
-    try:
-        col.collect()
-        for _ in range(30):
-            _tick(col, clock)
-        idle = _scrapes(srv)
-        # 31 ticks: polled at the first ticks, then every 2, 4, then 5 s
-        assert idle <= 4 + 30 // int(IDLE_BACKOFF_S[-1]) + 1, idle
-        state.running, state.tokens = 3, 1500.0  # a request starts
-        seen_after = None
-        for k in range(1, 10):
-            if _tick(col, clock).requests_running == 3:
-                seen_after = k
-                break
-        assert seen_after is not None and seen_after <= IDLE_BACKOFF_S[-1]
-        before = _scrapes(srv)
-        for _ in range(5):
-            state.tokens += 100.0
-            inst = _tick(col, clock)
-        assert _scrapes(srv) - before == 5  # busy: every tick again
-        assert abs(inst.generation_tokens_per_s - 100.0) < 1e-6  # per second, as ever
-    finally:
-        col.close()
+def test_an_idle_server_is_polled_less_often_and_a_request_starting_is_seen_within_the_cap(clock, idle_vllm):
+    state, srv, col = idle_vllm
+    col.collect()
+    for _ in range(30):
+        _tick(col, clock)
+    idle = _scrapes(srv)
+    # 31 ticks: polled at the first ticks, then every 2, 4, then 5 s
+    assert idle <= 4 + 30 // int(IDLE_BACKOFF_S[-1]) + 1, idle
+    state.running, state.tokens = 3, 1500.0  # a request starts
+    seen_after = None
+    for k in range(1, 10):
+        if _tick(col, clock).requests_running == 3:
+            seen_after = k
+            break
+    assert seen_after is not None and seen_after <= IDLE_BACKOFF_S[-1]
+    before = _scrapes(srv)
+    for _ in range(5):
+        state.tokens += 100.0
+        inst = _tick(col, clock)
+    assert _scrapes(srv) - before == 5  # busy: every tick again
+    assert abs(inst.generation_tokens_per_s - 100.0) < 1e-6  # per second, as ever
 
 
-def test_a_rate_after_an_idle_gap_is_per_second_over_the_gap(clock, servers):
+def test_a_rate_after_an_idle_gap_is_per_second_over_the_gap(clock, idle_vllm):
     """A short request that ends between two backed-off polls: its tokens over the whole gap,
     per second (not all of them in one second)."""
-    state, srv, col = _setup(clock, servers)
-    try:
-        col.collect()
-        last_poll = clock.now()
-        for _ in range(12):  # idle: backed off to the cap
-            n = _scrapes(srv)
-            _tick(col, clock)
-            if _scrapes(srv) > n:
-                last_poll = clock.now()
-        state.tokens += 500.0
-        for _ in range(int(IDLE_BACKOFF_S[-1]) + 1):
-            n = _scrapes(srv)
-            inst = _tick(col, clock)
-            if _scrapes(srv) > n:
-                break
-        gap = clock.now() - last_poll
-        assert gap > 1.0
-        assert abs(inst.generation_tokens_per_s - 500.0 / gap) < 1e-6
-    finally:
-        col.close()
-
-
-def test_wake_polls_an_idle_server_at_the_next_tick(clock, servers):
-    state, srv, col = _setup(clock, servers)
-    try:
-        col.collect()
-        for _ in range(12):
-            _tick(col, clock)
-        before = _scrapes(srv)
-        quiet = [_scrapes(srv)]
+    state, srv, col = idle_vllm
+    col.collect()
+    last_poll = clock.now()
+    for _ in range(12):  # idle: backed off to the cap
+        n = _scrapes(srv)
         _tick(col, clock)
-        quiet.append(_scrapes(srv))
-        col.wake()
-        state.running = 2
-        assert _tick(col, clock).requests_running == 2
-        assert _scrapes(srv) > quiet[-1] >= before
-    finally:
-        col.close()
+        if _scrapes(srv) > n:
+            last_poll = clock.now()
+    state.tokens += 500.0
+    for _ in range(int(IDLE_BACKOFF_S[-1]) + 1):
+        n = _scrapes(srv)
+        inst = _tick(col, clock)
+        if _scrapes(srv) > n:
+            break
+    gap = clock.now() - last_poll
+    assert gap > 1.0
+    assert abs(inst.generation_tokens_per_s - 500.0 / gap) < 1e-6
+
+
+def test_wake_polls_an_idle_server_at_the_next_tick(clock, idle_vllm):
+    state, srv, col = idle_vllm
+    col.collect()
+    for _ in range(12):
+        _tick(col, clock)
+    before = _scrapes(srv)
+    quiet = [_scrapes(srv)]
+    _tick(col, clock)
+    quiet.append(_scrapes(srv))
+    col.wake()
+    state.running = 2
+    assert _tick(col, clock).requests_running == 2
+    assert _scrapes(srv) > quiet[-1] >= before
 
 
 class _Reading:

@@ -19,17 +19,15 @@ from conftest import ROOT
 
 
 @contextmanager
-def _dashboard(args, env_extra=None, cols=100, rows=30):
-    """The dashboard on a pty of cols x rows: (process, master fd); killed and closed after."""
+def pty_process(argv, env, cols=100, rows=30):
+    """``python ARGV`` on a pty of cols x rows with ``env``: (process, master fd); killed and
+    closed after."""
     master, slave = pty.openpty()
     import fcntl
     import struct
     import termios
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), COLUMNS=str(cols), LINES=str(rows))
-    env.pop("NO_COLOR", None)
-    env.update(env_extra or {})
-    proc = subprocess.Popen([sys.executable, "-m", "gpuwatch", *args], stdin=slave, stdout=slave, stderr=slave,
+    proc = subprocess.Popen([sys.executable, *argv], stdin=slave, stdout=slave, stderr=slave,
                             env=env, cwd=ROOT, start_new_session=True)
     os.close(slave)
     try:
@@ -44,10 +42,20 @@ def _dashboard(args, env_extra=None, cols=100, rows=30):
             pass
 
 
-def _read_until(master, needle: bytes, timeout: float) -> bytes:
-    out = b""
+@contextmanager
+def _dashboard(args, env_extra=None, cols=100, rows=30):
+    """The dashboard on a pty of cols x rows: (process, master fd); killed and closed after."""
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), COLUMNS=str(cols), LINES=str(rows))
+    env.pop("NO_COLOR", None)
+    env.update(env_extra or {})
+    with pty_process(["-m", "gpuwatch", *args], env, cols, rows) as got:
+        yield got
+
+
+def read_until(master, needles: tuple[bytes, ...], timeout: float = 30.0, out: bytes = b"") -> bytes:
+    """What the terminal received (after ``out``), until every needle is in it or ``timeout``."""
     end = time.time() + timeout
-    while time.time() < end:
+    while time.time() < end and not all(n in out for n in needles):
         r, _, _ = select.select([master], [], [], 0.1)
         if r:
             try:
@@ -57,9 +65,11 @@ def _read_until(master, needle: bytes, timeout: float) -> bytes:
             if not chunk:
                 break
             out += chunk
-            if needle in out:
-                return out
     return out
+
+
+def _read_until(master, needle: bytes, timeout: float) -> bytes:
+    return read_until(master, (needle,), timeout)
 
 
 def _wait_exit(proc, timeout):
