@@ -403,3 +403,26 @@ def test_demo_help_names_every_scenario_fault_and_driver():
     from gpuwatch.sim.scenarios import FAULTS, SCENARIOS
     words = set(SCENARIO_HELP.replace(",", " ").replace(";", " ").replace(")", " ").replace(".", " ").split())
     assert set(SCENARIOS) <= words and set(FAULTS) <= words and set(DRIVERS) <= words
+
+
+def test_the_sampler_stops_calling_the_driver_while_nobody_reads_and_resumes_on_a_read(sim, clock):
+    """A paused dashboard reads every 10 s: the sampler's threads must not call the (20 ms a call)
+    driver every period meanwhile, and a reading brings them back."""
+    from gpuwatch.collect.nvml import PcieSampler
+    box, lib, col = sim("h100x8:driver=r535")
+    col.pcie = PcieSampler(period_s=0.05)
+    ticks(col, clock)
+    assert wait_for(lambda: col.collect().gpus[0].pcie.rx_bytes_per_s)  # sampling while read
+    calls = lambda: lib.calls.get("nvmlDeviceGetPcieThroughput", 0)
+    # nobody reads: within a few periods the calls stop
+    def quiet():
+        before = calls()
+        time.sleep(0.3)  # 6 periods
+        return calls() == before
+    assert wait_for(quiet)
+    still = calls()
+    time.sleep(0.3)
+    assert calls() == still
+    col.collect()  # a reading: the threads sample again
+    assert wait_for(lambda: calls() >= still + 16)  # 8 GPUs, tx and rx
+    col.pcie.close()

@@ -236,7 +236,11 @@ class NvmlReading:
 class PcieSampler:
     """Samples ``nvmlDeviceGetPcieThroughput`` (which blocks ~20 ms per call) for the GPUs that
     have no PCIe byte counters, on background threads, and caches the latest KB/s.
-    The collection tick only reads the cache."""
+    The collection tick only reads the cache. The threads keep the reader's pace: while nobody
+    has read for ``IDLE_PERIODS`` periods (a paused dashboard polls every 10 s) they wait for
+    the next reading, which wakes them, instead of calling the driver every period."""
+
+    IDLE_PERIODS = 2
 
     def __init__(self, period_s: float = 1.0, workers: int = 4) -> None:
         self.period_s = period_s
@@ -252,6 +256,7 @@ class PcieSampler:
         # driver answers in bytes/s (the unit flipped x1000 between drivers, issue 12)
         self.unit_bytes = 1000.0
         self.discarded = 0  # readings above the link's capacity, never shown
+        self._read_at = time.monotonic()  # the last get(): the threads sample while it is recent
 
     def watch(self, index: int, handle, capacity_bytes_per_s: float | None = None) -> None:
         """Sample ``handle``; ``capacity_bytes_per_s``: what its link can carry per direction at
@@ -275,6 +280,10 @@ class PcieSampler:
             self._values.pop(index, None)
 
     def get(self, index: int) -> tuple[float | None, float | None]:
+        now = time.monotonic()
+        if now - self._read_at > self.IDLE_PERIODS * self.period_s:
+            self._wake.set()  # the threads wait for a reader: this one (the next reading is fresh)
+        self._read_at = now
         with self._lock:
             v = self._values.get(index)
         if v is None:
@@ -298,7 +307,10 @@ class PcieSampler:
                 with self._lock:
                     if index in self._handles and self._judge(index, tx, rx):
                         self._values[index] = (tx * self.unit_bytes, rx * self.unit_bytes, time.monotonic())
-            self._wake.wait(max(0.05, self.period_s - (time.monotonic() - start)))
+            if time.monotonic() - self._read_at > self.IDLE_PERIODS * self.period_s:
+                self._wake.wait()  # nobody reads: until someone does (or a GPU is added, or close)
+            else:
+                self._wake.wait(max(0.05, self.period_s - (time.monotonic() - start)))
             self._wake.clear()
 
     def _judge(self, index: int, *raw: int) -> bool:
