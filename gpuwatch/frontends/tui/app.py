@@ -214,7 +214,8 @@ class GpuWatchApp(App):
 
     def _instance_rows(self) -> int:
         """Rows the instance (and pool) cards take (border included)."""
-        return sum(len(c._lines) + 2 for c in self._inst_box.query(Card))
+        # the box's own children: a CSS query walks and matches every descendant, each tick
+        return sum(len(c._lines) + 2 for c in self._inst_box.children if isinstance(c, Card))
 
     def _update_layout(self) -> None:
         if not hasattr(self, "_main_screen"):  # a resize before the first mount
@@ -430,7 +431,7 @@ class GpuWatchApp(App):
 
     def _paint_gpus(self, snap: Snapshot) -> None:
         grid = self._grid
-        cards = {c.index: c for c in grid.query(GpuCard)}
+        cards = {c.index: c for c in grid.children if isinstance(c, GpuCard)}
         wanted = [g.index for g in snap.gpus]
         if sorted(cards) != sorted(wanted):
             for c in cards.values():
@@ -453,7 +454,7 @@ class GpuWatchApp(App):
         empty.display = not snap.instances
         if not snap.instances:
             empty.show(no_instances_text(snap))
-        cards = {c.name_key: c for c in box.query(InstanceCard)}
+        cards = {c.name_key: c for c in box.children if isinstance(c, InstanceCard)}
         names = [i.name for i in snap.instances]
         for name, card in cards.items():
             if name not in names:

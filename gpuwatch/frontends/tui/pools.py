@@ -100,7 +100,8 @@ class PoolCard(Card):
 
 def paint_pools(box, snap: Snapshot, ids: dict[str, str]) -> None:
     """Keep one PoolCard per pool at the top of the instance column ``box``."""
-    cards = {c.name_key: c for c in box.query(PoolCard)}
+    # the box's own children (a CSS query walks and matches every descendant, each tick)
+    cards = {c.name_key: c for c in box.children if isinstance(c, PoolCard)}
     names = [p.name for p in snap.pools]
     for name, card in cards.items():
         if name not in names:

@@ -136,7 +136,8 @@ class Card(Widget, can_focus=True):
                 else:
                     row = rows.get(y)
                     if row is None:
-                        row = Strip.join([left, self.render_line(y - len(top)), right])
+                        # one Strip for the whole row (each Strip makes seven caches of its own)
+                        row = Strip([*left, *self._body_segments(y - len(top)), *right], width)
                         for line_filter in filters:
                             if isinstance(line_filter, ANSIToTruecolor) and self._truecolor(row):
                                 continue  # it would give back the same styles, one new Segment each
@@ -215,24 +216,31 @@ class Card(Widget, can_focus=True):
             style = self._styles[names] = visual.rich_style
         return style
 
-    def render_line(self, y: int) -> Strip:
+    def _drawn_width(self) -> int:
         drawn_for = self._frame or (self.size.width, self.visual_style)  # a theme, focus or size change redraws all
-        width = drawn_for[0]
         if drawn_for != self._drawn_for:
             self._drawn_for = drawn_for
             self._strips.clear()
             self._styles.clear()
             self._rows.clear()
+        return drawn_for[0]
+
+    def render_line(self, y: int) -> Strip:
+        width = self._drawn_width()
         strip = self._strips.get(y)
         if strip is None:
-            if y < len(self._lines):
-                strip = self._line_strip(self._lines[y], width)
-            else:
-                strip = Strip.blank(width, self._style(()))
-            self._strips[y] = strip
+            strip = self._strips[y] = Strip(self._segments(y, width), width)
         return strip
 
-    def _line_strip(self, line: Content, width: int) -> Strip:
+    def _body_segments(self, y: int) -> list[Segment]:
+        """Line ``y`` of the body as segments of exactly the body's width (render_lines joins
+        them with the border pieces into one row, kept until the line changes)."""
+        return self._segments(y, self._drawn_width())
+
+    def _segments(self, y: int, width: int) -> list[Segment]:
+        if y >= len(self._lines):
+            return [Segment(" " * width, self._style(()))]
+        line = self._lines[y]
         text, spans = line.plain, line.spans
         if not spans:
             segments = [Segment(text, self._style(()))]
@@ -245,14 +253,14 @@ class Card(Widget, can_focus=True):
                 names = tuple(s.style for s in spans if s.start <= a < s.end)
                 segments.append(Segment(text[a:b], self._style(names)))
         length = line.cell_length
-        if length <= width:  # the usual case: pad, and make the one Strip with its length known
+        if length <= width:  # the usual case: pad to the width, whose length is then known
             if length < width:
                 segments.append(Segment(" " * (width - length), self._style(())))
-            return Strip(segments, width)
+            return segments
         strip = Strip(segments, length)
         if width > 1:
             strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", self._style(()))])])
-        return strip.adjust_cell_length(width, self._style(()))
+        return list(strip.adjust_cell_length(width, self._style(())))
 
     def on_click(self) -> None:
         self.focus()
