@@ -19,7 +19,9 @@ Measures:
    taken within each round;
 3. first frame: process start to the first GPU on screen (``tmux capture-pane`` every 20 ms);
 4. gpuwatch alone, one round each: 0 and 16 servers, 16 and 64 GPUs, 80x24, paused, and the
-   headless ``gpuwatch serve`` and ``gpuwatch record`` at 1 s.
+   headless ``gpuwatch serve`` and ``gpuwatch record`` at 1 s;
+5. the floor under any Textual app (``bench/textual_floor.py``: one line, nothing polled): its
+   first frame (with 3.) and its CPU while idle (with 4., beside the paused figure).
 
 Needs tmux, a C compiler and nvitop (the ``bench`` extra). Prints a Markdown table.
 """
@@ -115,6 +117,11 @@ class Box:
 
 def gpuwatch_cmd(box: Box, *extra: str) -> list[str]:
     return [PY, "-m", "gpuwatch", *box.backends, "--interval", "1", *extra]
+
+
+def floor_cmd() -> list[str]:
+    """A Textual app with one line, nothing polled (``bench/textual_floor.py``)."""
+    return [PY, str(ROOT / "bench" / "textual_floor.py")]
 
 
 def nvitop_cmd() -> list[str]:
@@ -354,10 +361,11 @@ def main() -> int:
             with Box(busy_us=args.busy_us) as box:
                 fg = [first_frame(box, "ffg", gpuwatch_cmd(box)) for _ in range(args.runs)]
                 fn = [first_frame(box, "ffn", nvitop_cmd()) for _ in range(args.runs)]
-            fg = [x for x in fg if x is not None]
-            fn = [x for x in fn if x is not None]
+                ft = [first_frame(box, "fft", floor_cmd()) for _ in range(args.runs)]
+            fg, fn, ft = ([x for x in xs if x is not None] for xs in (fg, fn, ft))
             row("first frame (process start → GPU on screen) — gpuwatch / nvitop", f"{med(fg):.2f} / {med(fn):.2f} s",
                 "≤ 0.4 s")
+            row("— a Textual app with one line (bench/textual_floor.py)", f"{med(ft):.2f} s", "")
         if "solo" in only:
             s = args.solo_seconds
             for n in (0, 4, 16):
@@ -372,7 +380,15 @@ def main() -> int:
                 cpu, rss = dashboard_alone(box, s, size=(80, 24))
                 row("gpuwatch alone, 8 GPUs, 4 servers, 80×24", f"{cpu:.2f} %, {mib(rss)}", "")
                 cpu, rss = dashboard_alone(box, s, paused=True)
-                row("gpuwatch alone, paused (p), 200×60", f"{cpu:.2f} %, {mib(rss)}", "~0.2 %")
+                row("gpuwatch alone, paused (p), 200×60", f"{cpu:.2f} %, {mib(rss)}", "~ Textual's idle")
+                pid = tmux_start("floor", floor_cmd(), box.env)
+                try:
+                    wait_for_screen("floor", "H100", timeout=15)
+                    cpu, rss = watch_all({"floor": pid}, 3.0, s)["floor"]
+                finally:
+                    tmux_kill("floor")
+                row("— Textual's idle: an app with one line, 200×60 (bench/textual_floor.py)",
+                    f"{cpu:.2f} %, {mib(rss)}", "")
                 cpu, rss = serve_cost(box, s)
                 row("gpuwatch serve, 1 s interval, not scraped", f"{cpu:.2f} %, {mib(rss)}", "≤ 1 %")
                 cpu, rss = record_cost(box, s)
