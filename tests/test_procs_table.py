@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+from _instances_servers import wait_until
 from gpuwatch.collect.procs import ProcessTable, listening_sockets
 
 
@@ -60,16 +61,6 @@ def test_a_started_process_and_its_exit_show_in_the_process_list_and_children():
     assert p.pid not in table.children(os.getpid())
 
 
-def _wait_for(cond, timeout=10.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 def test_a_pass_reads_only_the_processes_that_changed(monkeypatch):
     """On a box where some process always starts or ends, each discovery scan must cost what
     changed, not a read of every process (~0.25 ms each through psutil)."""
@@ -89,7 +80,7 @@ def test_a_pass_reads_only_the_processes_that_changed(monkeypatch):
     p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "gpuwatch-new-marker"],
                          stdin=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: any("gpuwatch-new-marker" in argv for pid, _n, argv, _t in table.processes()))
+        assert wait_until(timeout=10.0, pred=lambda: any("gpuwatch-new-marker" in argv for pid, _n, argv, _t in table.processes()))
         assert p.pid in read
         # a handful of processes started or ended meanwhile on a busy machine; not every process
         assert len(set(read)) < max(10, len(psutil.pids()) // 2), (len(set(read)), len(psutil.pids()))
@@ -105,7 +96,7 @@ def test_a_launcher_that_execs_the_server_shows_the_server_at_the_next_pass():
     p = subprocess.Popen(["sh", "-c", f"read x; exec {sys.executable} -c 'import sys; sys.stdin.read()' gpuwatch-exec-marker"],
                          stdin=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: any(pid == p.pid for pid, *_ in table.processes()))
+        assert wait_until(timeout=10.0, pred=lambda: any(pid == p.pid for pid, *_ in table.processes()))
         assert not any("gpuwatch-exec-marker" in argv for _pid, _n, argv, _t in table.processes())
         p.stdin.write(b"go\n")
         p.stdin.flush()
@@ -118,7 +109,7 @@ def test_a_launcher_that_execs_the_server_shows_the_server_at_the_next_pass():
             finally:
                 other.kill()
                 other.wait()
-        assert _wait_for(execd)
+        assert wait_until(execd, timeout=10.0)
     finally:
         p.stdin.close()
         p.wait(10)
@@ -133,11 +124,11 @@ def test_a_child_whose_parent_ended_is_no_longer_counted_under_it():
                               stdout=subprocess.PIPE, text=True)
     orphan = int(middle.stdout.readline())
     try:
-        assert _wait_for(lambda: orphan in table.children(os.getpid()))
+        assert wait_until(timeout=10.0, pred=lambda: orphan in table.children(os.getpid()))
         middle.stdin.write("go\n")
         middle.stdin.close()
         middle.wait(10)
-        assert _wait_for(lambda: orphan not in table.children(os.getpid()))
+        assert wait_until(timeout=10.0, pred=lambda: orphan not in table.children(os.getpid()))
     finally:
         try:
             os.kill(orphan, 9)
