@@ -4,8 +4,10 @@ that takes effect at once, alerts that keep their remedy, honest words for unkno
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
+from conftest import until
 from test_dashboard import FakeSource, make_snapshot, visible_text
 
 from gpuwatch.frontends.tui.app import GpuWatchApp
@@ -21,22 +23,27 @@ def _row_styles(app, card):
 
 
 async def test_a_gpu_is_selected_from_the_start_and_the_selection_shows_at_small_sizes():
+    def shows(app, k: int) -> bool:
+        """GPU ``k`` has the focus, and its row (alone of the first three) looks different."""
+        cards = list(app.query(GpuCard))
+        if len(cards) < 3 or app.focused is not cards[k]:
+            return False
+        looks = [_row_styles(app, c) for c in cards[:3]]
+        others = [looks[i] for i in range(3) if i != k]
+        return looks[k] != others[0] and others[0] == others[1]
+
     for size in ((80, 24), (120, 40)):
         app = GpuWatchApp(FakeSource(make_snapshot()), interval=60)
         async with app.run_test(size=size) as pilot:
-            await pilot.pause(0.3)
-            cards = list(app.query(GpuCard))
-            assert app.focused is cards[0], size  # enter acts on something from the start
-            before = [_row_styles(app, c) for c in cards[:3]]
-            assert before[0] != before[1] and before[1] == before[2], size  # the selected row looks different
+            # (the first poll draws full cards; the compact rows of these sizes follow at the
+            # next layout: on a loaded machine that takes longer than any fixed pause)
+            # enter acts on something from the start, and the selected row looks different
+            await until(pilot, lambda: shows(app, 0), f"GPU 0 selected and its row distinct at {size}", timeout=15)
             await pilot.press("down")
-            await pilot.pause(0.1)
-            assert app.focused is cards[1]
-            after = [_row_styles(app, c) for c in cards[:3]]
-            assert after[1] != after[0] and after[0] == after[2], size
+            await until(pilot, lambda: shows(app, 1), f"GPU 1 selected after down at {size}", timeout=15)
             await pilot.press("enter")
-            await pilot.pause(0.2)
-            assert type(app.screen).__name__ == "GpuDetailScreen" and app.screen.index == 1
+            await until(pilot, lambda: type(app.screen).__name__ == "GpuDetailScreen", "the detail screen", timeout=15)
+            assert app.screen.index == 1
 
 
 async def test_a_faster_refresh_takes_effect_at_once():
@@ -116,6 +123,10 @@ async def test_palette_screenshot_lands_in_the_working_directory(tmp_path, monke
         while not list(tmp_path.glob("*.svg")):
             assert time.monotonic() < deadline, "no screenshot in the working directory"
             await asyncio.sleep(0.1)
+        # Textual's saving thread reports back to the app when done: let it, before the app ends
+        # (else it calls into an app that is gone, a warning charged to whichever test runs next)
+        await until(pilot, lambda: not any("save_file_thread" in t.name for t in threading.enumerate()),
+                    "the screenshot's saving thread done", timeout=10)
     svg = next(tmp_path.glob("*.svg")).read_text()
     assert 'xml:space="preserve"' in svg and "cdnjs" not in svg and "&#160;" not in svg
 
