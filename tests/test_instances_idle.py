@@ -48,11 +48,16 @@ def _tick(col, clock):
     return col.collect()[0]
 
 
+def _idle_for(col, clock, ticks: int) -> None:
+    """The first poll, then ``ticks`` one-second ticks with nothing running (backing off)."""
+    col.collect()
+    for _ in range(ticks):
+        _tick(col, clock)
+
+
 def test_an_idle_server_is_polled_less_often_and_a_request_starting_is_seen_within_the_cap(clock, idle_vllm):
     state, srv, col = idle_vllm
-    col.collect()
-    for _ in range(30):
-        _tick(col, clock)
+    _idle_for(col, clock, 30)
     idle = _scrapes(srv)
     # 31 ticks: polled at the first ticks, then every 2, 4, then 5 s
     assert idle <= 4 + 30 // int(IDLE_BACKOFF_S[-1]) + 1, idle
@@ -95,9 +100,7 @@ def test_a_rate_after_an_idle_gap_is_per_second_over_the_gap(clock, idle_vllm):
 
 def test_wake_polls_an_idle_server_at_the_next_tick(clock, idle_vllm):
     state, srv, col = idle_vllm
-    col.collect()
-    for _ in range(12):
-        _tick(col, clock)
+    _idle_for(col, clock, 12)
     before = _scrapes(srv)
     quiet = [_scrapes(srv)]
     _tick(col, clock)

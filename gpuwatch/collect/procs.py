@@ -110,6 +110,7 @@ class ProcessTable:
         # (start time, parent, name, command line)
         self._scan_pids: frozenset | None = None
         self._scanned: dict[int, tuple[float, int | None, str, list[str]]] = {}
+        self._kids_of: tuple[dict, dict[int, list[int]]] | None = None  # (the pass, parent -> children)
 
     PRUNE_EVERY_S = 60.0
 
@@ -199,20 +200,28 @@ class ProcessTable:
         (``_scan``: looked at again when the set of pids changed)."""
         if self._proc(pid) is None:
             return []
-        kids: dict[int, list[int]] = {}
-        for child, parent in self._parents().items():
-            kids.setdefault(parent, []).append(child)
-        out, todo = [], list(kids.get(pid, ()))
+        kids = self._kids()
+        out, seen, todo = [], {pid}, list(kids.get(pid, ()))
         while todo and len(out) < 100_000:
             c = todo.pop()
-            if c == pid or c in out:
+            if c in seen:
                 continue
+            seen.add(c)
             out.append(c)
             todo.extend(kids.get(c, ()))
         return out
 
-    def _parents(self) -> dict[int, int]:
-        return {pid: rec[1] for pid, rec in self._scan().items() if rec[1]}
+    def _kids(self) -> dict[int, list[int]]:
+        """parent -> its children, from the last pass; made once per pass (discovery asks for
+        the descendants of each server in turn)."""
+        scanned = self._scan()
+        if self._kids_of is None or self._kids_of[0] is not scanned:
+            kids: dict[int, list[int]] = {}
+            for child, rec in scanned.items():
+                if rec[1]:
+                    kids.setdefault(rec[1], []).append(child)
+            self._kids_of = (scanned, kids)
+        return self._kids_of[1]
 
     def listeners(self) -> list[Listener]:
         """Listening TCP sockets with their owning pid (pids we may not see are skipped). Which
