@@ -97,6 +97,30 @@ async def test_cards_show_every_gpu_and_keys_work(snap8):
     assert not app.is_running
 
 
+def screen_backgrounds(app) -> set[tuple[int, int, int]]:
+    """The background colours of every cell on screen, as drawn now."""
+    out = set()
+    for strip in app.screen._compositor.render_strips():
+        for seg in strip:
+            if seg.style is not None and seg.style.bgcolor is not None and seg.style.bgcolor.triplet is not None:
+                out.add(tuple(seg.style.bgcolor.triplet))
+    return out
+
+
+async def test_a_theme_change_repaints_every_part_of_the_screen():
+    # the cards, charts, containers and status lines keep the rows they drew last (widgets.py);
+    # a new theme must still reach every cell, the parts that did not change with the data too
+    src = FakeSource(lambda n: make_snapshot(util=float(10 + n % 80)))
+    app = GpuWatchApp(src, interval=0.05, theme="gpuwatch")
+    async with app.run_test(size=(200, 60)) as pilot:
+        await until(pilot, lambda: "GPU 7" in visible_text(app) and src.calls > 3)
+        dark = (0x11, 0x15, 0x1C)  # themes/gpuwatch.toml's background
+        assert dark in screen_backgrounds(app)
+        app.theme = "gpuwatch-light"
+        await until(pilot, lambda: dark not in screen_backgrounds(app), "no cell left in the old theme")
+        assert (0xF7, 0xF7, 0xF4) in screen_backgrounds(app)  # themes/light.toml's
+
+
 async def test_pause_freezes_the_screen_and_slows_collection_without_stopping_it():
     src = FakeSource(lambda n: make_snapshot(util=float(n % 100)))
     app = GpuWatchApp(src, interval=0.05)

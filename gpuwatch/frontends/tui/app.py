@@ -35,7 +35,8 @@ from .themes import DEFAULT_THEME, load_all_themes
 from .render import gpu_card_lines, no_instances_text, short_gpu_name
 from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .pools import paint_pools
-from .widgets import AlertStrip, Card, GpuCard, InstanceCard, HistoryChart, StatusLine
+from .widgets import AlertStrip, Card, GpuCard, InstanceCard, HistoryChart, KeptGrid, KeptHorizontal, KeptVertical, \
+    KeptVerticalScroll, StatusLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # the history charts span minutes (a braille dot is about a second): redrawn every 5 s they move a
@@ -134,16 +135,17 @@ class GpuWatchApp(App):
         yield StatusLine(id="top")
         yield AlertStrip(id="alerts")
         yield StatusLine(id="notice")
-        with Horizontal(id="main"):
+        # (containers that hand back their unchanged background: widgets.KeptRender)
+        with KeptHorizontal(id="main"):
             # tab moves between cards, not into the scroll containers
-            with VerticalScroll(id="gpu-scroll", can_focus=False):
-                yield Grid(id="gpus")
-                with Horizontal(id="gpu-charts"):  # history in the rows the GPUs leave
+            with KeptVerticalScroll(id="gpu-scroll", can_focus=False):
+                yield KeptGrid(id="gpus")
+                with KeptHorizontal(id="gpu-charts"):  # history in the rows the GPUs leave
                     yield HistoryChart("utilization %", id="gc-util")
                     yield HistoryChart("power W", id="gc-power")
-            with VerticalScroll(id="instances", can_focus=False):
+            with KeptVerticalScroll(id="instances", can_focus=False):
                 yield StatusLine(id="no-instances")
-                with Vertical(id="inst-charts"):
+                with KeptVertical(id="inst-charts"):
                     yield HistoryChart("generation tok/s", id="ic-tok")
                     yield HistoryChart("requests waiting", id="ic-wait")
         yield Footer()
