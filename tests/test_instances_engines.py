@@ -389,3 +389,41 @@ def test_reused_series_read_the_same_as_a_fresh_parse():
         assert repr(reused.samples) == repr(fresh.samples)  # repr: NaN != NaN
         assert reused.names == fresh.names
         assert len(memo) == len([ln for ln in lines if ln.startswith("vllm:")])  # only this scrape's series
+
+
+@pytest.mark.parametrize("indent", ["", "  "])
+def test_the_wanted_lines_are_the_samples_a_full_parse_reads(indent):
+    """The lines gpuwatch reads are picked from a page by one pattern before any parsing
+    (``base._wanted_lines``); they must give exactly the samples prometheus_client reads from the
+    whole page, on pages with a wanted name that starts another name, CRLF line ends, comments
+    naming wanted series, unlabelled samples, the first and last lines wanted, and (rare) lines
+    with leading blanks."""
+    from gpuwatch.collect.engines import ENGINES
+    from gpuwatch.collect.engines.base import PromScrape
+
+    wanted = ENGINES["vllm"].wanted
+    lines = [
+        'vllm:num_requests_waiting{model_name="m"} 2',  # the first line
+        "# HELP vllm:num_requests_running Number of requests running",
+        'vllm:num_requests_running{model_name="m",engine="0"} 3\r',
+        'vllm:num_requests_running_total_extra{model_name="m"} 99',  # starts with a wanted name
+        'vllm:num_requests_runningx 98',
+        "",
+        'vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="m"} 5',
+        'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="m"} 7',
+        "process_cpu_seconds_total 12.5",
+        'vllm:generation_tokens_total 1234',  # no labels
+        'vllm:num_requests_waiting{model_name="other"} 4',  # the last line, no newline after it
+    ]
+    text = "\n".join(indent + line for line in lines)
+    everything = PromScrape(text)
+    expect = {name: got for name, got in everything.samples.items() if name in wanted}
+    assert set(expect) == {"vllm:num_requests_waiting", "vllm:num_requests_running",
+                           "vllm:time_to_first_token_seconds_bucket", "vllm:generation_tokens_total"}
+    picked = PromScrape(text, wanted=wanted)
+    assert picked.samples == expect
+    assert picked.has_prefix("vllm:") and not picked.has_prefix("sglang:")
+    # the same page scrape after scrape (the series memo) reads the same
+    memo: dict = {}
+    for _ in range(2):
+        assert PromScrape(text, wanted=wanted, series=memo).samples == expect

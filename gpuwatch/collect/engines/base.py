@@ -238,11 +238,54 @@ class Histogram:
 MAX_WANTED_SAMPLES = 5000
 
 
+def _ident(name: str, labels: dict[str, str]) -> tuple:
+    """One series' identity: its name and its labels in order (a series given twice is one)."""
+    return (name, *sorted(labels.items())) if labels else (name,)
+
+
+_WANTED_LINES: dict[frozenset, re.Pattern] = {}
+_INDENTED = re.compile(r"\n[^\S\n]")  # a line (after the first) that starts with a blank
+
+
+def _wanted_lines(wanted) -> re.Pattern:
+    """A pattern that finds, in a page with a newline put before it, the lines of the wanted
+    series: (name, the rest of the line). The names go in as a trie (``vllm:`` once, then each
+    branch), so a line of another series is left after a few characters, in C: on a 617-line
+    vLLM page with 6 wanted lines, 0.13 ms against 0.81 ms for splitting every line in Python.
+    Made once per set of names."""
+    key = wanted if isinstance(wanted, frozenset) else frozenset(wanted)
+    got = _WANTED_LINES.get(key)
+    if got is None:
+        if len(_WANTED_LINES) > 64:
+            _WANTED_LINES.clear()
+        got = _WANTED_LINES[key] = re.compile(r"\n(" + _trie(key) + r")(?=[{\s]|$)([^\n]*)")
+    return got
+
+
+def _trie(words) -> str:
+    """A regular expression matching exactly ``words``, their common starts written once."""
+    root: dict = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return "(?:" + body + ")?" if "" in node else body
+
+    return build(root) if words else "(?!)"
+
+
 class PromScrape:
     """Samples of one /metrics body, looked up by exposition name."""
 
     def __init__(self, text: str, path: str = "/metrics", wanted: set[str] | None = None,
-                 series: dict[str, tuple[str, dict[str, str]]] | None = None) -> None:
+                 series: dict[str, tuple[str, dict[str, str], tuple]] | None = None) -> None:
         """``wanted``: sample names to keep (None: all). Lines of other series are dropped
         before parsing, by their leading name only: a real vLLM body has ~1000 lines and
         prometheus_client parses ~25k lines/s, so this keeps the per-tick cost small. More
@@ -256,22 +299,34 @@ class PromScrape:
 
         Lines are split on ``\\n`` only, as the exposition format defines them: label values
         may hold U+2028, U+0085, ``\\r``, ``\\x1c``... (``str.splitlines`` breaks on those).
-        A series given twice (same name and labels) counts once: the last value wins."""
+        A series given twice (same name and labels) counts once: the last value wins.
+
+        The wanted lines are found by one regular expression over the page
+        (:func:`_wanted_lines`) before any work per line: most of a real page is series gpuwatch
+        does not read (vLLM's other histograms, the process metrics), and splitting every line
+        for its name was most of a scrape."""
         self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-        self.names: set[str] = set()
+        self.names: set[str] = set()  # names of the wanted samples (all, without ``wanted``)
+        self._text = text
         self._seen: dict[tuple, int] = {}
         if wanted is None:
             self._parse(text, path)
             return
         keep = []
-        for line in text.split("\n"):
-            line = line.strip()
-            if not line or line[0] == "#":
-                continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
-            name = line.split("{", 1)[0].split(None, 1)[0] if line[0] != "{" else ""
-            self.names.add(name)
-            if name in wanted:
-                keep.append(line)
+        if text[:1].isspace() or _INDENTED.search(text):
+            # lines with leading blanks (rare): one at a time, each stripped first
+            for line in text.split("\n"):
+                line = line.strip()
+                if not line or line[0] == "#":
+                    continue  # HELP/TYPE: without them samples parse as untyped, names and labels intact
+                name = line.split("{", 1)[0].split(None, 1)[0] if line[0] != "{" else ""
+                if name in wanted:
+                    self.names.add(name)
+                    keep.append(line)
+        else:
+            for name, rest in _wanted_lines(wanted).findall("\n" + text):
+                self.names.add(name)
+                keep.append((name + rest).strip())
         if len(keep) > MAX_WANTED_SAMPLES:
             raise FetchError(f"too many series in {path} ({len(keep):,} samples of the ones gpuwatch reads; "
                              f"at most {MAX_WANTED_SAMPLES:,})", path=path)
@@ -294,7 +349,7 @@ class PromScrape:
                 except ValueError:
                     new.append((key, line))  # the parser says what is wrong with it
                     continue
-                self._add(known[0], known[1], value)
+                self._add(known[0], known[1], value, known[2])
                 fresh[key] = known
             else:
                 new.append((key, line))
@@ -302,12 +357,13 @@ class PromScrape:
             got = self._parse("\n".join(line for _, line in new) + "\n", path)
             if len(got) == len(new):  # one sample per line, in order: remember their labels
                 for (key, _), s in zip(new, got):
-                    fresh[key] = (s.name, s.labels)
+                    fresh[key] = (s.name, s.labels, _ident(s.name, s.labels))
         series.clear()
         series.update(fresh)
 
-    def _add(self, name: str, labels: dict[str, str], value: float) -> None:
-        ident = (name, *sorted(labels.items())) if labels else (name,)
+    def _add(self, name: str, labels: dict[str, str], value: float, ident: tuple | None = None) -> None:
+        if ident is None:
+            ident = _ident(name, labels)
         got = self.samples.setdefault(name, [])
         at = self._seen.get(ident)
         if at is not None:  # the same series twice in one page: one series, the last value
@@ -329,7 +385,15 @@ class PromScrape:
         return out
 
     def has_prefix(self, prefix: str) -> bool:
-        return any(name.startswith(prefix) for name in self.names)
+        """Does any sample on the page (wanted or not) have a name starting with ``prefix``?"""
+        if any(name.startswith(prefix) for name in self.names):
+            return True
+        text = self._text
+        if prefix not in text:
+            return False
+        if text.startswith(prefix) or ("\n" + prefix) in text:
+            return True
+        return any(line.strip().startswith(prefix) for line in text.split("\n"))  # indented lines
 
     def _pick(self, candidates: tuple[str, ...], suffix: str = "") -> list[tuple[dict[str, str], float]] | None:
         """Samples of the first candidate present. A candidate may carry a label selector,
