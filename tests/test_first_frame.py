@@ -192,3 +192,63 @@ def test_the_deferred_collector_answers_all_a_sampler_asks_of_a_server_collector
     later.wake()
     assert built[0].woken == 1
     later.close()
+
+
+class _Monitor:
+    """Stands in for the Monitor behind a LiveSource: ``tick()`` waits for ``go``."""
+
+    def __init__(self, snap, go: threading.Event | None = None, error: Exception | None = None) -> None:
+        self.snap, self.go, self.error, self.ticks = snap, go, error, 0
+
+    def tick(self):
+        self.ticks += 1
+        if self.go is not None:
+            self.go.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self.snap
+
+
+def test_the_first_snapshot_is_handed_over_once_and_only_when_it_is_there():
+    from gpuwatch.frontends.sources import LiveSource
+    from gpuwatch.model import Snapshot
+
+    snap = Snapshot(time="2026-12-02T00:00:00.000Z", host="box")
+    go = threading.Event()
+    src = LiveSource(_Monitor(snap, go))
+    src.start()
+    assert src.first_if_ready(0.05) is None  # not taken yet: the caller polls as usual
+    go.set()
+    assert src.first_if_ready(10) is snap
+    assert src.first_if_ready(10) is None  # handed over once; next() takes a new one
+    assert src.next() is snap and src.monitor.ticks == 2
+    # a first snapshot that failed is not handed over: next() raises its error, as a poll would
+    failing = LiveSource(_Monitor(snap, error=RuntimeError("NVML: driver not loaded")))
+    failing.start()
+    assert failing.first_if_ready(10) is None
+    with pytest.raises(RuntimeError, match="driver not loaded"):
+        failing.next()
+
+
+async def test_the_first_frame_draws_the_first_snapshot_without_waiting_for_a_poll():
+    from conftest import until
+    from gpuwatch.frontends.tui.app import GpuWatchApp
+    from gpuwatch.frontends.tui.widgets import GpuCard
+    from test_dashboard import FakeSource, make_snapshot, visible_text
+
+    never = threading.Event()  # every poll hangs: only the snapshot taken early can be drawn
+
+    class Early(FakeSource):
+        def first_if_ready(self, wait_s):
+            first, self.first = getattr(self, "first", make_snapshot()), None
+            return first
+
+    src = Early(lambda n: never.wait(30) and None)
+    frames: list[str] = []
+    app = GpuWatchApp(src, interval=0.05, on_first_frame=lambda: frames.append(visible_text(app)))
+    try:
+        async with app.run_test(size=(200, 60)) as pilot:
+            await until(pilot, lambda: frames, "no first frame")
+            assert "GPU 7" in frames[0] and len(app.query(GpuCard)) == 8
+    finally:
+        never.set()

@@ -9,7 +9,7 @@ toolkit; the replay and fleet sources live beside their screens.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Protocol, runtime_checkable
 
 from ..analysis.history import History
@@ -81,6 +81,20 @@ class LiveSource:
         if early is not None:
             return early.result()
         return self.monitor.tick()
+
+    def first_if_ready(self, wait_s: float = 0.0) -> Snapshot | None:
+        """The first snapshot if it is taken within ``wait_s`` (not a failed one: ``next()``
+        raises that error as a poll would), else None."""
+        early = self._early
+        if early is None:
+            return None
+        try:
+            if early.exception(timeout=wait_s) is not None:
+                return None
+        except FutureTimeout:  # (the builtin TimeoutError only from Python 3.11)
+            return None
+        self._early = None
+        return early.result()
 
     @property
     def history(self) -> History:

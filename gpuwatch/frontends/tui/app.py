@@ -89,6 +89,8 @@ class GpuWatchApp(App):
     # notifications go on (a GPU lost while the operator reads is still said), and a paused
     # dashboard costs next to nothing; resuming polls at once
     paused_every_s = 10.0
+    # how long the UI waits at start for the first snapshot before it shows an empty screen
+    first_wait_s = 0.25
 
     def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False, on_first_frame: Callable[[], None] | None = None) -> None:
@@ -187,7 +189,15 @@ class GpuWatchApp(App):
         # nothing is focused until the user moves (as when the first cards came later than the
         # screen's auto-focus): the poll thread can answer before the screen settles its focus
         self._main_screen.AUTO_FOCUS = ""
-        self.poll()
+        # the first snapshot (started before the UI) is drawn now when it comes within a moment:
+        # the first frame then shows the GPUs, not an empty screen and the GPUs a poll later
+        # (~0.1 s more). A slow driver (nvmlInit can take seconds) only delays it by that moment.
+        first = getattr(self.source, "first_if_ready", None)
+        snap = first(self.first_wait_s) if first is not None else None
+        if snap is not None:
+            self.on_collected(Collected(snap, None, 0.0))
+        else:
+            self.poll()
 
     def _hangup(self) -> None:
         """The SSH connection dropped (SIGHUP) or we were asked to stop (SIGTERM): leave at once.
