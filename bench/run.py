@@ -19,7 +19,7 @@ Measures:
    taken within each round;
 3. first frame: process start to the first GPU on screen (``tmux capture-pane`` every 20 ms);
 4. gpuwatch alone, one round each: 0 and 16 servers, 16 and 64 GPUs, 80x24, paused, and the
-   headless ``gpuwatch serve`` and ``gpuwatch record`` at 1 s;
+   headless ``gpuwatch serve`` and ``gpuwatch record`` at 1 s with 4 servers and with none;
 5. the floor under any Textual app (``bench/textual_floor.py``: one line, nothing polled): its
    first frame (with 3.) and its CPU while idle (with 4., beside the paused figure).
 
@@ -322,12 +322,12 @@ def main() -> int:
     ap.add_argument("--busy-us", type=float, default=0.0,
                     help="driver cost of every NVML call in µs, spent in the stand-in (0; 30 is a realistic ioctl)")
     ap.add_argument("--quick", action="store_true", help="short runs (10 s, 1 round) to check the bench works")
-    ap.add_argument("--only", default="tick,cpu,frame,solo")
+    ap.add_argument("--only", default="tick,cpu,frame,solo,headless")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.solo_seconds, args.runs = 10, 5, 1
     only = set(args.only.split(","))
-    if not shutil.which("tmux") and only & {"cpu", "frame", "solo"}:
+    if not shutil.which("tmux") and only & {"cpu", "frame", "solo"}:  # (headless needs none)
         print("tmux is needed for the terminal measurements", file=sys.stderr)
         return 2
     rows: list[tuple[str, str, str]] = []
@@ -389,10 +389,16 @@ def main() -> int:
                     tmux_kill("floor")
                 row("— Textual's idle: an app with one line, 200×60 (bench/textual_floor.py)",
                     f"{cpu:.2f} %, {mib(rss)}", "")
-                cpu, rss = serve_cost(box, s)
-                row("gpuwatch serve, 1 s interval, not scraped", f"{cpu:.2f} %, {mib(rss)}", "≤ 1 %")
-                cpu, rss = record_cost(box, s)
-                row("gpuwatch record, 1 s interval (.gz)", f"{cpu:.2f} %, {mib(rss)}", "≤ 1 %")
+        if "headless" in only:
+            s = args.solo_seconds
+            for n in (4, 0):  # the servers' share: polled every second, like the GPUs
+                with Box(servers=n, busy_us=args.busy_us) as box:
+                    cpu, rss = serve_cost(box, s)
+                    row(f"gpuwatch serve, 1 s interval, not scraped, 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}",
+                        "≤ 1 %")
+                    cpu, rss = record_cost(box, s)
+                    row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}",
+                        "≤ 1 %")
     finally:
         tmux_kill_server()
     print()
