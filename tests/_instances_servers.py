@@ -99,10 +99,11 @@ class _Backlogged(ThreadingHTTPServer):
 class FakeServer:
     """``routes``: path -> body (str/bytes/JSON-able), callable(handler) -> body or (code, body),
     or one of HANG, ENDLESS, JUNK. ``default`` answers unknown paths (None: 404).
-    ``holds`` counts the requests a HANG route holds unanswered (several servers may share one)."""
+    ``holds`` counts the requests a HANG route holds unanswered (several servers may share one).
+    ``port``: 0 for any free one."""
 
     def __init__(self, routes=None, default=None, require_key: str | None = None,
-                 holds: HoldCount | None = None) -> None:
+                 holds: HoldCount | None = None, port: int = 0) -> None:
         self.routes = dict(routes or {})
         self.default = default
         self.require_key = require_key
@@ -110,7 +111,7 @@ class FakeServer:
         self.conns: list = []
         self.stop = threading.Event()
         self.holds = HoldCount() if holds is None else holds
-        self.httpd = _Backlogged(("127.0.0.1", 0), _Handler)
+        self.httpd = _Backlogged(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]

@@ -120,6 +120,69 @@ def test_default_ports_are_probed_and_only_real_servers_listed(clock, servers):
     assert [(i.name, i.kind, i.source, i.status) for i in out] == [(f"ollama:{ollama.port}", "ollama", "discovered", "up")]
 
 
+class KernelView(FakeTable):
+    """A FakeTable that also says which loopback ports listen (``open``: port -> socket inodes),
+    as ``ProcessTable.loopback_ports`` reads them from the kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: dict[int, frozenset] = {}
+
+    def loopback_ports(self):
+        return dict(self.open)
+
+
+def test_default_ports_are_asked_where_something_listens_and_a_non_server_only_once(clock, servers):
+    ollama_routes = {"/api/version": {"version": "0.5.1"}, "/api/ps": {"models": []}}
+    web = servers({"/": "<html>a dev server</html>"})
+    ollama = servers(ollama_routes)
+    table = KernelView()
+    table.open = {web.port: frozenset({1})}  # the kernel does not list the Ollama's port (yet)
+    with InstanceCollector([], discover=True, process_table=table, clock=clock.now, discovery_interval_s=10,
+                           probe_ports=(web.port, ollama.port)) as col:
+        assert col.collect() == []
+        asked = len(web.requests)
+        assert asked > 0 and ollama.requests == []  # a port nothing listens on is not asked
+        for _ in range(3):  # the same socket, known to be no inference server: not asked again
+            clock.advance(11)
+            assert col.collect() == []
+        assert len(web.requests) == asked
+        table.open[ollama.port] = frozenset({2})  # the Ollama listens now: found at the next scan
+        table.open[web.port] = frozenset({3})  # the web server restarted (a new socket): asked again
+        clock.advance(11)
+        assert [(i.kind, i.status) for i in col.collect()] == [("ollama", "up")]
+        assert len(web.requests) > asked
+
+
+def test_without_the_kernels_socket_table_every_default_port_is_asked(clock, servers):
+    ollama = servers({"/api/version": {"version": "0.5.1"}, "/api/ps": {"models": []}})
+    table = KernelView()
+    table.loopback_ports = lambda: None  # sock_diag refused (a locked-down container)
+    with InstanceCollector([], discover=True, process_table=table, clock=clock.now, probe_ports=(ollama.port,)) as col:
+        assert [i.kind for i in col.collect()] == ["ollama"]
+
+
+def test_the_kernel_lists_a_loopback_listener_with_a_new_socket_after_a_restart(servers):
+    from gpuwatch.collect.procs import ProcessTable
+
+    table = ProcessTable()
+    table.listeners()
+    if table.loopback_ports() is None:
+        pytest.skip("this kernel does not answer sock_diag (the default ports are then all probed)")
+    web = servers({"/": "hello"})
+    table.listeners()
+    first = table.loopback_ports().get(web.port)
+    assert first  # bound to 127.0.0.1: reachable on loopback
+    port = web.port
+    web.close()
+    table.listeners()
+    assert port not in table.loopback_ports()
+    servers({"/": "hello again"}, port=port)
+    table.listeners()
+    again = table.loopback_ports().get(port)
+    assert again and again != first
+
+
 def test_discovery_off_polls_only_configured(clock, servers):
     vllm = servers(vllm_routes(clock))
     table = FakeTable()

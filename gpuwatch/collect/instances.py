@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..model import BenchResult, Instance
-from .engines import ENGINES, FetchError, Fetcher, Reading, detect_kind, names
+from .engines import ENGINES, FetchError, Fetcher, NotAServer, Reading, detect_kind, names
 from .engines.base import Histogram
 from .http11 import KeepAliveClient
 from .meters import MeterWatch, attach_meters
@@ -185,6 +185,7 @@ class _Target:
     last: Instance | None = None  # what the last finished poll showed
     idle_polls: int = 0  # finished polls in a row that found it idle (see IDLE_BACKOFF_S)
     next_poll: float = 0.0  # clock time before which it is not polled again (idle back-off)
+    sockets: frozenset | None = None  # a default-port probe: the listening sockets it asks
 
 
 @dataclass
@@ -307,6 +308,8 @@ class InstanceCollector:
         self._last_scan: float | None = None
         self._listener_pids: dict[int, int] = {}  # loopback port -> pid
         self._probe_urls: set[str] = set()  # more places to look (nginx upstream members)
+        self._open_ports: dict[int, frozenset] | None = None  # loopback port -> listening sockets
+        self._not_servers: dict[int, frozenset] = {}  # default port -> sockets that answered as no server
         # issue 14: `[[meters]]` arrive as backends of kind "meter"; the rest are servers
         self.meters = MeterWatch([b.url for b in backends if getattr(b, "kind", None) == "meter"], url_key,
                                  normalize_url)
@@ -501,13 +504,14 @@ class InstanceCollector:
             self._discover_processes(listeners, now)
             self._discover_loading(listeners, now)
             self._discover_containers(now)
-            probes = [f"http://127.0.0.1:{port}" for port in self.probe_ports] + sorted(self._probe_urls)
+            probes = [f"http://127.0.0.1:{port}" for port in self._ports_to_probe()] + sorted(self._probe_urls)
             for url in probes:
                 key = url_key(url)
                 if key[0] == "127.0.0.1" and key not in self._targets:
                     self._targets[key] = _Target(key=key, url=f"http://127.0.0.1:{key[1]}{key[2]}",
                                                  name=f"127.0.0.1:{key[1]}", kind=None, source="discovered",
-                                                 tentative=True, last_seen=now, discovered=True)
+                                                 tentative=True, last_seen=now, discovered=True,
+                                                 sockets=(self._open_ports or {}).get(key[1]))
         # pids for every loopback server (configured ones too)
         for t in self._targets.values():
             if t.key[0] != "127.0.0.1" or t.container is not None:
@@ -528,6 +532,28 @@ class InstanceCollector:
         for key, t in list(self._targets.items()):
             if t.discovered and not t.tentative and now - t.last_seen > FORGET_DISCOVERED_AFTER_S:
                 del self._targets[key]
+
+    def _ports_to_probe(self) -> list[int]:
+        """The default engine ports worth asking again: those something listens on for 127.0.0.1
+        (asked of the kernel: probing a closed port costs four failed requests at every scan),
+        less those whose listener answered as no inference server and still listens on the same
+        sockets (a Grafana on 3000 is not asked again every 10 s; a server restarted on that port
+        listens on a new socket and is probed). Every port where the kernel cannot be asked."""
+        lookup = getattr(self.table, "loopback_ports", None)
+        try:
+            self._open_ports = lookup() if lookup is not None else None
+        except Exception:
+            self._open_ports = None
+        if self._open_ports is None:
+            return list(self.probe_ports)
+        ports = []
+        for port in self.probe_ports:
+            sockets = self._open_ports.get(port)
+            if sockets is None:
+                self._not_servers.pop(port, None)
+            elif self._not_servers.get(port) != sockets:
+                ports.append(port)
+        return ports
 
     def _discover_processes(self, listeners, now: float) -> None:
         by_pid: dict[int, list[int]] = {}
@@ -743,6 +769,8 @@ class InstanceCollector:
     def _apply(self, t: _Target, res: _PollResult) -> Instance | None:
         if t.tentative:
             if res.error is not None or res.kind is None:
+                if t.sockets is not None and isinstance(res.error, NotAServer):
+                    self._not_servers[t.key[1]] = t.sockets  # answers, but as no server we know
                 return None  # nothing (recognised) on this default port
             t.tentative = False
             t.name = f"{res.kind}:{t.key[1]}"

@@ -44,6 +44,22 @@ def listening_sockets() -> frozenset | None:
         return None
 
 
+def loopback_ports(sockets: frozenset) -> dict[int, frozenset]:
+    """Of ``listening_sockets()``: each port a connection to 127.0.0.1 can reach (a socket on a
+    wildcard or loopback address, IPv4 or IPv6), with the inodes of its listening sockets (a
+    restarted server listens on a new socket)."""
+    out: dict[int, set] = {}
+    for family, port, addr, inode in sockets:
+        if family == socket.AF_INET:
+            ok = addr[:4] == bytes(4) or addr[0] == 127
+        else:  # ::, ::1, ::ffff:0.0.0.0, ::ffff:127.x.y.z (a dual-stack socket takes IPv4 too)
+            ok = addr == bytes(16) or addr == bytes(15) + b"\x01" or (
+                addr[:12] == bytes(10) + b"\xff\xff" and (addr[12:] == bytes(4) or addr[12] == 127))
+        if ok:
+            out.setdefault(port, set()).add(inode)
+    return {port: frozenset(inodes) for port, inodes in out.items()}
+
+
 def _diag(family: int) -> list[tuple]:
     """One SOCK_DIAG_BY_FAMILY dump of TCP sockets in state LISTEN (linux/inet_diag.h:
     inet_diag_req_v2 asks, inet_diag_msg answers: the inode at offset 68)."""
@@ -106,6 +122,7 @@ class ProcessTable:
         self._lock = threading.Lock()
         self._last_prune = time.monotonic()
         self._listening: tuple[frozenset, list[Listener]] | None = None  # (sock_diag's set, listeners)
+        self._sockets: frozenset | None = None  # the last listening_sockets() answer
         # the last pass over every process (see _scan): the pids it saw, and per pid
         # (start time, parent, name, command line)
         self._scan_pids: frozenset | None = None
@@ -228,7 +245,7 @@ class ProcessTable:
         sockets listen is asked of the kernel through sock_diag (~0.2 ms); the owners are looked
         up (psutil: every process's open files, ~20 ms on the benchmark box) only when that set
         changed since the last call."""
-        sig = listening_sockets()
+        sig = self._sockets = listening_sockets()
         if sig is not None and self._listening is not None and sig == self._listening[0]:
             return list(self._listening[1])
         out = []
@@ -246,6 +263,11 @@ class ProcessTable:
         if sig is not None:
             self._listening = (sig, list(out))
         return out
+
+    def loopback_ports(self) -> dict[int, frozenset] | None:
+        """Ports that listen for 127.0.0.1 as of the last ``listeners()`` call, each with its
+        sockets' inodes (``loopback_ports``); None where the kernel could not be asked."""
+        return loopback_ports(self._sockets) if self._sockets is not None else None
 
     def processes(self) -> list[tuple[int, str, list[str], float]]:
         """(pid, name, command line, start time) of every process we may see. Used to tell a

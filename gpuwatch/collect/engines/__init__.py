@@ -104,8 +104,13 @@ async def detect_kind(f: Fetcher) -> str:
             raise e
     if errors and len(errors) == len(answers):
         raise errors[0]
-    raise FetchError("not a recognised inference server (no Ollama, vLLM, llama.cpp, SGLang, TGI, TabbyAPI, "
+    raise NotAServer("not a recognised inference server (no Ollama, vLLM, llama.cpp, SGLang, TGI, TabbyAPI, "
                      "LM Studio or llama-swap endpoints)")
 
 
-__all__ = ["ENGINES", "KINDS", "Engine", "FetchError", "Fetcher", "Reading", "detect_kind", "get_engine", "names"]
+class NotAServer(FetchError):
+    """Something answers HTTP at the address, but none of the engines' endpoints."""
+
+
+__all__ = ["ENGINES", "KINDS", "Engine", "FetchError", "Fetcher", "NotAServer", "Reading", "detect_kind", "get_engine",
+           "names"]
