@@ -258,3 +258,28 @@ def test_a_series_given_twice_counts_once():
     finally:
         peer.close()
     assert inst.requests_running == 5  # not 13
+
+
+def test_the_clean_fast_paths_let_nothing_bad_through():
+    """A recording line whose lists, dicts and numbers look almost clean: each bad item is
+    still caught (the sanitiser's quick checks accept only values that need nothing done)."""
+    from gpuwatch.sanitize import TEXT_LIMIT, clean_snapshot
+
+    gpu = GPU(index=0, name="H100")
+    gpu.cpu_affinity = [0, 1, True, 2**70, 3]  # a bool and an absurd CPU number among good ones
+    gpu.topology = {"GPU1": "NV18", "GPU2": "x" * (TEXT_LIMIT + 10), "GPU3\x1b[2J": "SYS"}
+    gpu.memory_used_bytes = -5  # a count that cannot be negative
+    gpu.temperature_c = 2**63  # an int beyond any reading
+    gpu.power_w = float("nan")
+    snap = clean_snapshot(Snapshot(time="t", host="h", gpus=[gpu]))
+    g = snap.gpus[0]
+    assert g.cpu_affinity == [0, 1, 3]
+    assert g.topology["GPU1"] == "NV18" and len(g.topology["GPU2"]) == TEXT_LIMIT and g.topology["GPU2"].endswith("…")
+    assert "GPU3\\x1b[2J" in g.topology
+    assert g.memory_used_bytes is None and g.temperature_c is None and g.power_w is None
+    assert set(g.errors) >= {"memory_used_bytes", "temperature_c", "power_w"}
+    clean = clean_snapshot(Snapshot(time="t", host="h", gpus=[GPU(index=1, name="A", cpu_affinity=list(range(64)),
+                                                                   topology={"GPU0": "NV18"})]))
+    assert clean.gpus[0].cpu_affinity == list(range(64)) and clean.gpus[0].topology == {"GPU0": "NV18"}
+    only_ints = clean_snapshot(Snapshot(time="t", host="h", gpus=[GPU(index=2, name="A", cpu_affinity=[4, 2**70])]))
+    assert only_ints.gpus[0].cpu_affinity == [4]
