@@ -75,15 +75,26 @@ class RuleContext:
 
     def instance_values(self, name: str, get: Callable[[Instance], float | None], seconds: float,
                         end_ago: float = 0.0) -> list[tuple[float, float]]:
+        return _values(self.instance_series(name, seconds, end_ago), get)
+
+    def instance_series(self, name: str, seconds: float, end_ago: float = 0.0) -> list[tuple[float, Instance]]:
+        """(time, instance) of every sample in the window where the instance was up: looked up
+        once, for rules that read several of its figures."""
         out = []
         for t, snap in self.window(seconds, end_ago):
             inst = _instance(snap, name)
-            if inst is None or inst.status != "up":
-                continue
-            v = get(inst)
-            if v is not None:
-                out.append((t, float(v)))
+            if inst is not None and inst.status == "up":
+                out.append((t, inst))
         return out
+
+
+def _values(series: list[tuple[float, Instance]], get: Callable[[Instance], float | None]) -> list[tuple[float, float]]:
+    out = []
+    for t, inst in series:
+        v = get(inst)
+        if v is not None:
+            out.append((t, float(v)))
+    return out
 
 
 
@@ -428,9 +439,10 @@ def numa_mismatches(snap: Snapshot) -> list[tuple[GPU, object, set[int]]]:
 @rule("numa_mismatch", "warning", "a serving process runs on another NUMA node than its GPU")
 def numa_mismatch(ctx: RuleContext) -> list[Alert]:
     snap = ctx.snapshot
-    node_of = _node_of_cpus(snap)
     out = []
-    for g, proc, cpus in numa_mismatches(snap):
+    found = numa_mismatches(snap)
+    node_of = _node_of_cpus(snap) if found else {}  # (every GPU's CPUs: only when it is needed)
+    for g, proc, cpus in found:
         nodes = sorted({node_of[c] for c in cpus if c in node_of})
         where = f" (NUMA node {', '.join(map(str, nodes))})" if nodes else ""
         gnode = f"node {g.numa_node}" if g.numa_node is not None else "another node"
@@ -607,8 +619,8 @@ def queue_backlog(ctx: RuleContext) -> list[Alert]:
     out = []
     window = ctx.p("window_s")
     for inst in ctx.snapshot.instances:
-        if inst.status != "up" or inst.requests_waiting is None:
-            continue
+        if inst.status != "up" or inst.requests_waiting is None or inst.requests_waiting < ctx.p("min_waiting"):
+            continue  # (the queue now is the window's last sample: below min_waiting, no backlog to call)
         vals = ctx.instance_values(inst.name, lambda i: i.requests_waiting, window)
         if len(vals) < 4 or vals[-1][0] - vals[0][0] < 0.8 * window:
             continue  # not enough history to call it a trend
@@ -669,8 +681,9 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
             continue
         get_tps = lambda i: i.generation_tokens_per_s  # noqa: E731
         get_run = lambda i: i.requests_running  # noqa: E731
-        base = ctx.instance_values(inst.name, get_tps, baseline_s, end_ago=recent_s)
-        recent = ctx.instance_values(inst.name, get_tps, recent_s)
+        base_series = ctx.instance_series(inst.name, baseline_s, end_ago=recent_s)
+        recent_series = ctx.instance_series(inst.name, recent_s)
+        base, recent = _values(base_series, get_tps), _values(recent_series, get_tps)
         if len(base) < 2 or not recent or base[-1][0] - base[0][0] < ctx.p("min_baseline_s"):
             continue
         base_tps = statistics.median(v for _, v in base)
@@ -681,10 +694,10 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
         # compare tok/s per running request (sample by sample), so that load going down is not a "drop"
         get_per = lambda i: (i.generation_tokens_per_s / i.requests_running  # noqa: E731
                              if i.requests_running and i.generation_tokens_per_s is not None else None)
-        base_per = [v for _, v in ctx.instance_values(inst.name, get_per, baseline_s, end_ago=recent_s)]
-        recent_per = [v for _, v in ctx.instance_values(inst.name, get_per, recent_s)]
-        base_run = [v for _, v in ctx.instance_values(inst.name, get_run, baseline_s, end_ago=recent_s)]
-        recent_run = [v for _, v in ctx.instance_values(inst.name, get_run, recent_s)]
+        base_per = [v for _, v in _values(base_series, get_per)]
+        recent_per = [v for _, v in _values(recent_series, get_per)]
+        base_run = [v for _, v in _values(base_series, get_run)]
+        recent_run = [v for _, v in _values(recent_series, get_run)]
         per_req = None
         if len(base_per) >= 2 and recent_per:
             b, r = statistics.median(base_per), statistics.median(recent_per)
