@@ -52,8 +52,11 @@ def test_line_is_compact_schema_v1_with_time_first_and_round_trips(snaps, lines)
 
 @pytest.mark.parametrize("spec", ["h100x8:hot", "ollama3x:lost=2"])
 def test_a_line_holds_the_bytes_of_to_dict_for_every_part_of_a_snapshot(spec):
-    """The recorder builds its lines without dataclasses.asdict (format.plain): same bytes, for
-    snapshots with alerts, pools, processes, lost GPUs and instances."""
+    """Recording lines and ``to_dict`` are built without dataclasses.asdict (model.plain): the
+    same bytes as asdict gives, for snapshots with alerts, pools, processes, lost GPUs and
+    instances."""
+    import dataclasses
+
     from gpuwatch.analysis.alert_config import AlertConfig
     from gpuwatch.analysis.alerts import AlertEngine
     from gpuwatch.model import Alert, Pool
@@ -65,8 +68,10 @@ def test_a_line_holds_the_bytes_of_to_dict_for_every_part_of_a_snapshot(spec):
     snaps[-1].alerts.append(Alert(kind="thermal_throttle", severity="warning", subject="gpu 0", message="hot"))
     snaps[-1].pools.append(Pool(name="p", source="/etc/nginx/nginx.conf:12", method="least_conn"))
     for snap in snaps:
-        old = json.dumps(snap.to_dict(), separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
-        assert encode_snapshot(snap) == old
+        reference = dataclasses.asdict(snap)
+        reference = {"schema_version": reference.pop("schema_version"), **reference}
+        assert snap.to_dict() == reference and list(snap.to_dict()) == list(reference)
+        assert encode_snapshot(snap) == json.dumps(reference, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 @pytest.mark.parametrize("name", ["rec.ndjson", "rec.ndjson.gz"])
