@@ -330,11 +330,19 @@ def test_the_hot_demo_has_no_token_spike_when_the_gpu_starts_throttling():
 
 async def test_the_top_line_keeps_the_refresh_rate_at_every_size():
     for size in ((80, 24), (120, 40), (200, 60)):
-        app = GpuWatchApp(_history_source(), interval=1.0)
+        src = _history_source()
+        # the demo's longest head: a long host name and driver version, the SIMULATED badge
+        src.snaps.host, src.snaps.driver_version = "demo-h100x8", "570.172.08"
+        src.snaps.source, src.snaps.scenario = "simulated", "h100x8"
+        app = GpuWatchApp(src, interval=1.0)
         async with app.run_test(size=size) as pilot:
             await pilot.pause(0.3)
             top = visible_text(app).splitlines()[0]
             assert "every 1s" in top and "…" not in top, (size, top)
+            await pilot.press("p")  # paused: the PAUSED badge takes room, the refresh rate stays
+            await pilot.pause(0.2)
+            top = visible_text(app).splitlines()[0]
+            assert "PAUSED" in top and "every 1s" in top and "…" not in top, (size, top)
 
 
 def test_a_long_word_in_an_alert_is_broken_without_a_space_inside_it():

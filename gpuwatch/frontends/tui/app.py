@@ -414,7 +414,9 @@ class GpuWatchApp(App):
         width = self.size.width - 2
         long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s"
         short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {self.interval:g}s"
-        for narrow, cost in ((False, long), (False, short), (True, short)):
+        # narrower heads: the GPU model and CUDA version go, then the driver version (at 80
+        # columns, paused: the PAUSED badge needs its room)
+        for narrow, cost in ((0, long), (0, short), (1, short), (2, short)):
             head = self._top_head(snap, narrow)
             if not self.show_self_cost:
                 cost = ""
@@ -422,12 +424,12 @@ class GpuWatchApp(App):
                 break
         self._top.show(Content.assemble(head, (cost, "$text-muted")))
 
-    def _top_head(self, snap: Snapshot, narrow: bool) -> Content:
+    def _top_head(self, snap: Snapshot, narrow: int) -> Content:
         parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
             parts += [("  ", ""), f"{len(snap.gpus)}× {short_gpu_name(names.pop())}"]
-        if snap.driver_version:
+        if snap.driver_version and narrow < 2:
             parts += [("  drv " if narrow else "  driver ", "$text-muted"), snap.driver_version]
         if snap.cuda_version and not narrow:
             parts += [("  CUDA ", "$text-muted"), snap.cuda_version]
