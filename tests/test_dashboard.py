@@ -155,6 +155,33 @@ async def test_pause_freezes_the_screen_and_slows_collection_without_stopping_it
         assert "PAUSED" not in visible_text(app)
 
 
+async def test_paused_the_top_line_keeps_its_time_and_reports_what_pausing_costs():
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
+
+    def snap(n):
+        s = make_snapshot()
+        s.time = (t0 + timedelta(seconds=n)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return s
+
+    src = FakeSource(snap)
+    app = GpuWatchApp(src, interval=0.05)
+    app.paused_every_s = 0.3
+    async with app.run_test(size=(200, 60)) as pilot:
+        await until(pilot, lambda: "GPU 7" in visible_text(app) and src.calls > 2)
+        await pilot.press("p")
+        await until(pilot, lambda: "PAUSED" in visible_text(app), "the PAUSED mark")
+        frozen = visible_text(app).splitlines()[0]
+        clock = frozen.split("Z")[0][-8:]  # hh:mm:ss of the frozen snapshot
+        app._own.cpu_percent = lambda interval=None: 0.3  # what the process costs while paused
+        calls = src.calls
+        await until(pilot, lambda: src.calls > calls + 1 and "self 0.3% CPU" in visible_text(app).splitlines()[0],
+                    "the paused self-cost on the top line")
+        top = visible_text(app).splitlines()[0]
+        assert clock in top and "PAUSED" in top  # the figures' time stays the frozen one
+
+
 async def test_small_terminal_shows_all_gpus_in_one_line_rows(snap8):
     app = GpuWatchApp(FakeSource(snap8), interval=0.05)
     async with app.run_test(size=(80, 24)) as pilot:

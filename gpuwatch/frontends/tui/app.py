@@ -113,6 +113,7 @@ class GpuWatchApp(App):
         self._own = psutil.Process()
         self._own.cpu_percent(None)
         self._own_cpu = 0.0
+        self._shown: Snapshot | None = None  # the snapshot on the main screen (frozen while paused)
         self._inst_ids: dict[str, str] = {}
         self._pool_ids: dict[str, str] = {}
         self._inst_chart_rows = 0
@@ -345,6 +346,8 @@ class GpuWatchApp(App):
             self._notify_new_critical()
             if not self.paused:
                 self._paint(snap)
+            elif self._shown is not None and not self._main_covered():
+                self._paint_top(self._shown)  # frozen figures, but the self-cost of being paused
         self._schedule_next(elapsed)
 
     def on_source_end(self) -> None:
@@ -382,6 +385,7 @@ class GpuWatchApp(App):
             self._main_stale = True
             self._paint_screens(snap)
             return
+        self._shown = snap
         self._paint_top(snap)
         self._alerts.refresh_from(snap.alerts)
         if getattr(self, "_layout_for", None) != (self.size.width, self.size.height, len(snap.gpus),
