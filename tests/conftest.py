@@ -99,8 +99,9 @@ async def until(pilot, cond, what: str = "", timeout: float = 30.0, step: float 
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto`` (pyproject.toml): one worker more than CPUs (about a third of a test's time
-    is waiting on a server or a child process, which the extra worker fills: on 2 cores, 3
-    workers ran the suite in 218 s against 285 s with 2, and 2 beside a CPU hog in 320 s), at
-    most eight (each test may start servers)."""
-    return max(2, min((os.cpu_count() or 1) + 1, 8))
+    """``-n auto`` (pyproject.toml): two workers per CPU and one more, at most eight (each test
+    may start servers). Half of a test's time is waiting on a server, a child process or a
+    poll (per test: 222 s of CPU, its own and its children's, against 462 s of wall time summed
+    on the 2-core VM), which the extra workers fill: the suite took 150-160 s with 3 workers,
+    129 s with 4, 114-122 s with 5 (the CPU alone bounds it near 111 s on 2 cores)."""
+    return max(2, min(2 * (os.cpu_count() or 1) + 1, 8))
