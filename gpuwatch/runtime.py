@@ -140,7 +140,12 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
                        start_offset_s=start_offset_s)
         table = d.process_table
         nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
-        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now, servers_after)
+        # a clock the caller drives moves only between samples: a poll that ends after the next
+        # step would be stamped a second late (a tok/s spike), so each sample waits for every
+        # server (within the timeout) instead of going on after the live view's grace
+        grace = instance_timeout_s if clock is not None else None
+        instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now, servers_after,
+                                        grace)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
                               wall=d.wall, host=f"demo-{d.box.scenario.name}", demo=d)
         sampler.on_close.append(d.close)
@@ -166,7 +171,7 @@ def _add_pools(sampler: Sampler, table, path: str, required: bool, window_s: flo
 
 
 def _instance_collector(backends, discover, table, timeout_s, clock,
-                        after: threading.Event | None = None) -> InstanceSource | None:
+                        after: threading.Event | None = None, grace_s: float | None = None) -> InstanceSource | None:
     if not backends and not discover:
         return None
 
@@ -174,8 +179,9 @@ def _instance_collector(backends, discover, table, timeout_s, clock,
         # here, not at the top: httpx and the engine modules are most of an import of gpuwatch
         from .collect.instances import InstanceCollector
 
+        more = {} if grace_s is None else {"grace_s": grace_s}
         return InstanceCollector([b if isinstance(b, BackendConfig) else BackendConfig(url=b) for b in backends],
-                                 discover=discover, process_table=table, timeout_s=timeout_s, clock=clock)
+                                 discover=discover, process_table=table, timeout_s=timeout_s, clock=clock, **more)
 
     return build() if after is None else LaterInstances(build, after)
 

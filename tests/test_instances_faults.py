@@ -152,3 +152,32 @@ def test_missing_key_env_is_named_in_the_error(clock, servers, monkeypatch):
         inst = col.collect()[0]
     assert inst.status == "error"
     assert "needs API key" in inst.error and "GPUWATCH_UNSET_KEY" in inst.error
+
+
+def test_a_clock_the_caller_drives_waits_for_a_slow_server_so_its_rate_stays_true(servers):
+    """Simulated history (``snapshot --svg``, replays of the demo) moves its clock only between
+    samples: a server answering after the live view's grace (0.5 s) was stamped a step late,
+    which halved or doubled its tok/s (a 3220 tok/s spike on a 2400 tok/s server, loaded CI)."""
+    from gpuwatch.runtime import make_sampler
+    from gpuwatch.sim.box import ManualClock
+
+    clock = ManualClock()
+    gen = Counters(clock, gen=100.0)
+
+    def metrics(handler):
+        body = f'vllm:generation_tokens_total{{model_name="m"}} {gen.value("gen")}\n'
+        time.sleep(0.8)  # the answer is of this moment, but it arrives 0.8 s later
+        return body
+
+    slow = servers({"/metrics": metrics, "/version": {"version": "0.11.0"}})
+    sampler = make_sampler(demo="rtx4090x2:none", clock=clock, servers=False, discover=False,
+                           backends=[BackendConfig(url=slow.url, kind="vllm")])
+    try:
+        rates = []
+        for _ in range(5):
+            clock.advance(1.0)
+            snap = sampler.sample(wait_instances=True)
+            rates.append(snap.instances[0].generation_tokens_per_s)
+        assert rates[1:] == pytest.approx([100.0] * 4), rates
+    finally:
+        sampler.close()
