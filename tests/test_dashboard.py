@@ -77,9 +77,8 @@ async def test_cards_show_every_gpu_and_keys_work(snap8):
         assert app.focused is cards[2 + cols]
         # enter opens the detail screen with the processes; escape goes back
         await pilot.press("enter")
-        await pilot.pause(0.1)
-        assert type(app.screen).__name__ == "GpuDetailScreen"
-        assert "python3 -m vllm" in visible_text(app)
+        await until(pilot, lambda: type(app.screen).__name__ == "GpuDetailScreen"
+                    and "python3 -m vllm" in visible_text(app), "the detail screen with the processes")
         await pilot.press("escape")
         assert type(app.screen).__name__ == "Screen"
         # help
@@ -210,8 +209,7 @@ async def test_untrusted_text_is_never_markup():
         text = visible_text(app)
         assert "[@click=app.quit]" in text and "[b]model[/b]" in text and "[/] boom [red]" in text
         await pilot.press("right", "enter")
-        await pilot.pause(0.1)
-        assert evil in visible_text(app)
+        await until(pilot, lambda: evil in visible_text(app), "the process's command line as written")
         await pilot.click("#procs")
         assert app.is_running
 
@@ -231,7 +229,8 @@ async def test_collector_that_raises_shows_a_message_and_recovers():
                 break
             await pilot.pause(0.02)
         assert "NVML exploded" in (app.collector_error or "")
-        assert "NVML exploded" in visible_text(app)
+        # on screen with the next frame (a loaded machine draws it a little later)
+        await until(pilot, lambda: "NVML exploded" in visible_text(app), "the collector error on screen")
         broken["until"] = src.calls + 1
         for _ in range(500):  # recovery comes with the next good sample
             if app.collector_error is None and src.calls > broken["until"]:

@@ -4,6 +4,7 @@ config are never markup."""
 
 from __future__ import annotations
 
+from conftest import until
 from test_dashboard import FakeSource, make_snapshot, visible_text
 
 from gpuwatch.frontends.tui.app import GpuWatchApp
@@ -46,22 +47,18 @@ async def test_a_member_down_is_marked_and_no_pools_no_panel():
     down, plain = pooled_snapshot(third_down=True), make_snapshot(n=4)
     app = GpuWatchApp(FakeSource(lambda n: down if state["pools"] else plain), interval=0.05)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "2/3 up" in visible_text(app), "the pool on screen")
         text = visible_text(app)
         assert "2/3 up" in text and "DOWN" in text and "connection refused" in text
         state["pools"] = False  # nginx config gone: the panel goes too
-        for _ in range(100):
-            if not app.query(PoolCard):
-                break
-            await pilot.pause(0.02)
-        assert not app.query(PoolCard) and "pool llm_backends" not in visible_text(app)
+        await until(pilot, lambda: not app.query(PoolCard) and "pool llm_backends" not in visible_text(app),
+                    "the pools panel gone from the screen")
 
 
 async def test_pool_names_are_not_markup():
     app = GpuWatchApp(FakeSource(pooled_snapshot(name="[b]x[/b]")), interval=0.05)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
-        assert "pool [b]x[/b]" in visible_text(app)
+        await until(pilot, lambda: "pool [b]x[/b]" in visible_text(app), "the pool's name as written")
 
 
 async def test_small_terminal_puts_each_member_on_one_line():

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+from conftest import until
 
 from gpuwatch.fleet.promql import PromClient
 from gpuwatch.fleet.source import FleetSource
@@ -56,8 +57,8 @@ async def test_fleet_rows_drill_in_and_back():
         await pilot.pause(0.1)
         assert isinstance(app.screen, FleetScreen)
         await pilot.press("down", "enter")
-        await pilot.pause(0.4)
-        assert "gpu-node-07" in visible_text(app) and "vllm:8000" in visible_text(app)
+        await until(pilot, lambda: "gpu-node-07" in visible_text(app) and "vllm:8000" in visible_text(app),
+                    "the second host's dashboard")
         await pilot.press("escape")
         state["down"] = True
         await pilot.pause(0.5)

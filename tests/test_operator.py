@@ -59,7 +59,7 @@ async def test_a_faster_refresh_takes_effect_at_once():
         while src.calls < 3:  # not after the 30 s sleep that was pending
             assert time.monotonic() < deadline, "the pending 30 s sleep was not cut short"
             await asyncio.sleep(0.05)
-        assert "every 0.25s" in visible_text(app)
+        await until(pilot, lambda: "every 0.25s" in visible_text(app), "the new interval on the top line")
 
 
 async def test_a_lost_gpu_detail_is_not_a_page_of_na_and_a_hot_one_says_above():
