@@ -205,7 +205,7 @@ async def test_untrusted_text_is_never_markup():
                                error="[/] boom [red]", models=[ModelInfo(name="[b]model[/b]")])]
     app = GpuWatchApp(FakeSource(snap), interval=0.05)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "[/] boom [red]" in visible_text(app), "the instance's error as written")
         text = visible_text(app)
         assert "[@click=app.quit]" in text and "[b]model[/b]" in text and "[/] boom [red]" in text
         await pilot.press("right", "enter")
@@ -244,7 +244,7 @@ async def test_no_gpus_says_why_and_keeps_running():
                     nvml_error="No NVIDIA driver found: libnvidia-ml.so.1 could not be loaded.")
     app = GpuWatchApp(FakeSource(snap), interval=0.05)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "No NVIDIA driver found" in visible_text(app), "why there are no GPUs")
         text = visible_text(app)
         assert "No NVIDIA driver found" in text and "No inference servers found" in text
 
@@ -255,7 +255,7 @@ async def test_unknown_values_show_as_na_not_zero():
     g.power_w = g.temperature_c = g.utilization_gpu_pct = None
     app = GpuWatchApp(FakeSource(snap), interval=0.05)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "n/a" in visible_text(app), "the unknown values")
         card = visible_text(app)
         assert "n/a" in card
         assert "util" in card and " 0%" not in card

@@ -79,11 +79,12 @@ async def test_a_lost_gpu_detail_is_not_a_page_of_na_and_a_hot_one_says_above():
         await pilot.pause(0.3)
         assert "GPU 1 ?" not in visible_text(app)
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "below shutdown" in visible_text(app), "GPU 0's detail")
         text = visible_text(app)
         assert "1 °C above slowdown, 1 °C below shutdown" in text and "-1 °C" not in text
         await pilot.press("escape", "down", "enter")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: getattr(app.screen, "index", None) == 1 and "dmesg" in visible_text(app),
+                    "GPU 1's detail")
         text = visible_text(app)
         assert app.screen.index == 1 and "LOST" in text and "dmesg" in text
         assert "n/a" not in text and "Pn/a" not in text and "Genn/a" not in text
@@ -97,7 +98,7 @@ async def test_fleet_gpu_cards_do_not_claim_zero_processes():
         g.instances = ["vllm-a"]
     app = GpuWatchApp(FakeSource(snap), interval=60)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "vllm-a" in visible_text(app), "the cards")
         text = visible_text(app)
         assert "GPU 0" in text and "vllm-a" in text and "0 procs" not in text
 
@@ -107,7 +108,7 @@ async def test_before_the_first_look_it_says_looking_not_none_found():
     snap.instances_pending = True
     app = GpuWatchApp(FakeSource(snap), interval=60)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "looking for inference servers" in visible_text(app), "the servers' panel")
         text = visible_text(app)
         assert "looking for inference servers" in text and "No inference servers found" not in text
 
@@ -163,10 +164,10 @@ async def test_charts_have_a_time_axis_a_calm_memory_axis_and_a_legend():
     async with app.run_test(size=(200, 60)) as pilot:
         await pilot.pause(0.3)
         await pilot.press("c")
-        await pilot.pause(0.4)
-        assert type(app.screen).__name__ == "ChartScreen" and app.screen.index == 0
+        await until(pilot, lambda: type(app.screen).__name__ == "ChartScreen", "the chart screen")
+        assert app.screen.index == 0
         await pilot.press("g")  # all GPUs
-        await pilot.pause(0.4)
+        await until(pilot, lambda: "━ GPU 7" in visible_text(app), "the legend of all GPUs")
         text = visible_text(app)
         assert "now" in text and "-1m" in text and "samples" not in text  # seconds, not sample counts
         assert "━ GPU 0" in text and "━ GPU 7" in text  # the legend of "all GPUs"
@@ -187,7 +188,7 @@ async def test_c_on_an_instance_charts_its_tokens_requests_and_latency():
         app.query_one(InstanceCard).focus()
         await pilot.pause(0.1)
         await pilot.press("c")
-        await pilot.pause(0.4)
+        await until(pilot, lambda: "━ waiting" in visible_text(app), "the instance's charts")
         text = visible_text(app)
         assert "vllm-a" in text and "tokens/s" in text and "━ generation" in text and "━ waiting" in text
         assert "latency s" in text and "utilization %" not in text
@@ -250,13 +251,16 @@ async def test_200x60_uses_its_width_for_history():
 
     app = GpuWatchApp(_history_source(), interval=60)
     async with app.run_test(size=(200, 60)) as pilot:
-        await pilot.pause(0.4)
+        def spark() -> str:
+            card = app.query_one(InstanceCard)
+            gen = next((line.plain for line in card._lines if line.plain.startswith("gen ")), "")
+            return max((run for run in gen.split(" ") if run and set(run) <= set("▁▂▃▄▅▆▇█")), key=len, default="")
+
+        # the sparkline grows with its panel once the layout has settled
+        await until(pilot, lambda: "power W" in visible_text(app) and len(spark()) >= 15,
+                    "the history charts and a sparkline as wide as its panel allows")
         text = visible_text(app)
         assert "utilization %" in text and "power W" in text and "-1m" in text
-        card = app.query_one(InstanceCard)
-        gen = next(line.plain for line in card._lines if line.plain.startswith("gen "))
-        spark = max((run for run in gen.split(" ") if run and set(run) <= set("▁▂▃▄▅▆▇█")), key=len)
-        assert len(spark) >= 15, gen  # the sparkline grows with its panel
         lines = text.splitlines()
         assert sum(1 for line in lines if not line.strip()) <= 3
 
@@ -336,11 +340,11 @@ async def test_the_top_line_keeps_the_refresh_rate_at_every_size():
         src.snaps.source, src.snaps.scenario = "simulated", "h100x8"
         app = GpuWatchApp(src, interval=1.0)
         async with app.run_test(size=size) as pilot:
-            await pilot.pause(0.3)
+            await until(pilot, lambda: "every 1s" in visible_text(app).splitlines()[0], "the top line")
             top = visible_text(app).splitlines()[0]
             assert "every 1s" in top and "…" not in top, (size, top)
             await pilot.press("p")  # paused: the PAUSED badge takes room, the refresh rate stays
-            await pilot.pause(0.2)
+            await until(pilot, lambda: "PAUSED" in visible_text(app).splitlines()[0], "the PAUSED badge")
             top = visible_text(app).splitlines()[0]
             assert "PAUSED" in top and "every 1s" in top and "…" not in top, (size, top)
 
