@@ -7,6 +7,8 @@ RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 def draw(series, width=60, height=12, span=600.0, lo=0.0, hi=100.0):
+    """Plot series given as ((x, y) points, colour)."""
+    series = [([x for x, _ in pts], [y for _, y in pts], colour) for pts, colour in series]
     return plot(series, width, height, span, lo, hi, value_ticks(lo, hi, 4), time_ticks(span))
 
 

@@ -26,12 +26,28 @@ _SPAN = tuple(tuple(tuple(sum(_DOT[c][r] for r in range(a, b + 1)) for b in rang
 Line = tuple[str, list[tuple[int, int, object]]]  # text and (start, end, colour) runs
 
 
-def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, height: int,
+def _columns(xs: list[float], x_span: float, sx: float, dots_x: int) -> list[tuple[int, int, int]]:
+    """(dot column, first sample, end) of each dot column that has samples: samples are in time
+    order, so each column's are one slice, found by bisection."""
+    out: list[tuple[int, int, int]] = []
+    if sx > 0 and xs:
+        lo_px = max(0, int((xs[0] + x_span) * sx + 0.5))
+        hi_px = min(dots_x - 1, int((xs[-1] + x_span) * sx + 0.5))
+        start = bisect_left(xs, (lo_px - 0.5) / sx - x_span)
+        for px in range(lo_px, hi_px + 1):
+            end = bisect_left(xs, (px + 0.5) / sx - x_span, start)
+            if end > start:
+                out.append((px, start, end))
+            start = end
+    return out
+
+
+def plot(series: list[tuple[list[float], list[float], object]], width: int, height: int,
          x_span: float, y_lo: float, y_hi: float, y_ticks: tuple[list[float], list[str]],
          x_ticks: tuple[list[float], list[str]]) -> list[Line]:
-    """``height`` lines of ``width`` cells: a frame with y labels on the left, the series
-    (points as (x in [-x_span, 0], y), each with its colour) in braille inside it, the time
-    axis and its labels underneath. Colours are passed through as they are given."""
+    """``height`` lines of ``width`` cells: a frame with y labels on the left, the series (each
+    its x values in [-x_span, 0] in time order, its y values, and its colour) in braille inside
+    it, the time axis and its labels underneath. Colours are passed through as they are given."""
     ticks_y, labels_y = y_ticks
     label_w = max((len(s) for s in labels_y), default=0)
     inner_w = width - label_w - 2  # label, left edge, cells, right edge
@@ -50,35 +66,39 @@ def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, hei
         if a > b:
             a, b = b, a
         cx, span = px >> 1, _SPAN[px & 1]
-        for cy in range(a >> 2, (b >> 2) + 1):
-            masks[cy][cx] |= span[a & 3 if cy == a >> 2 else 0][b & 3 if cy == b >> 2 else 3]
+        ca, cb = a >> 2, b >> 2
+        if ca == cb:  # the usual case: within one cell
+            masks[ca][cx] |= span[a & 3][b & 3]
+            colours[ca][cx] = colour
+            return
+        for cy in range(ca, cb + 1):
+            masks[cy][cx] |= span[a & 3 if cy == ca else 0][b & 3 if cy == cb else 3]
             colours[cy][cx] = colour
 
-    def row(y: float) -> int:
-        return int((y_hi - (y_lo if y < y_lo else y_hi if y > y_hi else y)) * sy + 0.5)
-
-    for points, colour in series:
-        # per dot column: the first and last dot row of the samples in it and their range; each
-        # column is then filled from its lowest to its highest dot, joined to the column before
-        # (a line at dot resolution). Samples are in time order: each column's are one slice,
-        # found by bisection, its extremes taken by min and max -- ten minutes of eight GPUs
-        # cost a few hundred Python steps, not one per sample.
-        xs = [x for x, _ in points]
-        ys = [y for _, y in points]
-        cols: dict[int, list[int]] = {}
-        if sx > 0 and xs:
-            lo_px = max(0, int((xs[0] + x_span) * sx + 0.5))
-            hi_px = min(dots_x - 1, int((xs[-1] + x_span) * sx + 0.5))
-            start = bisect_left(xs, (lo_px - 0.5) / sx - x_span)
-            for px in range(lo_px, hi_px + 1):
-                end = bisect_left(xs, (px + 0.5) / sx - x_span, start)
-                if end > start:
-                    part = ys[start:end]
-                    cols[px] = [row(part[0]), row(part[-1]), row(max(part)), row(min(part))]
-                start = end
+    columns: dict[int, list[tuple[int, int, int]]] = {}
+    for xs, ys, colour in series:
+        # every sample's dot row at once; then per dot column: the first and last dot row of the
+        # samples in it and their range; each column is then filled from its lowest to its
+        # highest dot, joined to the column before (a line at dot resolution). Each column's
+        # samples are one slice (``_columns``), its extremes taken by min and max -- ten minutes
+        # of eight GPUs cost a few hundred Python steps, not one per sample.
+        if ys and y_lo <= min(ys) and max(ys) <= y_hi:  # the usual case: nothing to clamp
+            rows = [int((y_hi - y) * sy + 0.5) for y in ys]
+        else:
+            rows = [int((y_hi - (y_lo if y < y_lo else y_hi if y > y_hi else y)) * sy + 0.5) for y in ys]
+        slices = columns.get(id(xs))
+        if slices is None:  # the series of one chart share their times: sliced once
+            slices = columns[id(xs)] = _columns(xs, x_span, sx, dots_x)
+        cols: list[tuple[int, int, int, int, int]] = []  # (px, first, last, top, bottom)
+        for px, start, end in slices:
+            if end - start == 1:
+                r = rows[start]
+                cols.append((px, r, r, r, r))
+            else:
+                part = rows[start:end]
+                cols.append((px, part[0], part[-1], min(part), max(part)))
         prev_px = prev_last = None
-        for px in sorted(cols):
-            first, last, top, bottom = cols[px]
+        for px, first, last, top, bottom in cols:
             if prev_px is not None:
                 steps = px - prev_px
                 qy0 = prev_last
@@ -86,8 +106,16 @@ def plot(series: list[tuple[list[tuple[float, float]], object]], width: int, hei
                     qy = prev_last + (first - prev_last) * k // steps
                     fill(prev_px + k, qy0, qy, colour)  # steep: every dot, no gaps
                     qy0 = qy
-                top, bottom = min(top, qy0), max(bottom, qy0)  # this column reaches where the line came from
-            fill(px, top, bottom, colour)
+                if qy0 < top:  # this column reaches where the line came from
+                    top = qy0
+                elif qy0 > bottom:
+                    bottom = qy0
+            if top >> 2 == bottom >> 2:  # within one cell (most columns): ``fill`` inlined
+                cy, cx = top >> 2, px >> 1
+                masks[cy][cx] |= _SPAN[px & 1][top & 3][bottom & 3]
+                colours[cy][cx] = colour
+            else:
+                fill(px, top, bottom, colour)
             prev_px, prev_last = px, last
 
     # y ticks: the cell row each round value falls in

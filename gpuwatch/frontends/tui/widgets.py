@@ -604,28 +604,44 @@ class HistoryChart(KeptRender, Widget):
             strips.append(Strip(segments, len(text)).adjust_cell_length(w, base))
         return strips[:h]
 
-    def _points(self, values) -> list[tuple[float, float]]:
-        """(seconds before the newest sample, value); series and times aligned at their newest end."""
+    def _points(self, values, times: dict) -> tuple[list[float], list[float]]:
+        """(seconds before the newest sample, values), samples without a value left out; series
+        and times aligned at their newest end. Series of one length share one list of times
+        (``times``, by length), which ``braille.plot`` then divides into dot columns once."""
         values = list(values)
-        epochs = self.epochs[-len(values):] if self.epochs else []
+        n = len(values)
+        epochs = self.epochs[-n:] if self.epochs else []
         newest = next((e for e in reversed(epochs) if e is not None), None)
-        if newest is None or len(epochs) != len(values):
-            n = len(values)
-            return [(float(i - n + 1), v) for i, v in enumerate(values) if v is not None]
-        return [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
+        if newest is None or len(epochs) != n:
+            if None not in values:
+                xs = times.get(n)
+                if xs is None:
+                    xs = times[n] = [float(i - n + 1) for i in range(n)]
+                return xs, values
+            return ([float(i - n + 1) for i, v in enumerate(values) if v is not None],
+                    [v for v in values if v is not None])
+        if None not in values and None not in epochs:  # the usual case
+            xs = times.get(n)
+            if xs is None:
+                xs = times[n] = [e - newest for e in epochs]
+            return xs, values
+        kept = [(e - newest, v) for e, v in zip(epochs, values) if v is not None and e is not None]
+        return [x for x, _ in kept], [v for _, v in kept]
 
     def _draw(self, w: int, h: int) -> tuple[Text | None, list]:
         """The head line (title and legend) and the plot's lines with their colour runs."""
         if w < 16 or h < 4:
             return None, []
-        drawn = [(name, self._points(values), PALETTE[k % len(PALETTE)]) for k, (name, values) in enumerate(self.series)]
-        drawn = [d for d in drawn if len(d[1]) >= 2]
+        times: dict[int, list[float]] = {}
+        drawn = [(name, self._points(values, times), PALETTE[k % len(PALETTE)])
+                 for k, (name, values) in enumerate(self.series)]
+        drawn = [d for d in drawn if len(d[1][0]) >= 2]
         head = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
         if not drawn:
             head.append("  collecting…", style="dim")
             head.truncate(w, overflow="ellipsis")
             return head, []
-        span = max(5.0, -min(x for _, pts, _ in drawn for x, _ in pts))
+        span = max(5.0, -min(xs[0] for _, (xs, _), _ in drawn))  # x in time order
         if len(self.series) > 1:  # the legend: each series' name in its colour, shortened to fit
             names = [name for name, _, _ in drawn]
             room = w - head.cell_len
@@ -641,8 +657,8 @@ class HistoryChart(KeptRender, Widget):
                 head.append(name)
         head.truncate(w, overflow="ellipsis")
         # the extremes are all the y axis needs (not every sample of every series in one list)
-        values = [f(y for _, y in pts) for _, pts, _ in drawn for f in (min, max)]
+        values = [f(ys) for _, (_, ys), _ in drawn for f in (min, max)]
         lo, hi = y_limits(values, self.y_range, self.min_span)
-        body = plot([(pts, rgb) for _, pts, rgb in drawn], w, h - 1, span, lo, hi,
+        body = plot([(xs, ys, rgb) for _, (xs, ys), rgb in drawn], w, h - 1, span, lo, hi,
                     value_ticks(lo, hi, max(2, min(5, (h - 3) // 2))), time_ticks(span))
         return head, body
