@@ -36,7 +36,7 @@ from .render import gpu_card_lines, no_instances_text, short_gpu_name
 from .layout import CARD_HEIGHT, CHART_MIN_ROWS, plan
 from .pools import paint_pools
 from .widgets import AlertStrip, Card, GpuCard, InstanceCard, HistoryChart, KeptGrid, KeptHorizontal, KeptVertical, \
-    KeptVerticalScroll, StatusLine
+    KeptVerticalScroll, StatusLine, TopLine
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # the history charts span minutes (a braille dot is about a second): redrawn every 5 s they move a
@@ -135,7 +135,7 @@ class GpuWatchApp(App):
 
     # ---- layout ---------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield StatusLine(id="top")
+        yield TopLine(id="top")
         yield AlertStrip(id="alerts")
         yield StatusLine(id="notice")
         # (containers that hand back their unchanged background: widgets.KeptRender)
@@ -161,7 +161,7 @@ class GpuWatchApp(App):
             self.notify("Broken theme files skipped:\n" + "\n".join(self.theme_errors), severity="warning",
                         timeout=10, markup=False)
         # the main screen's widgets, kept: other screens may be on top when a poll lands
-        self._top = self.query_one("#top", StatusLine)
+        self._top = self.query_one("#top", TopLine)
         self._alerts = self.query_one(AlertStrip)
         self._notice = self.query_one("#notice", StatusLine)
         self._grid = self.query_one("#gpus", Grid)
@@ -426,7 +426,7 @@ class GpuWatchApp(App):
                 cost = ""
             if head.cell_length + len(cost) <= width:
                 break
-        self._top.show(Content.assemble(head, (cost, "$text-muted")))
+        self._top.show_line(Content.assemble(head, (cost, "$text-muted")))
 
     def _top_head(self, snap: Snapshot, narrow: int) -> Content:
         parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]

@@ -453,6 +453,24 @@ class StatusLine(KeptRender, Static):
 
 
 
+class TopLine(Card, can_focus=False):
+    """The dashboard's top line: one line of text that changes every tick (the clock, the
+    self-cost), drawn through the card's line API. As a ``Static`` it went through Textual's
+    general content pipeline on every frame (27 ms in 30 s on the bench box, 200x60)."""
+
+    DEFAULT_CSS = "TopLine { height: 1; }"
+
+    @property
+    def text(self) -> str:
+        """The plain text shown now ("" before the first ``show_line``)."""
+        return self._lines[0].plain if self._lines else ""
+
+    def show_line(self, content: Content) -> None:
+        self.show([content], "")
+
+    def render(self) -> Content:
+        return self._lines[0] if self._lines else Content("")
+
 
 # Okabe & Ito's colour-blind-safe palette (and a grey): one colour per series, the same in the legend
 PALETTE = ((86, 180, 233), (230, 159, 0), (0, 158, 115), (240, 228, 66), (204, 121, 167), (213, 94, 0),
