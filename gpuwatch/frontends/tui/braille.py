@@ -89,16 +89,13 @@ def plot(series: list[tuple[list[float], list[float], object]], width: int, heig
         slices = columns.get(id(xs))
         if slices is None:  # the series of one chart share their times: sliced once
             slices = columns[id(xs)] = _columns(xs, x_span, sx, dots_x)
-        cols: list[tuple[int, int, int, int, int]] = []  # (px, first, last, top, bottom)
+        prev_px = prev_last = None
         for px, start, end in slices:
             if end - start == 1:
-                r = rows[start]
-                cols.append((px, r, r, r, r))
+                first = last = top = bottom = rows[start]
             else:
                 part = rows[start:end]
-                cols.append((px, part[0], part[-1], min(part), max(part)))
-        prev_px = prev_last = None
-        for px, first, last, top, bottom in cols:
+                first, last, top, bottom = part[0], part[-1], min(part), max(part)
             if prev_px is not None:
                 steps = px - prev_px
                 qy0 = prev_last
