@@ -69,6 +69,53 @@ def test_pcie_and_nvlink_rates_are_counter_differences(sim, clock):
     assert g.pcie.rx_bytes_per_s == pytest.approx(after.pcie_rx_rate, rel=0.1)
 
 
+
+@pytest.mark.parametrize("bits", [64, 32])
+def test_nvlink_rate_is_the_links_traffic_with_wide_and_narrow_counters(sim, clock, monkeypatch, bits):
+    """64-bit counters (what drivers report) are summed and read as one counter; narrower ones
+    wrap, so each link gets its own rate. The user sees the same figure either way."""
+    if bits == 32:  # as if the driver reported each link in a 32-bit value
+        from gpuwatch.collect import nvml as collector
+        monkeypatch.setitem(collector._VALUE_BITS, N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, 32)
+    box, lib, col = sim("h100x8")
+    col.collect()
+    before = box.gpu_state(3, box.t())
+    clock.advance(2.0)
+    g = col.collect().gpus[3]
+    after = box.gpu_state(3, box.t())
+    for mine, total in ((g.nvlink.tx_bytes_per_s, "nvlink_tx_total_kib"), (g.nvlink.rx_bytes_per_s, "nvlink_rx_total_kib")):
+        moved = sum(getattr(after, total)) - sum(getattr(before, total))
+        assert moved > 0 and mine == pytest.approx(moved * 1024 / 2.0, rel=1e-6)
+
+
+def test_a_link_coming_back_is_not_read_as_a_burst_of_traffic(sim, clock):
+    """The set of active links is refreshed now and then; a link that joins brings its whole
+    counter (terabytes) into the links' sum. The figure stays the links' traffic."""
+    box, lib, col = sim("h100x8")
+    clock.advance(3600)  # an hour of traffic on every link's counter
+    col.collect()
+    col.slow_every_s = 1e9  # the links as this test sets them, not re-read from the driver
+    st = col._static[0]
+    everything = list(st.nvlinks_active)
+    st.nvlinks_active = everything[:-1]  # one link down at the last refresh
+    for _ in range(2):
+        clock.advance(1.0)
+        col.collect()
+    st.nvlinks_active = everything  # it is back
+    before = box.gpu_state(0, box.t())
+    clock.advance(1.0)
+    g = col.collect().gpus[0]
+    after = box.gpu_state(0, box.t())
+    moved = sum(after.nvlink_tx_total_kib) - sum(before.nvlink_tx_total_kib)
+    assert g.nvlink.links_active == len(everything)
+    assert g.nvlink.tx_bytes_per_s == pytest.approx(moved * 1024, rel=0.2)  # not the link's whole counter
+    before = after
+    clock.advance(1.0)
+    g = col.collect().gpus[0]
+    after = box.gpu_state(0, box.t())
+    moved = sum(after.nvlink_tx_total_kib) - sum(before.nvlink_tx_total_kib)
+    assert g.nvlink.tx_bytes_per_s == pytest.approx(moved * 1024, rel=1e-6)
+
 def test_field_values_are_batched_one_call_per_gpu_per_tick(sim, clock):
     box, lib, col = sim("h100x8")
     col.collect()

@@ -769,22 +769,32 @@ class NvmlCollector:
         if st.nvlinks_total:
             nv = NvLink(links_active=len(st.nvlinks_active), links_total=st.nvlinks_total)
             if st.nvlinks_active and values is not None:
-                tx_sum = rx_sum = 0.0
-                complete = True
-                for link in st.nvlinks_active:
-                    tx, tx_bits = _field_value(values[k])
-                    rx, rx_bits = _field_value(values[k + 1])
-                    k += 2
-                    # KiB counters
-                    rt = self.rates.update((st.index, "nvtx", link), tx, now, tx_bits)
-                    rr = self.rates.update((st.index, "nvrx", link), rx, now, rx_bits)
-                    if rt is None or rr is None:
-                        complete = False
-                        continue
-                    tx_sum += rt * 1024
-                    rx_sum += rr * 1024
-                if complete:
-                    nv.tx_bytes_per_s, nv.rx_bytes_per_s = tx_sum, rx_sum
+                links = tuple(st.nvlinks_active)
+                read = [_field_value(values[i]) for i in range(k, k + 2 * len(links))]
+                if all(bits == 64 for _, bits in read):
+                    # 64-bit KiB counters (what drivers report: nvmlFieldValue_t ullVal) never
+                    # wrap in practice, so the links' sum is itself a counter: one rate per
+                    # direction instead of one per link (18 links x 2 on an H100: 36 rates a GPU
+                    # every tick). The set of links is in the key: a link that comes or goes
+                    # starts the sum afresh rather than reading as a jump.
+                    rt = self.rates.update((st.index, "nvtx", links), sum(v for v, _ in read[0::2]), now, 64)
+                    rr = self.rates.update((st.index, "nvrx", links), sum(v for v, _ in read[1::2]), now, 64)
+                    if rt is not None and rr is not None:
+                        nv.tx_bytes_per_s, nv.rx_bytes_per_s = rt * 1024, rr * 1024
+                else:  # narrower counters wrap: each link's own rate (a failed link: no figure)
+                    tx_sum = rx_sum = 0.0
+                    complete = True
+                    for j, link in enumerate(links):
+                        (tx, tx_bits), (rx, rx_bits) = read[2 * j], read[2 * j + 1]
+                        rt = self.rates.update((st.index, "nvtx", link), tx, now, tx_bits)
+                        rr = self.rates.update((st.index, "nvrx", link), rx, now, rx_bits)
+                        if rt is None or rr is None:
+                            complete = False
+                            continue
+                        tx_sum += rt * 1024
+                        rx_sum += rr * 1024
+                    if complete:
+                        nv.tx_bytes_per_s, nv.rx_bytes_per_s = tx_sum, rx_sum
             elif not st.nvlinks_active:
                 nv.tx_bytes_per_s = nv.rx_bytes_per_s = 0.0
             gpu.nvlink = nv
