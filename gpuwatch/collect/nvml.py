@@ -775,8 +775,8 @@ class NvmlCollector:
                     # 64-bit KiB counters (what drivers report: nvmlFieldValue_t ullVal) never
                     # wrap in practice, so the links' sum is itself a counter: one rate per
                     # direction instead of one per link (18 links x 2 on an H100: 36 rates a GPU
-                    # every tick). The set of links is in the key: a link that comes or goes
-                    # starts the sum afresh rather than reading as a jump.
+                    # every tick). The set of links is in the key: a sum over other links (one
+                    # that came back brings its whole counter) is never compared with this one.
                     rt = self.rates.update((st.index, "nvtx", links), sum(v for v, _ in read[0::2]), now, 64)
                     rr = self.rates.update((st.index, "nvrx", links), sum(v for v, _ in read[1::2]), now, 64)
                     if rt is not None and rr is not None:
