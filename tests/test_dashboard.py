@@ -173,7 +173,7 @@ async def test_paused_the_top_line_keeps_its_time_and_reports_what_pausing_costs
         await until(pilot, lambda: "PAUSED" in visible_text(app), "the PAUSED mark")
         frozen = visible_text(app).splitlines()[0]
         clock = frozen.split("Z")[0][-8:]  # hh:mm:ss of the frozen snapshot
-        app._own.cpu_percent = lambda interval=None: 0.3  # what the process costs while paused
+        app._own_cpu_since_last = lambda: 0.3  # what the process costs while paused
         calls = src.calls
         await until(pilot, lambda: src.calls > calls + 1 and "self 0.3% CPU" in visible_text(app).splitlines()[0],
                     "the paused self-cost on the top line")

@@ -17,7 +17,6 @@ from pathlib import Path
 import time
 from typing import Callable, Iterable
 
-import psutil
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -110,8 +109,10 @@ class GpuWatchApp(App):
         self._armed_at = self._armed_elapsed = 0.0
         self._polling = False
         self._stopping = False
-        self._own = psutil.Process()
-        self._own.cpu_percent(None)
+        # the process's own CPU, from times(2) (one system call; psutil reads and parses
+        # /proc/self/stat): busy seconds and the moment they were read
+        t = os.times()
+        self._own_at, self._own_busy = time.monotonic(), t.user + t.system
         self._own_cpu = 0.0
         self._shown: Snapshot | None = None  # the snapshot on the main screen (frozen while paused)
         self._inst_ids: dict[str, str] = {}
@@ -332,7 +333,7 @@ class GpuWatchApp(App):
         self._polling = False
         if self._stopping:
             return
-        self._own_cpu = self._own.cpu_percent(None)
+        self._own_cpu = self._own_cpu_since_last()
         if error == "end":
             self.collector_error = None
             self.on_source_end()
@@ -349,6 +350,14 @@ class GpuWatchApp(App):
             elif self._shown is not None and not self._main_covered():
                 self._paint_top(self._shown)  # frozen figures, but the self-cost of being paused
         self._schedule_next(elapsed)
+
+    def _own_cpu_since_last(self) -> float:
+        """This process's CPU since the last call, in % of one core."""
+        t, now = os.times(), time.monotonic()
+        busy = t.user + t.system
+        pct = 100 * (busy - self._own_busy) / (now - self._own_at) if now > self._own_at else self._own_cpu
+        self._own_at, self._own_busy = now, busy
+        return pct
 
     def on_source_end(self) -> None:
         self.paused = True
