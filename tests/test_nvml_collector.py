@@ -116,6 +116,34 @@ def test_a_link_coming_back_is_not_read_as_a_burst_of_traffic(sim, clock):
     moved = sum(after.nvlink_tx_total_kib) - sum(before.nvlink_tx_total_kib)
     assert g.nvlink.tx_bytes_per_s == pytest.approx(moved * 1024, rel=1e-6)
 
+
+def test_rates_divide_by_the_time_each_gpus_counters_were_read(sim, clock, monkeypatch):
+    """The GPUs are read one after another: in a slow tick (a loaded box, 64 GPUs) the last one's
+    counters are read well after the tick began. Its rate is still its traffic per second."""
+    from gpuwatch.sim.nvml import FakeNvmlLibrary
+
+    slow = {"on": True}
+    real = FakeNvmlLibrary.c_nvmlDeviceGetFieldValues
+
+    def field_values(self, handle, count, values):
+        if slow["on"] and (count.value if hasattr(count, "value") else int(count)) > 30:
+            clock.advance(0.05)  # each GPU's counters call (PCIe + 18 links x 2) takes 50 ms
+        return real(self, handle, count, values)
+
+    monkeypatch.setattr(FakeNvmlLibrary, "c_nvmlDeviceGetFieldValues", field_values)
+    box, lib, col = sim("h100x8")
+    start = box.t()
+    col.collect()  # slow: GPU k is read (k + 1) x 50 ms into the tick, GPU 7 0.4 s
+    slow["on"] = False
+    clock.advance(1.0)
+    r = col.collect()  # prompt
+    end = box.t()
+    for g in r.gpus:
+        read_at = start + 0.05 * (g.index + 1)
+        moved = box.gpu_state(g.index, end).pcie_rx_total - box.gpu_state(g.index, read_at).pcie_rx_total
+        assert g.pcie.rx_bytes_per_s == pytest.approx(moved / (end - read_at), rel=1e-6), g.index
+        assert g.nvlink.tx_bytes_per_s is not None
+
 def test_field_values_are_batched_one_call_per_gpu_per_tick(sim, clock):
     box, lib, col = sim("h100x8")
     col.collect()

@@ -746,6 +746,10 @@ class NvmlCollector:
             for fv in st.fields_array:  # some drivers add into the value instead of writing it (go-nvml#46)
                 fv.value.ullVal = 0
             values = self._call(st, "fields", _get_field_values, st.handle, st.fields_array)
+            # the counters' moment is when they were read, not when the tick began: the GPUs are
+            # read one after another, and a tick slowed down (a loaded box, 64 GPUs) would
+            # otherwise divide one GPU's traffic by another stretch of time than it was counted in
+            now = self.clock()
             if values is None and st.pcie_counters and self._last_error == N.NVML_ERROR_INVALID_ARGUMENT:
                 # the whole call refused an id it does not know: ask without the PCIe counters
                 st.pcie_counters = False
