@@ -635,7 +635,7 @@ class NvmlCollector:
             try:
                 if slow and not st.lost:
                     self._read_slow(st)
-                self._read_dynamic(st, gpu, now)
+                self._read_dynamic(st, gpu)
                 if st.lost:  # it answered again (reset, re-seated): take it back
                     st.lost = False
             except _Lost:
@@ -660,7 +660,7 @@ class NvmlCollector:
             mig_mode=st.mig_mode, fabric_state=st.fabric_state,
         )
 
-    def _read_dynamic(self, st: _Static, gpu: GPU, now: float) -> None:
+    def _read_dynamic(self, st: _Static, gpu: GPU) -> None:
         h, c = st.handle, self._call
         util = c(st, "util", N.nvmlDeviceGetUtilizationRates, h)
         if util is not None:
@@ -695,7 +695,7 @@ class NvmlCollector:
         gpu.pcie.gen = c(st, "pcie_gen", N.nvmlDeviceGetCurrPcieLinkGeneration, h)
         gpu.pcie.width = c(st, "pcie_width", N.nvmlDeviceGetCurrPcieLinkWidth, h)
         gpu.ecc_uncorrected_volatile = st.ecc_uncorrected
-        self._read_counters(st, gpu, now)
+        self._read_counters(st, gpu)
         gpu.processes = self._processes(st, gpu)
         if st.mig_mode:
             if gpu.utilization_gpu_pct is None:
@@ -731,7 +731,7 @@ class NvmlCollector:
                 pass
             out.append(dev)
         return out
-    def _read_counters(self, st: _Static, gpu: GPU, now: float) -> None:
+    def _read_counters(self, st: _Static, gpu: GPU) -> None:
         """One field-values call for all cumulative byte counters of this GPU."""
         ids: list = []
         if st.pcie_counters:
@@ -753,7 +753,7 @@ class NvmlCollector:
             if values is None and st.pcie_counters and self._last_error == N.NVML_ERROR_INVALID_ARGUMENT:
                 # the whole call refused an id it does not know: ask without the PCIe counters
                 st.pcie_counters = False
-                return self._read_counters(st, gpu, now)
+                return self._read_counters(st, gpu)
         k = 0
         if st.pcie_counters:
             tx, tx_bits = _field_value(values[0]) if values is not None else (None, None)
@@ -776,8 +776,10 @@ class NvmlCollector:
                 links = tuple(st.nvlinks_active)
                 read = [_field_value(values[i]) for i in range(k, k + 2 * len(links))]
                 if all(bits == 64 for _, bits in read):
-                    # 64-bit KiB counters (what drivers report: nvmlFieldValue_t ullVal) never
-                    # wrap in practice, so the links' sum is itself a counter: one rate per
+                    # 64-bit KiB counters never wrap in practice, so the links' sum is itself a
+                    # counter (the width is each value's own valueType, not assumed; public NVML
+                    # clients read these fields as ullVal, e.g. jeromeku/gpu-experiments
+                    # hopper/11-nvlink-test.cu; no real capture here yet): one rate per
                     # direction instead of one per link (18 links x 2 on an H100: 36 rates a GPU
                     # every tick). The set of links is in the key: a sum over other links (one
                     # that came back brings its whole counter) is never compared with this one.

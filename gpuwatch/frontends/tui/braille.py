@@ -107,12 +107,7 @@ def plot(series: list[tuple[list[float], list[float], object]], width: int, heig
                     top = qy0
                 elif qy0 > bottom:
                     bottom = qy0
-            if top >> 2 == bottom >> 2:  # within one cell (most columns): ``fill`` inlined
-                cy, cx = top >> 2, px >> 1
-                masks[cy][cx] |= _SPAN[px & 1][top & 3][bottom & 3]
-                colours[cy][cx] = colour
-            else:
-                fill(px, top, bottom, colour)
+            fill(px, top, bottom, colour)
             prev_px, prev_last = px, last
 
     # y ticks: the cell row each round value falls in

@@ -34,6 +34,35 @@ def _fixed_height(w: Widget) -> bool:
     return h is not None and h.is_cells
 
 
+def _truecolor(style: RichStyle | None) -> bool:
+    """Nothing for Textual's ANSIToTruecolor filter to convert: colours in RGB already (the
+    dashboard's styles come from the theme and the chart palette) and not dim. Checked once per
+    style or draw, not per row drawn."""
+    if style is None:
+        return True
+    color, bgcolor = style.color, style.bgcolor
+    return ((color is None or color.triplet is not None) and (bgcolor is None or bgcolor.triplet is not None)
+            and not style.dim)
+
+
+def _needs_general_path(widget: Widget) -> bool:
+    """Styles the line-API shortcuts here do not reproduce (opacity, tint, an outline, hatching):
+    such a widget is drawn through Textual's general path. (Opacity walks every ancestor: asked
+    only when the widget's own styles or size changed.)"""
+    styles = widget.styles
+    return bool(widget.opacity != 1 or styles.tint.a or styles.text_opacity != 1
+                or any(kind for kind, _ in styles.outline) or (styles.has_rule("hatch") and styles.hatch != "none"))
+
+
+def _apply_filters(strip: Strip, filters: tuple, background, all_truecolor: bool) -> Strip:
+    """The app's line filters on one row; the truecolor filter skipped where every colour is RGB
+    already (it would give back the same styles, one new Segment each)."""
+    for line_filter in filters:
+        if not (all_truecolor and isinstance(line_filter, ANSIToTruecolor)):
+            strip = strip.apply_filter(line_filter, background)
+    return strip
+
+
 class KeptRender:
     """Mixin for a widget drawn through Textual's general path whose rows rarely change (a
     chart, a status line, a container's background): hands back the rows it rendered last
@@ -108,7 +137,7 @@ class Card(Widget, can_focus=True):
         self._rows: dict[int, Strip] = {}  # whole rows (border and padding joined), by row
         self._quick_key = None
         self._pieces = None
-        self._all_true = True  # every style in ``_styles`` is truecolor (see ``_is_truecolor``)
+        self._all_true = True  # every style in ``_styles`` is truecolor (see ``_truecolor``)
         self._tall = 0  # the most lines shown lately (a card with ``sticky_height``)
         self._short_for = 0  # shows in a row with fewer lines than that
 
@@ -190,11 +219,7 @@ class Card(Widget, can_focus=True):
                     if row is None:
                         # one Strip for the whole row (each Strip makes seven caches of its own)
                         row = Strip([*left, *self._body_segments(y - len(top)), *right], width)
-                        for line_filter in filters:
-                            if isinstance(line_filter, ANSIToTruecolor) and pieces_true and self._all_true:
-                                continue  # it would give back the same styles, one new Segment each
-                            row = row.apply_filter(line_filter, background)
-                        rows[y] = row
+                        rows[y] = row = _apply_filters(row, filters, background, pieces_true and self._all_true)
                     out.append(row)
             x1, x2 = crop.column_span
             if (x1, x2) != (0, width):
@@ -202,17 +227,6 @@ class Card(Widget, can_focus=True):
             return out
         finally:
             self._frame = None
-
-    @staticmethod
-    def _is_truecolor(style: RichStyle | None) -> bool:
-        """Nothing for Textual's ANSIToTruecolor filter to convert: colours in RGB already (the
-        card's own styles come from the theme) and not dim. Checked once per style made, not per
-        row drawn."""
-        if style is None:
-            return True
-        color, bgcolor = style.color, style.bgcolor
-        return ((color is None or color.triplet is not None) and (bgcolor is None or bgcolor.triplet is not None)
-                and not style.dim)
 
     def _frame_pieces(self):
         """(top rows, bottom rows, left piece, right piece, line filters, background, whether the
@@ -229,8 +243,7 @@ class Card(Widget, can_focus=True):
             return self._pieces
         self._quick_key = quick
         self._pieces = None
-        if (self.opacity != 1 or styles.tint.a or styles.text_opacity != 1 or any(kind for kind, _ in styles.outline)
-                or (styles.has_rule("hatch") and styles.hatch != "none")):
+        if _needs_general_path(self):
             return None
         gutter = styles.gutter
         if height <= gutter.top + gutter.bottom or width <= gutter.left + gutter.right:
@@ -241,7 +254,7 @@ class Card(Widget, can_focus=True):
         self._styles_cache.clear()  # (the general path, if taken later, starts afresh)
         middle = full[gutter.top]
         left, right = middle.crop(0, gutter.left), middle.crop(width - gutter.right, width)
-        pieces_true = all(self._is_truecolor(seg.style) for piece in (left, right) for seg in piece)
+        pieces_true = all(_truecolor(seg.style) for piece in (left, right) for seg in piece)
         self._pieces = (full[:gutter.top], full[height - gutter.bottom:] if gutter.bottom else [],
                         left, right, filters, background, pieces_true)
         self._rows = {}
@@ -260,7 +273,7 @@ class Card(Widget, can_focus=True):
             for name in names:
                 visual = visual + self._get_style(name)
             style = self._styles[names] = visual.rich_style
-            if self._all_true and not self._is_truecolor(style):
+            if self._all_true and not _truecolor(style):
                 self._all_true = False
         return style
 
@@ -473,9 +486,6 @@ class TopLine(Card, can_focus=False):
     def show_line(self, content: Content) -> None:
         self.show([content], "")
 
-    def render(self) -> Content:
-        return self._lines[0] if self._lines else Content("")
-
 
 # Okabe & Ito's colour-blind-safe palette (and a grey): one colour per series, the same in the legend
 PALETTE = ((86, 180, 233), (230, 159, 0), (0, 158, 115), (240, 228, 66), (204, 121, 167), (213, 94, 0),
@@ -579,7 +589,7 @@ class HistoryChart(KeptRender, Widget):
         self._cache: tuple | None = None
         self._strips: list[Strip] = []
         self._version = 0  # one more with every set_data: the data is drawn once per version and size
-        self._filtered: list[Strip] = []  # the strips with the app's line filters applied
+        self._filtered: list[Strip] | None = []  # the rows with the app's line filters applied (None: general path)
         self._filtered_for: tuple | None = None
 
     def set_data(self, series: list[tuple[str, list[float | None]]], y_range=None, epochs=None,
@@ -608,29 +618,24 @@ class HistoryChart(KeptRender, Widget):
         every row converted by its truecolor filter: 3-4 ms a chart on the bench box, more than
         drawing it.) Styles this does not reproduce (a gutter, opacity, tint, an outline) take
         Textual's general path."""
-        styles = self.styles
-        if (any(styles.gutter) or self.opacity != 1 or styles.tint.a or styles.text_opacity != 1
-                or any(kind for kind, _ in styles.outline)):
-            return super().render_lines(crop)
         w, h = self.size
         if not w or not h:
             return super().render_lines(crop)
         self.render_line(0)  # drawn now if its data, size or theme changed
         filters = tuple(self.get_line_filters())
-        background = self.background_colors[1]
-        key = (self._cache, filters, background)
+        key = (self._cache, self.styles._cache_key, filters)
         if key != self._filtered_for:
-            base = self.visual_style.rich_style
-            strips = self._strips[:h] + [Strip.blank(w, base)] * max(0, h - len(self._strips))
-            # every colour here is RGB already (the theme's, the palette's): nothing to convert
-            true = all(Card._is_truecolor(seg.style) for strip in strips for seg in strip)
-            out = []
-            for strip in strips:
-                for line_filter in filters:
-                    if not (true and isinstance(line_filter, ANSIToTruecolor)):
-                        strip = strip.apply_filter(line_filter, background)
-                out.append(strip)
-            self._filtered, self._filtered_for = out, key
+            self._filtered_for = key
+            if any(self.styles.gutter) or _needs_general_path(self):
+                self._filtered = None
+            else:
+                base = self.visual_style.rich_style
+                strips = self._strips[:h] + [Strip.blank(w, base)] * max(0, h - len(self._strips))
+                true = all(_truecolor(seg.style) for strip in strips for seg in strip)
+                background = self.background_colors[1]
+                self._filtered = [_apply_filters(strip, filters, background, true) for strip in strips]
+        if self._filtered is None:
+            return super().render_lines(crop)
         rows = self._filtered[crop.y:crop.bottom]
         x1, x2 = crop.column_span
         if (x1, x2) != (0, w):
