@@ -134,3 +134,49 @@ def test_a_child_whose_parent_ended_is_no_longer_counted_under_it():
             os.kill(orphan, 9)
         except ProcessLookupError:
             pass
+
+
+def test_cpu_and_memory_of_a_process_match_what_the_kernel_counts():
+    """CPU % and RSS come from one read of /proc/<pid>/stat each tick: a spinning process reads
+    what it burnt over the interval, a sleeping one about nothing, and RSS is what psutil says."""
+    import time
+
+    import psutil
+
+    table = ProcessTable()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        idle.stdout.readline()  # started: from here on it sleeps
+        pb = psutil.Process(busy.pid)
+        table.info(busy.pid), table.info(idle.pid)
+        c0, t0 = sum(pb.cpu_times()[:2]), time.monotonic()
+        # on a loaded machine the spinner may get little CPU: wait until it has used some
+        wait_until(lambda: sum(pb.cpu_times()[:2]) - c0 >= 0.3, timeout=60)
+        got, quiet = table.info(busy.pid), table.info(idle.pid)
+        truth = 100 * (sum(pb.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
+        assert got.cpu_pct == __import__("pytest").approx(truth, abs=15)
+        assert quiet.cpu_pct < 5
+        assert abs(quiet.rss_bytes - psutil.Process(idle.pid).memory_info().rss) < 1 << 20
+        assert quiet.name and "-c" in quiet.cmdline
+    finally:
+        busy.kill()
+        idle.stdin.close()
+        busy.wait(10), idle.wait(10)
+    assert table.info(busy.pid) is None  # gone: nothing, and nothing kept
+
+
+def test_a_reused_pid_is_read_afresh():
+    """Another start time under a known pid is another process: its name is read again and its
+    CPU % starts over instead of being differenced against the old process's counters."""
+    table = ProcessTable()
+    me = os.getpid()
+    first = table.info(me)
+    table._static[me][2].name = "old process"
+    when, start, fields = table._static[me]
+    table._static[me] = (when, start - 1, fields)  # as if the pid had belonged to an earlier process
+    s, ticks, at = table._cpu[me]
+    table._cpu[me] = (s - 1, ticks + 10**9, at)
+    again = table.info(me)
+    assert again.name == first.name and again.cpu_pct == 0.0

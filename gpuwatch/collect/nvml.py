@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,16 +51,20 @@ _VALUE_BITS = {
 }
 
 
-# the member of nvmlValue_t that holds each value type
-_VALUE_MEMBER = {
-    N.NVML_VALUE_TYPE_DOUBLE: "dVal",
-    N.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
-    N.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
-    N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
-    N.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
-    N.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
-    N.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+# how each value type is read from nvmlValue_t (a union: every member starts at its first byte)
+_VALUE_FORMAT = {
+    N.NVML_VALUE_TYPE_DOUBLE: "=d",
+    N.NVML_VALUE_TYPE_UNSIGNED_INT: "=I",
+    N.NVML_VALUE_TYPE_UNSIGNED_LONG: "=Q",  # unsigned long: 64 bits on the 64-bit Linux NVML ships for
+    N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "=Q",
+    N.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "=q",
+    N.NVML_VALUE_TYPE_SIGNED_INT: "=i",
+    N.NVML_VALUE_TYPE_UNSIGNED_SHORT: "=H",
 }
+_VALUE_READ = {t: (struct.Struct(fmt).unpack_from, _VALUE_BITS.get(t)) for t, fmt in _VALUE_FORMAT.items()}
+# nvmlFieldValue_t: fieldId, scopeId (unsigned int), timestamp, latencyUsec (long long), valueType,
+# nvmlReturn (enums: 32-bit), value (8-byte union); 40 bytes without padding (asserted below)
+_FIELD_ROW = struct.Struct("=IIqqII8s")
 
 
 class _FieldValue(ctypes.Structure):
@@ -68,6 +73,9 @@ class _FieldValue(ctypes.Structure):
     than the driver call for the ~40 counters of an NVLink GPU."""
 
     _fields_ = N.c_nvmlFieldValue_t._fields_
+
+
+assert ctypes.sizeof(_FieldValue) == _FIELD_ROW.size
 
 
 def _field_request(ids: tuple):
@@ -89,15 +97,15 @@ def _get_field_values(handle, arr):
     return arr
 
 
-def _field_value(fv) -> tuple[float | None, int | None]:
-    """(value, counter bits) of an nvmlFieldValue_t, or (None, None) when it failed."""
-    if fv.nvmlReturn != N.NVML_SUCCESS:
-        return None, None
-    t = fv.valueType
-    member = _VALUE_MEMBER.get(t)
-    if member is None:
-        return None, None
-    return getattr(fv.value, member), _VALUE_BITS.get(t)
+def _field_values(arr) -> list[tuple[float | None, int | None]]:
+    """(value, counter bits) of each nvmlFieldValue_t in an array, (None, None) where it failed:
+    the array's bytes unpacked in one pass. (Reading each entry through ctypes made three Python
+    objects per value: for the 38 counters of an H100 most of a tick's counter reading.)"""
+    out = []
+    for _fid, _scope, _ts, _lat, vtype, ret, raw in _FIELD_ROW.iter_unpack(bytes(arr)):
+        read = _VALUE_READ.get(vtype) if ret == N.NVML_SUCCESS else None
+        out.append((read[0](raw)[0], read[1]) if read is not None else (None, None))
+    return out
 
 
 class _ProcessInfoV1(ctypes.Structure):
@@ -212,6 +220,7 @@ class _Static:
     pcie_counters: bool = True  # does the GPU answer the PCIe byte-count fields?
     fields_request: tuple = ()  # the field ids of fields_array, which is reused tick after tick
     fields_array: object = None
+    fields_blank: bytes = b""  # fields_array's bytes as the request was made (every value zero)
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
     # temperature thresholds relative to T.Limit (fields 193/194/196), where the absolute query
@@ -479,7 +488,7 @@ class NvmlCollector:
             st.cpu_affinity = [w * 64 + b for w in range(words) for b in range(64) if mask[w] >> b & 1]
         # NVLink: how many links, which are up
         fv = self._call(st, "nvlink_count", N.nvmlDeviceGetFieldValues, h, [N.NVML_FI_DEV_NVLINK_LINK_COUNT])
-        count = _field_value(fv[0])[0] if fv is not None else None
+        count = _field_values(fv)[0][0] if fv is not None else None
         st.nvlinks_total = int(count or 0)
         self._read_slow(st)
 
@@ -491,8 +500,7 @@ class NvmlCollector:
                 ("temperature_slowdown_c", N.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT),
                 ("temperature_max_operating_c", N.NVML_FI_DEV_TEMPERATURE_GPU_MAX_TLIMIT))
         values = self._call(st, "tlimit", _get_field_values, st.handle, _field_request(tuple(f for _k, f in keys)))
-        for (key, _fid), fv in zip(keys, values if values is not None else ()):
-            value = _field_value(fv)[0]
+        for (key, _fid), (value, _bits) in zip(keys, _field_values(values) if values is not None else ()):
             if value is not None:
                 st.tlimit[key] = float(value)
         st.thresholds_from_tlimit = True
@@ -743,8 +751,10 @@ class NvmlCollector:
             request = tuple(ids)
             if request != st.fields_request:
                 st.fields_request, st.fields_array = request, _field_request(request)
-            for fv in st.fields_array:  # some drivers add into the value instead of writing it (go-nvml#46)
-                fv.value.ullVal = 0
+                st.fields_blank = bytes(st.fields_array)
+            # the request as made, values zeroed: some drivers add into the value instead of
+            # writing it (go-nvml#46)
+            ctypes.memmove(st.fields_array, st.fields_blank, len(st.fields_blank))
             values = self._call(st, "fields", _get_field_values, st.handle, st.fields_array)
             # the counters' moment is when they were read, not when the tick began: the GPUs are
             # read one after another, and a tick slowed down (a loaded box, 64 GPUs) would
@@ -754,10 +764,10 @@ class NvmlCollector:
                 # the whole call refused an id it does not know: ask without the PCIe counters
                 st.pcie_counters = False
                 return self._read_counters(st, gpu)
+        read = _field_values(values) if values is not None else None
         k = 0
         if st.pcie_counters:
-            tx, tx_bits = _field_value(values[0]) if values is not None else (None, None)
-            rx, rx_bits = _field_value(values[1]) if values is not None else (None, None)
+            (tx, tx_bits), (rx, rx_bits) = read[:2] if read is not None else ((None, None), (None, None))
             k = 2
             if values is not None and values[0].nvmlReturn in (N.NVML_ERROR_NOT_SUPPORTED,
                                                                N.NVML_ERROR_INVALID_ARGUMENT):
@@ -772,9 +782,9 @@ class NvmlCollector:
             gpu.pcie.tx_bytes_per_s, gpu.pcie.rx_bytes_per_s = self.pcie.get(st.index)
         if st.nvlinks_total:
             nv = NvLink(links_active=len(st.nvlinks_active), links_total=st.nvlinks_total)
-            if st.nvlinks_active and values is not None:
+            if st.nvlinks_active and read is not None:
                 links = tuple(st.nvlinks_active)
-                read = [_field_value(values[i]) for i in range(k, k + 2 * len(links))]
+                read = read[k:k + 2 * len(links)]
                 if all(bits == 64 for _, bits in read):
                     # 64-bit KiB counters never wrap in practice, so the links' sum is itself a
                     # counter (the width is each value's own valueType, not assumed; public NVML
@@ -808,13 +818,13 @@ class NvmlCollector:
     def _running(self, handle, kind: str) -> list[tuple[int, int | None, int | None]]:
         """The processes on a GPU or MIG device through the newest entry point the driver has."""
         chosen = self._proc_entry.get(kind)
-        for name, struct in ((chosen,) if chosen else _PROCESS_ENTRY_POINTS[kind]):
+        for name, entry in ((chosen,) if chosen else _PROCESS_ENTRY_POINTS[kind]):
             try:
                 fn = N._nvmlGetFunctionPointer(name)
             except N.NVMLError_FunctionNotFound:
                 continue
-            self._proc_entry[kind] = (name, struct)
-            return _process_list(fn, handle, struct)
+            self._proc_entry[kind] = (name, entry)
+            return _process_list(fn, handle, entry)
         raise N.NVMLError(N.NVML_ERROR_FUNCTION_NOT_FOUND)
 
     def _processes(self, st: _Static, gpu: GPU) -> list[Process]:

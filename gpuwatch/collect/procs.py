@@ -31,6 +31,25 @@ class ProcInfo:
     environ: dict[str, str] | None = None
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(start time, user + system CPU time, both in clock ticks; resident pages) of a process,
+    from one read of ``/proc/<pid>/stat`` (proc(5): fields 14, 15, 22 and 24, counted after the
+    command name, which may hold spaces and parentheses: hence the last ``)``). The resident
+    pages are statm's, which psutil's ``memory_info().rss`` reads. None when the process is
+    gone or cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[19]), int(fields[11]) + int(fields[12]), int(fields[21])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def listening_sockets() -> frozenset | None:
     """(family, port, address, inode) of every listening TCP socket, from the kernel's sock_diag
     netlink interface (Linux, ``ss -lt``'s source); None where it cannot be asked. Not
@@ -109,16 +128,18 @@ class ProcessTable:
         return None
 
     # what a process rarely changes (name, command line, user, parent, CPU affinity) is read again
-    # at most this often; CPU % and RSS on every call. NVML's process list asks for every GPU
-    # process on every tick: the full read cost ~0.6 ms a process (psutil, measured on the
-    # benchmark box), the changing part ~0.15 ms. A command line can change (setproctitle), hence
-    # a refresh rather than never.
+    # at most this often, through psutil; CPU % and RSS on every call, from one read of
+    # /proc/<pid>/stat (``_stat``). NVML's process list asks for every GPU process on every tick:
+    # the full read cost ~0.6 ms a process (psutil, measured on the benchmark box), the changing
+    # part ~0.2 ms through psutil (three reads of /proc and its checks), ~0.02 ms from the one
+    # read. A command line can change (setproctitle), hence a refresh rather than never.
     STATIC_S = 10.0
 
     def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock
         self._procs: dict[int, psutil.Process] = {}
-        self._static: dict[int, tuple[float, psutil.Process, ProcInfo]] = {}  # pid -> (when, process, fields)
+        self._static: dict[int, tuple[float, int, ProcInfo]] = {}  # pid -> (when, start ticks, fields)
+        self._cpu: dict[int, tuple[int, int, float]] = {}  # pid -> (start ticks, CPU ticks, monotonic time)
         self._lock = threading.Lock()
         self._last_prune = time.monotonic()
         self._listening: tuple[frozenset, list[Listener]] | None = None  # (sock_diag's set, listeners)
@@ -133,7 +154,7 @@ class ProcessTable:
 
     def _prune(self) -> None:
         """Drop processes that exited: a pid NVML no longer lists is never asked for again, so
-        without this the cache would grow with every process the box ever ran."""
+        without this the caches would grow with every process the box ever ran."""
         now = time.monotonic()
         if now - self._last_prune < self.PRUNE_EVERY_S:
             return
@@ -141,7 +162,13 @@ class ProcessTable:
         for pid, p in list(self._procs.items()):
             if not p.is_running():
                 del self._procs[pid]
-                self._static.pop(pid, None)
+        for pid in [pid for pid in self._cpu if _stat(pid) is None]:
+            self._forget(pid)
+
+    def _forget(self, pid: int) -> None:
+        self._procs.pop(pid, None)
+        self._static.pop(pid, None)
+        self._cpu.pop(pid, None)
 
     def _proc(self, pid: int) -> psutil.Process | None:
         with self._lock:
@@ -151,56 +178,61 @@ class ProcessTable:
                 return p
             try:
                 p = psutil.Process(pid)
-                p.cpu_percent(None)  # prime the CPU counter
             except (psutil.Error, ValueError):
-                self._procs.pop(pid, None)
-                self._static.pop(pid, None)
+                self._forget(pid)
                 return None
             self._procs[pid] = p
             return p
 
     def info(self, pid: int) -> ProcInfo | None:
+        stat = _stat(pid)
+        if stat is None:  # ended, or not ours to see
+            with self._lock:
+                self._forget(pid)
+            return None
+        start, ticks, pages = stat
+        now, at = self.clock(), time.monotonic()
+        with self._lock:
+            self._prune()
+            last = self._cpu.get(pid)
+            self._cpu[pid] = (start, ticks, at)
+            kept = self._static.get(pid)
+        # CPU % over the time since the last call, as psutil's cpu_percent(None) counts it (0.0
+        # the first time); another start time is another process under a reused pid
+        same = last is not None and last[0] == start
+        out = ProcInfo(pid=pid, rss_bytes=pages * _PAGE_BYTES,
+                       cpu_pct=100.0 * (ticks - last[1]) / _CLK_TCK / (at - last[2]) if same and at > last[2] else 0.0)
+        if kept is not None and kept[1] == start and now - kept[0] < self.STATIC_S:
+            st = kept[2]
+            out.name, out.ppid, out.cmdline, out.user = st.name, st.ppid, list(st.cmdline), st.user
+            out.cpu_affinity = None if st.cpu_affinity is None else list(st.cpu_affinity)
+            return out
         p = self._proc(pid)
         if p is None:
             return None
-        now = self.clock()
-        kept = self._static.get(pid)
-        fresh = kept is None or kept[1] is not p or now - kept[0] >= self.STATIC_S
-        out = ProcInfo(pid=pid)
         try:
             with p.oneshot():
-                if fresh:
-                    out.name = p.name()
-                    out.ppid = p.ppid()
-                    try:
-                        out.cmdline = p.cmdline()
-                    except psutil.Error:
-                        pass
-                    try:
-                        out.user = p.username()
-                    except (psutil.Error, KeyError):
-                        pass
-                    try:
-                        out.cpu_affinity = p.cpu_affinity()
-                    except (psutil.Error, AttributeError):
-                        pass
-                    with self._lock:
-                        self._static[pid] = (now, p, ProcInfo(pid=pid, name=out.name, ppid=out.ppid,
-                                                              cmdline=out.cmdline, user=out.user,
-                                                              cpu_affinity=out.cpu_affinity))
-                else:
-                    st = kept[2]
-                    out.name, out.ppid, out.cmdline, out.user = st.name, st.ppid, list(st.cmdline), st.user
-                    out.cpu_affinity = None if st.cpu_affinity is None else list(st.cpu_affinity)
+                out.name = p.name()
+                out.ppid = p.ppid()
                 try:
-                    out.cpu_pct = p.cpu_percent(None)
-                    out.rss_bytes = p.memory_info().rss
+                    out.cmdline = p.cmdline()
                 except psutil.Error:
+                    pass
+                try:
+                    out.user = p.username()
+                except (psutil.Error, KeyError):
+                    pass
+                try:
+                    out.cpu_affinity = p.cpu_affinity()
+                except (psutil.Error, AttributeError):
                     pass
         except psutil.NoSuchProcess:
             return None
         except psutil.Error:
             pass
+        with self._lock:
+            self._static[pid] = (now, start, ProcInfo(pid=pid, name=out.name, ppid=out.ppid, cmdline=list(out.cmdline),
+                                                      user=out.user, cpu_affinity=out.cpu_affinity))
         return out
 
     def environ(self, pid: int) -> dict[str, str] | None:
@@ -314,10 +346,9 @@ class ProcessTable:
 
     def forget_missing(self, alive: set[int]) -> None:
         with self._lock:
-            for pid in list(self._procs):
+            for pid in set(self._procs) | set(self._cpu):
                 if pid not in alive:
-                    del self._procs[pid]
-                    self._static.pop(pid, None)
+                    self._forget(pid)
 
     @staticmethod
     def own_pid() -> int:
