@@ -153,10 +153,14 @@ def test_cpu_and_memory_of_a_process_match_what_the_kernel_counts():
         table.info(busy.pid), table.info(idle.pid)
         c0, t0 = sum(pb.cpu_times()[:2]), time.monotonic()
         # on a loaded machine the spinner may get little CPU: wait until it has used some
-        wait_until(lambda: sum(pb.cpu_times()[:2]) - c0 >= 0.3, timeout=60)
+        wait_until(lambda: sum(pb.cpu_times()[:2]) - c0 >= 0.3
+                   and time.monotonic() - t0 > ProcessTable.MIN_CPU_S, timeout=60)
         got, quiet = table.info(busy.pid), table.info(idle.pid)
         truth = 100 * (sum(pb.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
         assert got.cpu_pct == __import__("pytest").approx(truth, abs=15)
+        # asked again a moment later (discovery between two ticks): the same figure, not one
+        # CPU-time step over a few milliseconds (0 % or hundreds)
+        assert table.info(busy.pid).cpu_pct == got.cpu_pct
         assert quiet.cpu_pct < 5
         assert abs(quiet.rss_bytes - psutil.Process(idle.pid).memory_info().rss) < 1 << 20
         assert quiet.name and "-c" in quiet.cmdline
@@ -176,7 +180,33 @@ def test_a_reused_pid_is_read_afresh():
     table._static[me][2].name = "old process"
     when, start, fields = table._static[me]
     table._static[me] = (when, start - 1, fields)  # as if the pid had belonged to an earlier process
-    s, ticks, at = table._cpu[me]
-    table._cpu[me] = (s - 1, ticks + 10**9, at)
+    s, ticks, at, pct = table._cpu[me]
+    table._cpu[me] = (s - 1, ticks + 10**9, at - 10, pct)
     again = table.info(me)
     assert again.name == first.name and again.cpu_pct == 0.0
+
+
+def test_a_process_environment_is_read_and_follows_an_exec_then_goes_when_it_ends(monkeypatch):
+    """Discovery reads a server's environment (Ollama's settings) at each scan. A launcher that
+    execs the server keeps its pid but gets the server's environment: the new one is read; once
+    the process is no longer young its environment is kept; a process that ended has none."""
+    table = ProcessTable()
+    server = "import sys; print('server', flush=True); sys.stdin.read()"
+    launcher = ("import os, sys; print('launcher', flush=True); sys.stdin.readline(); "
+                f"os.execve(sys.executable, [sys.executable, '-c', {server!r}], "
+                "{**os.environ, 'OLLAMA_NUM_PARALLEL': '8'})")
+    p = subprocess.Popen([sys.executable, "-c", launcher], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env={**os.environ, "OLLAMA_NUM_PARALLEL": "4"}, text=True)
+    try:
+        assert p.stdout.readline() == "launcher\n"
+        assert table.environ(p.pid)["OLLAMA_NUM_PARALLEL"] == "4"
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "server\n"
+        assert table.environ(p.pid)["OLLAMA_NUM_PARALLEL"] == "8"  # the same pid, exec'd
+        monkeypatch.setattr(ProcessTable, "YOUNG_S", 0.0)
+        assert table.environ(p.pid)["OLLAMA_NUM_PARALLEL"] == "8"  # no longer young: kept from here on
+    finally:
+        p.stdin.close()
+        p.wait(10)
+    assert table.environ(p.pid) is None

@@ -139,7 +139,9 @@ class ProcessTable:
         self.clock = clock
         self._procs: dict[int, psutil.Process] = {}
         self._static: dict[int, tuple[float, int, ProcInfo]] = {}  # pid -> (when, start ticks, fields)
-        self._cpu: dict[int, tuple[int, int, float]] = {}  # pid -> (start ticks, CPU ticks, monotonic time)
+        # pid -> (start ticks, CPU ticks, monotonic time, the CPU % measured up to then)
+        self._cpu: dict[int, tuple[int, int, float, float]] = {}
+        self._environ: dict[int, tuple[int, dict[str, str]]] = {}  # pid -> (start ticks, environment)
         self._lock = threading.Lock()
         self._last_prune = time.monotonic()
         self._listening: tuple[frozenset, list[Listener]] | None = None  # (sock_diag's set, listeners)
@@ -151,6 +153,7 @@ class ProcessTable:
         self._kids_of: tuple[dict, dict[int, list[int]]] | None = None  # (the pass, parent -> children)
 
     PRUNE_EVERY_S = 60.0
+    MIN_CPU_S = 0.5  # the shortest stretch a CPU % is measured over (see ``info``)
 
     def _prune(self) -> None:
         """Drop processes that exited: a pid NVML no longer lists is never asked for again, so
@@ -162,13 +165,14 @@ class ProcessTable:
         for pid, p in list(self._procs.items()):
             if not p.is_running():
                 del self._procs[pid]
-        for pid in [pid for pid in self._cpu if _stat(pid) is None]:
+        for pid in [pid for pid in {*self._cpu, *self._environ} if _stat(pid) is None]:
             self._forget(pid)
 
     def _forget(self, pid: int) -> None:
         self._procs.pop(pid, None)
         self._static.pop(pid, None)
         self._cpu.pop(pid, None)
+        self._environ.pop(pid, None)
 
     def _proc(self, pid: int) -> psutil.Process | None:
         with self._lock:
@@ -195,13 +199,20 @@ class ProcessTable:
         with self._lock:
             self._prune()
             last = self._cpu.get(pid)
-            self._cpu[pid] = (start, ticks, at)
+            # CPU % over the time since the last call, as psutil's cpu_percent(None) counts it (0.0
+            # the first time); another start time is another process under a reused pid. A call
+            # soon after the last one (discovery asks between two ticks) gets the last figure: CPU
+            # time is counted in 1/CLK_TCK steps, and over a few ms one step reads as 100 % or more
+            if last is None or last[0] != start:
+                pct = 0.0
+                self._cpu[pid] = (start, ticks, at, pct)
+            elif at - last[2] < self.MIN_CPU_S:
+                pct = last[3]
+            else:
+                pct = 100.0 * (ticks - last[1]) / _CLK_TCK / (at - last[2])
+                self._cpu[pid] = (start, ticks, at, pct)
             kept = self._static.get(pid)
-        # CPU % over the time since the last call, as psutil's cpu_percent(None) counts it (0.0
-        # the first time); another start time is another process under a reused pid
-        same = last is not None and last[0] == start
-        out = ProcInfo(pid=pid, rss_bytes=pages * _PAGE_BYTES,
-                       cpu_pct=100.0 * (ticks - last[1]) / _CLK_TCK / (at - last[2]) if same and at > last[2] else 0.0)
+        out = ProcInfo(pid=pid, rss_bytes=pages * _PAGE_BYTES, cpu_pct=pct)
         if kept is not None and kept[1] == start and now - kept[0] < self.STATIC_S:
             st = kept[2]
             out.name, out.ppid, out.cmdline, out.user = st.name, st.ppid, list(st.cmdline), st.user
@@ -236,13 +247,29 @@ class ProcessTable:
         return out
 
     def environ(self, pid: int) -> dict[str, str] | None:
+        """The environment the process was started with: ``/proc/<pid>/environ`` is the block
+        given at exec, so it is read once per process (discovery asks for each server's at every
+        scan), except while the process is young (``YOUNG_S``): a launcher that execs the server
+        keeps its pid and start time but gets the server's environment."""
+        stat = _stat(pid)
+        if stat is None:
+            return None
+        with self._lock:
+            kept = self._environ.get(pid)
+        if kept is not None and kept[0] == stat[0]:
+            return dict(kept[1])
         p = self._proc(pid)
         if p is None:
             return None
         try:
-            return p.environ()
+            env = p.environ()
+            young = time.time() - p.create_time() < self.YOUNG_S
         except psutil.Error:
             return None
+        if not young:
+            with self._lock:
+                self._environ[pid] = (stat[0], dict(env))
+        return env
 
     def children(self, pid: int) -> list[int]:
         """Every descendant of ``pid``, from the parents the last pass over the processes saw
@@ -346,7 +373,7 @@ class ProcessTable:
 
     def forget_missing(self, alive: set[int]) -> None:
         with self._lock:
-            for pid in set(self._procs) | set(self._cpu):
+            for pid in {*self._procs, *self._cpu, *self._environ}:
                 if pid not in alive:
                     self._forget(pid)
 
