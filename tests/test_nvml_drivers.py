@@ -425,4 +425,21 @@ def test_the_sampler_stops_calling_the_driver_while_nobody_reads_and_resumes_on_
     assert calls() == still
     col.collect()  # a reading: the threads sample again
     assert wait_for(lambda: calls() >= still + 16)  # 8 GPUs, tx and rx
+    # a slow reader (paused: every 10 s; here 10 periods): one round of calls per reading, not
+    # the rounds a reader at the sampler's pace gets
+    for _ in range(3):
+        time.sleep(0.5)
+        before = calls()
+        assert before == still + 16
+        col.collect()
+        assert wait_for(lambda: calls() >= before + 16)
+        still = before
+    time.sleep(0.5)
+    assert calls() == still + 16
+    # back at the sampler's pace: sampled every period again
+    before = calls()
+    for _ in range(6):
+        col.collect()
+        time.sleep(0.05)
+    assert wait_for(lambda: calls() >= before + 3 * 16)
     col.pcie.close()
