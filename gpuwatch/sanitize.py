@@ -279,6 +279,10 @@ def _walk_for(cls):
             fast = "False"
         elif kind == "any":
             continue
+        elif kind == "list":
+            fast = "type(v) is list and not v"  # empty: nothing to check (most lists of a GPU)
+        elif kind == "dict":
+            fast = "type(v) is dict and not v"
         else:
             fast = "False"
         lines += [f"    elif not ({fast}):" if fast != "False" else "    else:",
