@@ -36,6 +36,8 @@ def plain(obj):
     if names is not None:
         return {n: plain(getattr(obj, n)) for n in names}
     if t is list:
+        if _SCALARS.issuperset(map(type, obj)):  # a GPU's CPU affinity: ~100 ints, copied in C
+            return obj[:]
         return [plain(v) for v in obj]
     if t is dict:
         return {plain(k): plain(v) for k, v in obj.items()}
