@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ _VALUE_READ = {t: (struct.Struct(fmt).unpack_from, _VALUE_BITS.get(t)) for t, fm
 # nvmlFieldValue_t: fieldId, scopeId (unsigned int), timestamp, latencyUsec (long long), valueType,
 # nvmlReturn (enums: 32-bit), value (8-byte union); 40 bytes without padding (asserted below)
 _FIELD_ROW = struct.Struct("=IIqqII8s")
+_LITTLE_ENDIAN = sys.byteorder == "little"  # (x86-64, aarch64, ppc64le: every platform NVML ships for)
+_ULL_SUCCESS = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG | N.NVML_SUCCESS << 32  # valueType, nvmlReturn as one word
 
 
 class _FieldValue(ctypes.Structure):
@@ -101,8 +104,16 @@ def _field_values(arr) -> list[tuple[float | None, int | None]]:
     """(value, counter bits) of each nvmlFieldValue_t in an array, (None, None) where it failed:
     the array's bytes unpacked in one pass. (Reading each entry through ctypes made three Python
     objects per value: for the 38 counters of an H100 most of a tick's counter reading.)"""
+    data = bytes(arr)
+    if _LITTLE_ENDIAN and data:
+        # the common answer: every value an unsigned long long and every return SUCCESS. Each
+        # 40-byte entry is five 8-byte words; the fourth holds valueType and nvmlReturn, the
+        # fifth the value: both read for all entries at once
+        words = memoryview(data).cast("Q")
+        if set(words[3::5]) == {_ULL_SUCCESS}:
+            return [(v, 64) for v in words[4::5]]
     out = []
-    for _fid, _scope, _ts, _lat, vtype, ret, raw in _FIELD_ROW.iter_unpack(bytes(arr)):
+    for _fid, _scope, _ts, _lat, vtype, ret, raw in _FIELD_ROW.iter_unpack(data):
         read = _VALUE_READ.get(vtype) if ret == N.NVML_SUCCESS else None
         out.append((read[0](raw)[0], read[1]) if read is not None else (None, None))
     return out
