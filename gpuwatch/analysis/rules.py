@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
@@ -38,6 +38,8 @@ class RuleContext:
     kind: str = ""
     # indices of every GPU seen since the engine started (while NVML answered)
     seen_gpus: frozenset[int] = frozenset()
+    # what the rules of one evaluation share (windows of an instance's samples): one dict per tick
+    memo: dict = field(default_factory=dict)
 
     def p(self, name: str) -> float:
         """A numeric parameter of the current rule."""
@@ -79,12 +81,18 @@ class RuleContext:
 
     def instance_series(self, name: str, seconds: float, end_ago: float = 0.0) -> list[tuple[float, Instance]]:
         """(time, instance) of every sample in the window where the instance was up: looked up
-        once, for rules that read several of its figures."""
+        once per evaluation (the engine hands every rule of one tick the same ``memo``), for
+        rules that read several of its figures."""
+        key = ("series", name, seconds, end_ago)
+        got = self.memo.get(key)
+        if got is not None:
+            return got
         out = []
         for t, snap in self.window(seconds, end_ago):
             inst = _instance(snap, name)
             if inst is not None and inst.status == "up":
                 out.append((t, inst))
+        self.memo[key] = out
         return out
 
 
@@ -672,6 +680,23 @@ def instance_causes(ctx: RuleContext, inst: Instance, snap: Snapshot | None = No
     return causes
 
 
+def _rates(series: list[tuple[float, Instance]]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """From one window of an instance's samples, in one pass: the times and values of its
+    generation tok/s, its tok/s per running request (compared sample by sample, so that load
+    going down is not a "drop") and its running requests, each where known."""
+    times, tps, per, run = [], [], [], []
+    for t, i in series:
+        g, r = i.generation_tokens_per_s, i.requests_running
+        if g is not None:
+            times.append(t)
+            tps.append(float(g))
+            if r:
+                per.append(g / r)
+        if r is not None:
+            run.append(float(r))
+    return times, tps, per, run
+
+
 @rule("throughput_drop", "warning", "an instance's generation tok/s fell sharply while requests were running")
 def throughput_drop(ctx: RuleContext) -> list[Alert]:
     out = []
@@ -679,25 +704,15 @@ def throughput_drop(ctx: RuleContext) -> list[Alert]:
     for inst in ctx.snapshot.instances:
         if inst.status != "up" or inst.generation_tokens_per_s is None or not inst.requests_running:
             continue
-        get_tps = lambda i: i.generation_tokens_per_s  # noqa: E731
-        get_run = lambda i: i.requests_running  # noqa: E731
-        base_series = ctx.instance_series(inst.name, baseline_s, end_ago=recent_s)
-        recent_series = ctx.instance_series(inst.name, recent_s)
-        base, recent = _values(base_series, get_tps), _values(recent_series, get_tps)
-        if len(base) < 2 or not recent or base[-1][0] - base[0][0] < ctx.p("min_baseline_s"):
+        base_t, base, base_per, base_run = _rates(ctx.instance_series(inst.name, baseline_s, end_ago=recent_s))
+        _, recent, recent_per, recent_run = _rates(ctx.instance_series(inst.name, recent_s))
+        if len(base) < 2 or not recent or base_t[-1] - base_t[0] < ctx.p("min_baseline_s"):
             continue
-        base_tps = statistics.median(v for _, v in base)
+        base_tps = statistics.median(base)
         if base_tps < ctx.p("min_tokens_per_s"):
             continue
-        recent_tps = statistics.median(v for _, v in recent)
+        recent_tps = statistics.median(recent)
         raw_drop = 100 * (1 - recent_tps / base_tps)
-        # compare tok/s per running request (sample by sample), so that load going down is not a "drop"
-        get_per = lambda i: (i.generation_tokens_per_s / i.requests_running  # noqa: E731
-                             if i.requests_running and i.generation_tokens_per_s is not None else None)
-        base_per = [v for _, v in _values(base_series, get_per)]
-        recent_per = [v for _, v in _values(recent_series, get_per)]
-        base_run = [v for _, v in _values(base_series, get_run)]
-        recent_run = [v for _, v in _values(recent_series, get_run)]
         per_req = None
         if len(base_per) >= 2 and recent_per:
             b, r = statistics.median(base_per), statistics.median(recent_per)
