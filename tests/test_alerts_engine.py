@@ -147,3 +147,37 @@ def test_analysis_does_not_pull_in_the_terminal_or_nvml():
             "sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_instances_look_back_is_the_same_from_the_engines_series_as_from_every_sample(monkeypatch):
+    """The rules read an instance's window from the engine's per-instance series (kept as samples
+    come and go); it must hold exactly what searching every sample finds: instances that come
+    and go, go down, a clock that jumps back, samples past the look-back and past the count the
+    engine keeps."""
+    import random
+
+    from alerts_support import inst
+    from gpuwatch.analysis import alerts
+    from gpuwatch.analysis.rules import RuleContext
+
+    monkeypatch.setattr(alerts, "MAX_SAMPLES", 300)  # (the count limit, reached sooner)
+    rng = random.Random(7)
+    t = [T0]
+    engine = AlertEngine(AlertConfig(), clock=lambda: t[0])
+    names = ["a", "b", "c"]
+    for step in range(800):
+        t[0] += 0.01 if step < 600 else 1.0  # first faster than the count limit keeps, then past the look-back
+        if step == 250:
+            t[0] -= 50  # the clock went back: the look-back starts afresh
+        insts = [inst(n, [0], status=rng.choice(["up", "up", "up", "down"])) for n in names if rng.random() < 0.8]
+        engine.update(snap(t[0], box(count=1), insts))
+        if step % 23 == 0 or step > 790:
+            samples = list(engine._samples)
+            for name in names:
+                for seconds, ago in ((60, 10), (10, 0), (1e9, 0), (0.5, 0.2)):
+                    quick = RuleContext(snapshot=samples[-1][1], samples=samples, now=t[0], config=engine.config,
+                                        series=engine._series).instance_series(name, seconds, ago)
+                    slow = RuleContext(snapshot=samples[-1][1], samples=samples, now=t[0],
+                                       config=engine.config).instance_series(name, seconds, ago)
+                    assert [(x, i.name) for x, i in quick] == [(x, i.name) for x, i in slow]
+                    assert all(a is b for (_, a), (_, b) in zip(quick, slow))

@@ -12,6 +12,7 @@ short sampling window, without waiting for the raise delay.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import logging
 import time
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from ..model import Alert, Snapshot
+from ..model import Alert, Instance, Snapshot
 from ..vocab import SEVERITY_RANK
 from .alert_config import AlertConfig
-from .rules import RULES, RuleContext
+from .rules import RULES, RuleContext, _time
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class AlertEngine:
         self._clock = _clock_fn(clock)
         self._one_shot = one_shot
         self._samples: deque[tuple[float, Snapshot]] = deque(maxlen=MAX_SAMPLES)
+        # per instance, (time, instance) of the samples above in which it was up: the rules that
+        # look back at an instance take its window from here instead of searching every sample
+        self._series: dict[str, list[tuple[float, Instance]]] = {}
         self._states: dict[str, _State] = {}
         self._history: deque[AlertEvent] = deque(maxlen=max(1, int(self.config.history_size)))
         self._keep_s = self.config.max_window_s() + 5.0
@@ -105,9 +109,11 @@ class AlertEngine:
         if self._samples and now < self._samples[-1][0]:
             # time went backwards (replay restarted, clock changed): start the look-back afresh
             self._samples.clear()
+            self._series.clear()
         self._samples.append((now, snapshot))
         while self._samples and self._samples[0][0] < now - self._keep_s:
             self._samples.popleft()
+        self._add_series(now, snapshot)
 
         conditions = self._evaluate(snapshot, now)
         if snapshot.nvml_error is None:
@@ -146,6 +152,17 @@ class AlertEngine:
         return list(self.active)
 
     # ---- internals ---------------------------------------------------------------------------
+    def _add_series(self, now: float, snapshot: Snapshot) -> None:
+        for inst in snapshot.instances:
+            if inst.status == "up":
+                self._series.setdefault(inst.name, []).append((now, inst))
+        oldest = self._samples[0][0]  # (the look-back, or the samples' count limit)
+        for name, ser in list(self._series.items()):
+            if ser[0][0] < oldest:
+                del ser[:bisect.bisect_left(ser, oldest, key=_time)]
+                if not ser:
+                    del self._series[name]
+
     def _now(self, snapshot: Snapshot) -> float:
         if self._clock is not None:
             return float(self._clock())
@@ -162,7 +179,7 @@ class AlertEngine:
             if not self.config.is_enabled(kind):
                 continue
             ctx = RuleContext(snapshot=snapshot, samples=samples, now=now, config=self.config, kind=kind,
-                              seen_gpus=self._seen_gpus, memo=memo)
+                              seen_gpus=self._seen_gpus, memo=memo, series=self._series)
             try:
                 alerts = rule.fn(ctx)
             except Exception as exc:  # one broken rule must not blind the others

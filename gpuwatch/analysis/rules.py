@@ -14,6 +14,7 @@ import bisect
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Callable, Iterable, Sequence
 
 from ..model import GPU, Alert, Instance, Snapshot
@@ -25,6 +26,9 @@ GiB = 1024**3
 
 THERMAL_REASONS = ("sw_thermal_slowdown", "hw_thermal_slowdown")
 POWER_REASONS = ("sw_power_cap", "hw_power_brake")
+
+
+_time = itemgetter(0)  # a sample's time
 
 
 # ---- context ------------------------------------------------------------------------------
@@ -40,6 +44,9 @@ class RuleContext:
     seen_gpus: frozenset[int] = frozenset()
     # what the rules of one evaluation share (windows of an instance's samples): one dict per tick
     memo: dict = field(default_factory=dict)
+    # per instance name, (time, instance) of the samples in which it was up, oldest first (the
+    # engine keeps it as samples come and go); None: found by searching ``samples``
+    series: dict[str, list[tuple[float, Instance]]] | None = None
 
     def p(self, name: str) -> float:
         """A numeric parameter of the current rule."""
@@ -60,8 +67,8 @@ class RuleContext:
     def window(self, seconds: float, end_ago: float = 0.0) -> Sequence[tuple[float, Snapshot]]:
         """Samples with ``now - seconds - end_ago <= t <= now - end_ago`` (samples are in time order)."""
         lo, hi = self.now - end_ago - seconds - 1e-9, self.now - end_ago + 1e-9
-        a = bisect.bisect_left(self.samples, lo, key=lambda s: s[0])
-        b = bisect.bisect_right(self.samples, hi, key=lambda s: s[0])
+        a = bisect.bisect_left(self.samples, lo, key=_time)
+        b = bisect.bisect_right(self.samples, hi, key=_time)
         return self.samples[a:b]
 
     def gpu_values(self, index: int, get: Callable[[GPU], float | None], seconds: float) -> list[float]:
@@ -87,11 +94,16 @@ class RuleContext:
         got = self.memo.get(key)
         if got is not None:
             return got
-        out = []
-        for t, snap in self.window(seconds, end_ago):
-            inst = _instance(snap, name)
-            if inst is not None and inst.status == "up":
-                out.append((t, inst))
+        if self.series is not None:
+            ser = self.series.get(name, ())
+            lo, hi = self.now - end_ago - seconds - 1e-9, self.now - end_ago + 1e-9
+            out = list(ser[bisect.bisect_left(ser, lo, key=_time):bisect.bisect_right(ser, hi, key=_time)])
+        else:
+            out = []
+            for t, snap in self.window(seconds, end_ago):
+                inst = _instance(snap, name)
+                if inst is not None and inst.status == "up":
+                    out.append((t, inst))
         self.memo[key] = out
         return out
 
