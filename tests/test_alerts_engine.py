@@ -151,7 +151,7 @@ def test_analysis_does_not_pull_in_the_terminal_or_nvml():
 
 def test_an_instances_look_back_is_the_same_from_the_engines_series_as_from_every_sample(monkeypatch):
     """The rules read an instance's window from the engine's per-instance series (kept as samples
-    come and go); it must hold exactly what searching every sample finds: instances that come
+    come and go); it must hold exactly what searching every sample of the window finds: instances that come
     and go, go down, a clock that jumps back, samples past the look-back and past the count the
     engine keeps."""
     import random
@@ -173,11 +173,13 @@ def test_an_instances_look_back_is_the_same_from_the_engines_series_as_from_ever
         engine.update(snap(t[0], box(count=1), insts))
         if step % 23 == 0 or step > 790:
             samples = list(engine._samples)
+            ctx = RuleContext(snapshot=samples[-1][1], samples=samples, now=t[0], config=engine.config,
+                              series=engine._series)
             for name in names:
                 for seconds, ago in ((60, 10), (10, 0), (1e9, 0), (0.5, 0.2)):
-                    quick = RuleContext(snapshot=samples[-1][1], samples=samples, now=t[0], config=engine.config,
-                                        series=engine._series).instance_series(name, seconds, ago)
-                    slow = RuleContext(snapshot=samples[-1][1], samples=samples, now=t[0],
-                                       config=engine.config).instance_series(name, seconds, ago)
+                    quick = ctx.instance_series(name, seconds, ago)
+                    # every sample in the window, searched for the instance (up)
+                    slow = [(x, i) for x, s in ctx.window(seconds, ago) for i in s.instances
+                            if i.name == name and i.status == "up"]
                     assert [(x, i.name) for x, i in quick] == [(x, i.name) for x, i in slow]
                     assert all(a is b for (_, a), (_, b) in zip(quick, slow))

@@ -174,12 +174,11 @@ class AlertEngine:
     def _evaluate(self, snapshot: Snapshot, now: float) -> dict[str, Alert]:
         found: dict[str, Alert] = {}
         samples = list(self._samples)
-        memo: dict = {}
         for kind, rule in RULES.items():
             if not self.config.is_enabled(kind):
                 continue
             ctx = RuleContext(snapshot=snapshot, samples=samples, now=now, config=self.config, kind=kind,
-                              seen_gpus=self._seen_gpus, memo=memo, series=self._series)
+                              seen_gpus=self._seen_gpus, series=self._series)
             try:
                 alerts = rule.fn(ctx)
             except Exception as exc:  # one broken rule must not blind the others

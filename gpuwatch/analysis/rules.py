@@ -42,11 +42,9 @@ class RuleContext:
     kind: str = ""
     # indices of every GPU seen since the engine started (while NVML answered)
     seen_gpus: frozenset[int] = frozenset()
-    # what the rules of one evaluation share (windows of an instance's samples): one dict per tick
-    memo: dict = field(default_factory=dict)
-    # per instance name, (time, instance) of the samples in which it was up, oldest first (the
-    # engine keeps it as samples come and go); None: found by searching ``samples``
-    series: dict[str, list[tuple[float, Instance]]] | None = None
+    # per instance name, (time, instance) of the samples in which it was up, oldest first: the
+    # engine keeps it as samples come and go (AlertEngine._add_series)
+    series: dict[str, list[tuple[float, Instance]]] = field(default_factory=dict)
 
     def p(self, name: str) -> float:
         """A numeric parameter of the current rule."""
@@ -87,25 +85,12 @@ class RuleContext:
         return _values(self.instance_series(name, seconds, end_ago), get)
 
     def instance_series(self, name: str, seconds: float, end_ago: float = 0.0) -> list[tuple[float, Instance]]:
-        """(time, instance) of every sample in the window where the instance was up: looked up
-        once per evaluation (the engine hands every rule of one tick the same ``memo``), for
-        rules that read several of its figures."""
-        key = ("series", name, seconds, end_ago)
-        got = self.memo.get(key)
-        if got is not None:
-            return got
-        if self.series is not None:
-            ser = self.series.get(name, ())
-            lo, hi = self.now - end_ago - seconds - 1e-9, self.now - end_ago + 1e-9
-            out = list(ser[bisect.bisect_left(ser, lo, key=_time):bisect.bisect_right(ser, hi, key=_time)])
-        else:
-            out = []
-            for t, snap in self.window(seconds, end_ago):
-                inst = _instance(snap, name)
-                if inst is not None and inst.status == "up":
-                    out.append((t, inst))
-        self.memo[key] = out
-        return out
+        """(time, instance) of every sample in the window where the instance was up, for rules
+        that read several of its figures: two bisections of its series, not a search through
+        every sample."""
+        ser = self.series.get(name, ())
+        lo, hi = self.now - end_ago - seconds - 1e-9, self.now - end_ago + 1e-9
+        return list(ser[bisect.bisect_left(ser, lo, key=_time):bisect.bisect_right(ser, hi, key=_time)])
 
 
 def _values(series: list[tuple[float, Instance]], get: Callable[[Instance], float | None]) -> list[tuple[float, float]]:
@@ -138,13 +123,6 @@ def rule(kind: str, severity: str, summary: str):
 
 
 # ---- small helpers -------------------------------------------------------------------------
-def _instance(snap: Snapshot, name: str) -> Instance | None:
-    for inst in snap.instances:
-        if inst.name == name:
-            return inst
-    return None
-
-
 def seconds_between(start_iso: str | None, end_iso: str | None) -> float | None:
     """Seconds from one ISO time to another; None when either is missing or unreadable."""
     if not start_iso or not end_iso:

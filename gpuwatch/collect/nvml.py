@@ -817,8 +817,8 @@ class NvmlCollector:
             nv = NvLink(links_active=len(st.nvlinks_active), links_total=st.nvlinks_total)
             if st.nvlinks_active and read is not None:
                 links = tuple(st.nvlinks_active)
-                read = read[k:k + 2 * len(links)]
-                if all(bits == 64 for _, bits in read):
+                per_link = read[k:k + 2 * len(links)]  # (tx, rx) of each link in turn
+                if all(bits == 64 for _, bits in per_link):
                     # 64-bit KiB counters never wrap in practice, so the links' sum is itself a
                     # counter (the width is each value's own valueType, not assumed; public NVML
                     # clients read these fields as ullVal, e.g. jeromeku/gpu-experiments
@@ -826,15 +826,15 @@ class NvmlCollector:
                     # direction instead of one per link (18 links x 2 on an H100: 36 rates a GPU
                     # every tick). The set of links is in the key: a sum over other links (one
                     # that came back brings its whole counter) is never compared with this one.
-                    rt = self.rates.update((st.index, "nvtx", links), sum(v for v, _ in read[0::2]), now, 64)
-                    rr = self.rates.update((st.index, "nvrx", links), sum(v for v, _ in read[1::2]), now, 64)
+                    rt = self.rates.update((st.index, "nvtx", links), sum(v for v, _ in per_link[0::2]), now, 64)
+                    rr = self.rates.update((st.index, "nvrx", links), sum(v for v, _ in per_link[1::2]), now, 64)
                     if rt is not None and rr is not None:
                         nv.tx_bytes_per_s, nv.rx_bytes_per_s = rt * 1024, rr * 1024
                 else:  # narrower counters wrap: each link's own rate (a failed link: no figure)
                     tx_sum = rx_sum = 0.0
                     complete = True
                     for j, link in enumerate(links):
-                        (tx, tx_bits), (rx, rx_bits) = read[2 * j], read[2 * j + 1]
+                        (tx, tx_bits), (rx, rx_bits) = per_link[2 * j], per_link[2 * j + 1]
                         rt = self.rates.update((st.index, "nvtx", link), tx, now, tx_bits)
                         rr = self.rates.update((st.index, "nvrx", link), rx, now, rx_bits)
                         if rt is None or rr is None:
