@@ -36,3 +36,33 @@ def test_memory_stops_growing_over_thousands_of_ticks():
         assert len(monitor.history.times) == 300
     finally:
         monitor.close()
+
+
+def test_a_settled_heap_still_collects_what_is_made_after(tmp_path):
+    """The dashboards freeze their start-up heap once started (runtime.settle_heap_later):
+    in a process of its own (a test must not freeze pytest's heap), the freeze waits for its event,
+    and cycles made afterwards are still collected."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import gc, threading, weakref
+        from gpuwatch.runtime import settle_heap_later
+        started = threading.Event()
+        t = settle_heap_later(after=started, delay_s=0.05)
+        t.join(0.3)
+        assert t.is_alive() and gc.get_freeze_count() == 0, "froze before its event"
+        started.set()
+        t.join(10)
+        assert not t.is_alive() and gc.get_freeze_count() > 1000, gc.get_freeze_count()
+        class Node: pass
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None, "a cycle made after the freeze was not collected"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

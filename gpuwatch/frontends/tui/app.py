@@ -660,11 +660,12 @@ class GpuWatchApp(App):
 
 def run_dashboard(settings: Settings) -> int:
     from ...pipeline import close_within
-    from ...runtime import build_monitor
+    from ...runtime import build_monitor, settle_heap_later
 
     # the GPUs first: the inference servers are looked for once the first frame is on screen
     first_frame = threading.Event()
     monitor = build_monitor(settings, servers_after=first_frame)
+    settle_heap_later(after=first_frame)
     source = LiveSource(monitor)
     source.start()  # the first NVML sample is taken while Textual starts
     app = GpuWatchApp(source, interval=settings.interval, theme=settings.theme, on_first_frame=first_frame.set)

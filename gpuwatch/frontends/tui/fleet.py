@@ -209,9 +209,12 @@ class FleetApp(GpuWatchApp):
 
 
 def run_fleet_dashboard(settings: Settings, url: str) -> int:
+    from ...runtime import settle_heap_later
+
     fleet = FleetSource(url, timeout_s=settings.prometheus_timeout_s, alert_config=settings.alerts)
     source = FleetHostSource(fleet)
     app = FleetApp(source, url, interval=settings.interval, theme=settings.theme)
+    settle_heap_later()
     try:
         app.run()
     finally:
