@@ -224,7 +224,7 @@ def watch_all(pids: dict[str, int], warmup: float, seconds: float) -> dict[str, 
 
 
 # ---- 2. side by side ----------------------------------------------------------------------------
-def side_by_side(box: Box, seconds: float, warmup: float = 5.0) -> dict[str, tuple[float, int]]:
+def side_by_side(box: Box, seconds: float, warmup: float = 10.0) -> dict[str, tuple[float, int]]:
     """gpuwatch and nvitop at the same time, each in its own tmux window of 200x60."""
     pids = {"gpuwatch": tmux_start("gw", gpuwatch_cmd(box), box.env),
             "nvitop": tmux_start("nv", nvitop_cmd(), box.env)}
@@ -261,7 +261,9 @@ def dashboard_alone(box: Box, seconds: float, size=(200, 60), paused: bool = Fal
             print(f"warning: no GPU on screen:\n{tmux_capture('solo')}", file=sys.stderr)
         if paused:
             tmux_keys("solo", "p")
-        return watch_all({"gw": pid}, 3.0, seconds)["gw"]
+        # counted from 8 s after its first frame: the dashboard settles its heap 5 s after it
+        # (runtime.settle_heap: one full collection, start-up work)
+        return watch_all({"gw": pid}, 8.0, seconds)["gw"]
     finally:
         tmux_kill("solo")
         time.sleep(0.3)
@@ -317,8 +319,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60, help="length of each side-by-side CPU/RSS measurement")
     ap.add_argument("--solo-seconds", type=float, default=30, help="length of each gpuwatch-alone measurement")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=5.0,
-                    help="seconds after start before the side-by-side CPU is counted (both tools alike)")
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="seconds after start before the side-by-side CPU is counted (both tools alike; "
+                         "past the dashboard's heap settling, 5 s after its first frame)")
     ap.add_argument("--busy-us", type=float, default=0.0,
                     help="driver cost of every NVML call in µs, spent in the stand-in (0; 30 is a realistic ioctl)")
     ap.add_argument("--quick", action="store_true", help="short runs (10 s, 1 round) to check the bench works")
