@@ -43,7 +43,7 @@ def short_gpu_name(name: str | None) -> str:
 # The GPU card's lines are built every tick for every GPU (~0.4 ms a card through nested
 # Content objects: each bar, sparkline and temperature one Content of its own, taken apart again by
 # the line's Content.assemble). The ``*_parts`` helpers give (text, style) parts the line is
-# assembled from at once: the same text and spans, ~0.26 ms a card (gpu_card_lines, 8 demo GPUs).
+# assembled from at once: the same text and spans, ~0.23 ms a card (gpu_card_lines, 8 demo GPUs).
 
 
 def bar_parts(fraction: float | None, width: int, style: str = "$accent") -> tuple:
@@ -61,11 +61,6 @@ def bar_parts(fraction: float | None, width: int, style: str = "$accent") -> tup
 def bar(fraction: float | None, width: int, style: str = "$accent") -> Content:
     """A horizontal bar of ``width`` cells with eighth-cell resolution."""
     return Content.assemble(*bar_parts(fraction, width, style))
-
-
-def sparkline(values, width: int, top: float | None = None, style: str = "$secondary") -> Content:
-    part = sparkline_part(values, width, top, style)
-    return Content(part) if isinstance(part, str) else Content.styled(*part)
 
 
 def sparkline_part(values, width: int, top: float | None = None, style: str = "$secondary") -> str | tuple:
@@ -120,10 +115,6 @@ def usage_style(fraction: float | None) -> str:
 def link_degraded(g: GPU) -> bool:
     p = g.pcie
     return bool((p.width and p.max_width and p.width < p.max_width))
-
-
-def pcie_link(g: GPU) -> Content:
-    return Content.assemble(*pcie_link_parts(g))
 
 
 def pcie_link_parts(g: GPU) -> tuple:
