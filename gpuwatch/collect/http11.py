@@ -62,7 +62,7 @@ class KeepAliveClient:
         if self._session is None or self._session.closed:
             # no trace config: with one, aiohttp builds a Trace and awaits its signals at every
             # stage of every request, even for events nobody listens to (~70-170 µs of the
-            # ~420-550 µs a /metrics poll costs here: bench/http_clients.py's server, 1,500
+            # ~420-620 µs a /metrics poll costs here: bench/http_clients.py's server, 1,500
             # requests). Tests count connections on the server's side.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_idle, ttl_dns_cache=300),
