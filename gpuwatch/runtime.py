@@ -141,7 +141,9 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
     if demo is not None:
         from .sim.demo import start_demo  # only for --demo: a real box never loads the simulator
 
-        d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers,
+        # the simulated servers are found only by discovery (their processes and ports are in the
+        # simulated process table): without it nothing would poll them, so they are not started
+        d = start_demo(demo, clock=clock, latency_s=latency_s, pcie_sample_s=pcie_sample_s, servers=servers and discover,
                        start_offset_s=start_offset_s)
         table = d.process_table
         nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)

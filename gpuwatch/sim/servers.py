@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from ..collect.instances import BackendConfig
+from ..collect.targets import BackendConfig  # (not .instances: that imports the HTTP stack)
 from .box import SimBox
 from .quiet import QuietHTTPServer
 from .scenarios import InstanceSpec
