@@ -101,6 +101,25 @@ def test_the_first_frame_imports_nothing_the_gpus_do_not_need_and_the_server_fol
     assert sorted(m for m in NOT_IN_FIRST_FRAME if m in loaded) == []
 
 
+def test_the_demos_first_frame_waits_for_no_http_stack_and_its_servers_follow(tmp_path):
+    """`gpuwatch --demo`, the README's first command: the simulated box's servers are found by
+    the deferred collector like real ones, so the first frame imports none of the HTTP stack (the
+    simulator's servers module once pulled it in through the instance collector: ~0.6 s more
+    before the first frame), and the servers' cards come afterwards."""
+    modules = tmp_path / "modules.json"
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), FIRST_FRAME_MODULES=str(modules))
+    with pty_process(["-c", RUNNER, "--demo", "--interval", "1"], env, 200, 60) as (proc, master):
+        out = read_until(master, (b"H100",))
+        assert b"H100" in out, out[-500:]
+        out = read_until(master, (b"vLLM", b"SGLang"), out=out)  # the simulated servers' cards
+        assert b"vLLM" in out and b"SGLang" in out, out[-800:]
+        quit_and_wait(proc, master)
+    loaded = set(json.loads(modules.read_text()))
+    assert "gpuwatch.sim.demo" in loaded  # (the record is of the demo's process)
+    http = ("aiohttp", "httpx", "httpcore", "prometheus_client", "gpuwatch.collect.instances", "gpuwatch.collect.engines")
+    assert sorted(m for m in http if m in loaded) == []
+
+
 def test_the_first_frame_shows_the_gpus_while_every_server_hangs(cnvml):
     """Servers that accept the connection and never answer: the GPUs come first, the servers'
     panel says it is still looking, and the servers are shown (not answering) afterwards."""
