@@ -107,7 +107,8 @@ def test_the_demos_first_frame_waits_for_no_http_stack_and_its_servers_follow(tm
     simulator's servers module once pulled it in through the instance collector: ~0.6 s more
     before the first frame), and the servers' cards come afterwards."""
     modules = tmp_path / "modules.json"
-    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), FIRST_FRAME_MODULES=str(modules))
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), FIRST_FRAME_MODULES=str(modules),
+               COLUMNS="200", LINES="60")  # (a worker's COLUMNS/LINES would override the pty's size)
     with pty_process(["-c", RUNNER, "--demo", "--interval", "1"], env, 200, 60) as (proc, master):
         out = read_until(master, (b"H100",))
         assert b"H100" in out, out[-500:]

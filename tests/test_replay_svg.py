@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, until
 from gpuwatch.recording import open_recording
 from gpuwatch.frontends.tui.replay import ReplayApp, ReplaySource, parse_seek
+from gpuwatch.frontends.tui.widgets import GpuCard
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,15 @@ async def test_replay_seek_step_speed_and_pause(recording):
     src = ReplaySource(rec, speed=1.0)
     app = ReplayApp(src)
     async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause(0.3)
+        # a GPU card is selected from the start: its list scrolls on Home/End, which must still jump
+        await until(pilot, lambda: isinstance(app.focused, GpuCard), "a GPU card selected")
         assert "REPLAY" in app.query_one("#top").text  # the recorded time and position are on the top line
         # jump to the end, then step back
         await pilot.press("end")
         assert src.pos == len(rec) - 1
+        await pilot.press("home")
+        assert src.pos == 0
+        await pilot.press("end")
         await pilot.press("comma", "comma")
         assert src.pos == len(rec) - 3 and not src.playing
         shown = app.snapshot.time

@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from textual.app import ComposeResult
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
@@ -180,8 +181,10 @@ class ReplayApp(GpuWatchApp):
         Binding("right_square_bracket", "speed(1)", "Speed+", key_display="]"),
         Binding("left_square_bracket", "speed(-1)", "Speed-", key_display="["),
         Binding("g", "seek", "Seek"),
-        Binding("home", "jump(0)", "Start", show=False),
-        Binding("end", "jump(-1)", "End", show=False),
+        # before the focused widget: the GPU list scrolls on Home/End when it is taller than its
+        # view, and once a GPU card was selected (from the start) it took these keys instead
+        Binding("home", "jump(0)", "Start", show=False, priority=True),
+        Binding("end", "jump(-1)", "End", show=False, priority=True),
     ]
 
     def __init__(self, source: ReplaySource, theme: str | None = None, warnings: list[str] | None = None) -> None:
@@ -229,6 +232,8 @@ class ReplayApp(GpuWatchApp):
         self._repaint_now()
 
     def action_jump(self, index: int) -> None:
+        if self.screen is not getattr(self, "_main_screen", self.screen):
+            raise SkipAction()  # another screen's Home/End: the seek field's cursor, a detail's scroll
         src: ReplaySource = self.source
         src.seek_index(index if index >= 0 else len(src.rec) - 1)
         self._repaint_now()
