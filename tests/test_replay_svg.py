@@ -34,8 +34,12 @@ async def test_replay_seek_step_speed_and_pause(recording):
     src = ReplaySource(rec, speed=1.0)
     app = ReplayApp(src)
     async with app.run_test(size=(160, 50)) as pilot:
-        # a GPU card is selected from the start: its list scrolls on Home/End, which must still jump
+        # a GPU card is selected from the start, and its list (a scroll view) has Home/End of its
+        # own: with the list able to scroll (here made short), the keys must still jump
         await until(pilot, lambda: isinstance(app.focused, GpuCard), "a GPU card selected")
+        gpus = app.query_one("#gpu-scroll")
+        gpus.styles.height = 6
+        await until(pilot, lambda: gpus.max_scroll_y > 0, "the GPU list able to scroll")
         assert "REPLAY" in app.query_one("#top").text  # the recorded time and position are on the top line
         # jump to the end, then step back
         await pilot.press("end")

@@ -181,8 +181,8 @@ class ReplayApp(GpuWatchApp):
         Binding("right_square_bracket", "speed(1)", "Speed+", key_display="]"),
         Binding("left_square_bracket", "speed(-1)", "Speed-", key_display="["),
         Binding("g", "seek", "Seek"),
-        # before the focused widget: the GPU list scrolls on Home/End when it is taller than its
-        # view, and once a GPU card was selected (from the start) it took these keys instead
+        # before the focused widget: the GPU list (a scroll view) has Home/End of its own, and with a
+        # GPU card selected (one is, from the start) it took these keys whenever it could scroll
         Binding("home", "jump(0)", "Start", show=False, priority=True),
         Binding("end", "jump(-1)", "End", show=False, priority=True),
     ]
