@@ -174,6 +174,39 @@ def test_a_host_that_goes_quiet_stays_listed_with_the_reason():
     assert [s.host for s in r.hosts] == ["boxa"] and "no series from boxa" in r.hosts[0].nvml_error
 
 
+def test_a_restarted_prometheus_listing_no_targets_yet_does_not_make_old_samples_current():
+    """A real Prometheus lists no scrape targets for its first seconds after it starts (2.42 on
+    loopback: none at 0.9 s, the first at 6.1 s) while it already serves the samples it had
+    before it stopped. The interval its targets had when last listed says how old is too old
+    (without it: Prometheus's 60 s default, and two-minute-old numbers read as current)."""
+    now = [1795422950.0]
+    last = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {NAME_LABEL: "gpuwatch_host_last_sample", "host": "boxa", "instance": "127.0.0.1:19835",
+                    "job": "gpuwatch"}, "value": [1795422950.0, "1795422944.5"]}]}}
+    target = {"labels": {"instance": "127.0.0.1:19835", "job": "gpuwatch"}, "health": "up",
+              "lastScrape": "2026-11-23T08:35:44.500Z", "lastError": "", "scrapeInterval": "15s"}
+    state = {"targets": [target]}
+
+    def handler(request: httpx.Request):
+        if request.url.path == "/api/v1/targets":
+            return httpx.Response(200, json={"status": "success", "data": {"activeTargets": state["targets"]}})
+        query = dict(httpx.QueryParams(request.content.decode())).get("query", "")
+        return httpx.Response(200, json=last if query.startswith("label_replace") else load("gpuwatch-gauges.json"))
+
+    src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
+                      wall=lambda: now[0])
+    try:
+        assert src.refresh().host("boxa").status.state == "up"
+        now[0] += 120  # Prometheus was down two minutes and has just started again
+        state["targets"] = []
+        snap = src.refresh().host("boxa")
+    finally:
+        src.close()
+    assert snap.status.state == "stale" and "126 s old" in snap.status.reason and "every 15 s" in snap.status.reason
+    assert snap.gpus  # the old numbers stay visible, marked
+    assert [(a.kind, a.severity) for a in snap.alerts] == [("host_stale", "warning")]
+
+
 # ---- exporter ----------------------------------------------------------------------------------------
 SECRET = "sk-fleet-SECRET-4711"
 

@@ -21,10 +21,13 @@ DEFAULT_INTERVAL_S = 60.0  # Prometheus's default scrape_interval, when a target
 
 def host_status(host: str, instances: set[str], targets: dict[str, Target] | None, now: float,
                 down_since: dict[str, float], seen: bool, last_seen: float | None,
-                last_sample: float | None = None) -> HostStatus:
+                last_sample: float | None = None, known_intervals: dict[str, float] | None = None) -> HostStatus:
     """``down_since`` (host -> when it went down) is kept by the caller across refreshes;
     ``last_sample`` is the time of the host's newest sample in Prometheus, when known: a host
-    went down when its last good scrape was."""
+    went down when its last good scrape was. ``known_intervals`` (target -> scrape interval, as
+    last listed) stands in while Prometheus lists no targets: one that just started lists none
+    for its first seconds (Prometheus 2.42 on loopback: none at 0.9 s, the first at 6.1 s) while
+    it already serves the samples it had before it stopped."""
     mine = [targets[i] for i in sorted(instances) if targets and i in targets]
     if mine and all(t.health == "down" for t in mine):
         since = down_since.setdefault(host, last_sample if last_sample is not None else now)
@@ -49,6 +52,8 @@ def host_status(host: str, instances: set[str], targets: dict[str, Target] | Non
         elif now - t.last_scrape > limit:
             old.append((t.last_scrape, t))
     every = [t.interval_s for t in (mine or (targets or {}).values()) if t.interval_s]
+    if not every and not targets and known_intervals:
+        every = [known_intervals[i] for i in instances if i in known_intervals]
     interval = min(every) if every else DEFAULT_INTERVAL_S
     if last_sample is not None and now - last_sample > STALE_INTERVALS * interval + LAST_SAMPLE_STEP_S:
         return HostStatus("stale", iso(last_sample), f"newest sample of {host} is {now - last_sample:.0f} s old "
