@@ -175,30 +175,35 @@ def test_a_host_that_goes_quiet_stays_listed_with_the_reason():
 
 
 def test_a_restarted_prometheus_listing_no_targets_yet_does_not_make_old_samples_current():
-    """A real Prometheus lists no scrape targets for its first seconds after it starts (2.42 on
-    loopback: none at 0.9 s, the first at 6.1 s) while it already serves the samples it had
-    before it stopped. The interval its targets had when last listed says how old is too old
-    (without it: Prometheus's 60 s default, and two-minute-old numbers read as current)."""
-    now = [1795422950.0]
+    """A real Prometheus lists no scrape targets for its first seconds after it starts, while it
+    already serves the samples it had before it stopped (both answers recorded from Prometheus
+    2.42: fixtures/PROVENANCE.md). The interval its targets had when last listed says how old is
+    too old (without it: Prometheus's 60 s default, and two-minute-old numbers read as current)."""
+    from gpuwatch.fleet.promql import parse_targets
+
+    scraped, started = load("targets-scraped.json"), load("targets-just-started.json")
+    (target,) = parse_targets(scraped)
+    now = [target.last_scrape + 6.0]
     last = {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {NAME_LABEL: "gpuwatch_host_last_sample", "host": "boxa", "instance": "127.0.0.1:19835",
-                    "job": "gpuwatch"}, "value": [1795422950.0, "1795422944.5"]}]}}
-    target = {"labels": {"instance": "127.0.0.1:19835", "job": "gpuwatch"}, "health": "up",
-              "lastScrape": "2026-11-23T08:35:44.500Z", "lastError": "", "scrapeInterval": "15s"}
-    state = {"targets": [target]}
+        {"metric": {NAME_LABEL: "gpuwatch_host_last_sample", "host": "boxa", "instance": target.instance,
+                    "job": "gpuwatch"}, "value": [now[0], str(target.last_scrape)]}]}}
+    gauges = load("gpuwatch-gauges.json")
+    for series in gauges["data"]["result"]:  # the recorded box, behind the recorded target
+        series["metric"]["instance"] = target.instance
+    state = {"targets": scraped}
 
     def handler(request: httpx.Request):
         if request.url.path == "/api/v1/targets":
-            return httpx.Response(200, json={"status": "success", "data": {"activeTargets": state["targets"]}})
+            return httpx.Response(200, json=state["targets"])
         query = dict(httpx.QueryParams(request.content.decode())).get("query", "")
-        return httpx.Response(200, json=last if query.startswith("label_replace") else load("gpuwatch-gauges.json"))
+        return httpx.Response(200, json=last if query.startswith("label_replace") else gauges)
 
     src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
                       wall=lambda: now[0])
     try:
         assert src.refresh().host("boxa").status.state == "up"
         now[0] += 120  # Prometheus was down two minutes and has just started again
-        state["targets"] = []
+        state["targets"] = started
         snap = src.refresh().host("boxa")
     finally:
         src.close()

@@ -62,7 +62,9 @@ class FleetSource:
         self.last: FleetReading | None = None
         self.targets_of: dict[str, set[str]] = {}  # host -> the scrape targets its series came from
         self.down_since: dict[str, float] = {}
-        self.intervals: dict[str, float] = {}  # scrape target -> its interval, as last listed
+        # scrape target -> its interval, from the last list that named any (tests/fixtures/prometheus/
+        # targets-just-started.json: a Prometheus lists none for its first seconds)
+        self.intervals: dict[str, float] = {}
 
     def _engine(self, host: str):
         e = self.engines.get(host)
@@ -108,17 +110,14 @@ class FleetSource:
                 if h in seen:
                     continue
                 if now - t > self.forget_after_s:
-                    for instance in self.targets_of.get(h, ()):
-                        self.intervals.pop(instance, None)
                     for kept in (self.last_seen, self.engines, self.histories, self.targets_of, self.down_since):
                         kept.pop(h, None)
                     continue
                 hosts.append(Snapshot(time=when, host=h, source="prometheus"))
             hosts.sort(key=lambda s: s.host)
         by_instance = {t.instance: t for t in targets} if targets is not None else None
-        for t in targets or ():
-            if t.interval_s:
-                self.intervals[t.instance] = t.interval_s
+        if targets:
+            self.intervals = {t.instance: t.interval_s for t in targets if t.interval_s}
         for snap in hosts:
             status = snap.status = host_status(snap.host, self.targets_of.get(snap.host, set()), by_instance, now,
                                                self.down_since, snap.host in seen, self.last_seen.get(snap.host),

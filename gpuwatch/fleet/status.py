@@ -26,8 +26,8 @@ def host_status(host: str, instances: set[str], targets: dict[str, Target] | Non
     ``last_sample`` is the time of the host's newest sample in Prometheus, when known: a host
     went down when its last good scrape was. ``known_intervals`` (target -> scrape interval, as
     last listed) stands in while Prometheus lists no targets: one that just started lists none
-    for its first seconds (Prometheus 2.42 on loopback: none at 0.9 s, the first at 6.1 s) while
-    it already serves the samples it had before it stopped."""
+    for its first seconds while it already serves the samples it had before it stopped
+    (tests/fixtures/prometheus/targets-just-started.json, Prometheus 2.42: none until 6.2 s)."""
     mine = [targets[i] for i in sorted(instances) if targets and i in targets]
     if mine and all(t.health == "down" for t in mine):
         since = down_since.setdefault(host, last_sample if last_sample is not None else now)
