@@ -26,20 +26,33 @@ def snaps(*names):
     return {s.host: s for s in build_snapshots([parse_vector(load(n)) for n in names], "2026-11-23T10:00:00.000Z")}
 
 
-def test_two_queries_cover_every_table_metric():
+def test_the_queries_cover_every_table_metric():
     q = build_queries()
-    assert set(q) == {"gauges", "rates"}
+    assert set(q) == {"gauges", "rates", "static"}
     for s in (*N.GPU_SERIES, *N.INSTANCE_SERIES):
         if s.path.startswith("#") and s.path != "#up":
             continue
-        assert s.metric in (q["rates"] if s.kind == "counter" else q["gauges"]), s.metric
+        home = "rates" if s.kind == "counter" else "static" if s.static else "gauges"
+        assert s.metric in q[home], s.metric
+        assert all(f'{s.metric}"' not in q[k] and f"{s.metric}|" not in q[k] for k in q if k != home), s.metric
     for m in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "vllm:num_requests_running"):
         assert m in q["gauges"]
+    assert N.GPU_INFO in q["static"] and q["gauges"].endswith(f" or {N.GPU_THROTTLE} > 0.5")
     assert "rate(vllm:generation_tokens_total[1m])" in q["rates"] and NAME_LABEL in q["rates"]
 
 
+def test_each_gpuwatch_gpu_series_fills_a_field_of_its_own():
+    """The builder keeps no priority for gpuwatch's GPU series (mapping._applier): two of them
+    filling one field would make the value depend on the answer's order."""
+    from gpuwatch.fleet.mapping import GPUWATCH_GPU, GW_GPU_APPLY
+
+    paths = [f.path for f in GPUWATCH_GPU]
+    assert len(set(paths)) == len(paths) and set(GW_GPU_APPLY) == {f.metric for f in GPUWATCH_GPU}
+    assert all(f.mode in ("gauge", "rate") and not f.path.startswith("#") for f in GPUWATCH_GPU)
+
+
 def test_recorded_gpuwatch_series_read_back_as_the_box():
-    s = snaps("gpuwatch-gauges.json", "gpuwatch-rates.json")["boxa"]
+    s = snaps("gpuwatch-gauges.json", "gpuwatch-rates.json", "gpuwatch-static.json")["boxa"]
     assert s.source == "prometheus" and s.driver_version == "570.172.08" and s.scenario == "h100x8:hot"
     assert [g.index for g in s.gpus] == list(range(8))
     g2 = s.gpu(2)
@@ -48,7 +61,7 @@ def test_recorded_gpuwatch_series_read_back_as_the_box():
     assert 0 <= g2.utilization_gpu_pct <= 100 and isinstance(g2.memory_used_bytes, int)
     assert isinstance(g2.sm_clock_mhz, int) and 500 < g2.sm_clock_mhz < 2500
     assert g2.pcie.gen == 5 and g2.pcie.tx_bytes_per_s > 0 and g2.nvlink.tx_bytes_per_s > 0
-    assert g2.temperature_slowdown_c == 90
+    assert g2.temperature_slowdown_c == 89  # the H100 SXM5 80GB of the simulator (sim/scenarios.py)
     names = {i.name: i for i in s.instances}
     assert set(names) == {"vllm-llama70b", "vllm-qwen32b", "sglang-mistral"}
     v = names["vllm-llama70b"]
@@ -95,7 +108,9 @@ def test_gpuwatch_series_win_over_dcgm_on_the_same_host():
     for item in dc["data"]["result"]:
         if item["metric"].get("Hostname") == "gpu-node-07":
             item["metric"]["Hostname"] = "boxa"
-    hosts = {s.host: s for s in build_snapshots([parse_vector(gw), parse_vector(dc)], "2026-11-23T10:00:00.000Z")}
+    static = load("gpuwatch-static.json")
+    hosts = {s.host: s for s in build_snapshots([parse_vector(gw), parse_vector(static), parse_vector(dc)],
+                                                "2026-11-23T10:00:00.000Z")}
     assert len(hosts["boxa"].gpus) == 8 and hosts["boxa"].gpus[0].name.startswith("NVIDIA H100")
 
 
@@ -110,17 +125,35 @@ def _transport(routes):
     return httpx.MockTransport(handler)
 
 
-def test_fleet_source_refresh_runs_two_queries_and_alert_rules():
+EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
+
+
+def _by_query(answers: dict, asked: list | None = None):
+    """A Prometheus that answers each of build_queries() by its name ("gauges", "rates",
+    "static"; an answer may be a callable), and lists no targets."""
+    names = {q: k for k, q in build_queries().items()}
+
+    def handler(request: httpx.Request):
+        if request.url.path != "/api/v1/query":
+            return httpx.Response(404)
+        name = names.get(dict(httpx.QueryParams(request.content.decode())).get("query", ""), "?")
+        if asked is not None:
+            asked.append(name)
+        answer = answers.get(name, EMPTY)
+        return httpx.Response(200, json=answer() if callable(answer) else answer)
+    return httpx.MockTransport(handler)
+
+
+def test_fleet_source_refresh_runs_the_queries_and_alert_rules():
     calls = []
-    routes = {"label_replace": httpx.Response(200, json=load("gpuwatch-rates.json")),
-              "__name__=~": httpx.Response(200, json=load("gpuwatch-gauges.json"))}
-    t = _transport(routes)
+    t = _by_query({k: load(f"gpuwatch-{k}.json") for k in ("gauges", "rates", "static")})
     wrapped = httpx.MockTransport(lambda r: (calls.append(r), t.handle_request(r))[1])
     src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=wrapped))
     r = src.refresh()
     src.close()
     queries = [c for c in calls if c.url.path == "/api/v1/query"]
-    assert r.error is None and [s.host for s in r.hosts] == ["boxa"] and len(queries) == 2 == r.queries
+    assert r.error is None and [s.host for s in r.hosts] == ["boxa"] and len(queries) == 3 == r.queries
+    assert r.host("boxa").gpu(2).temperature_slowdown_c == 89
     # and the scrape targets' health, asked alongside (a host whose target is down is "down")
     assert [c.url.path for c in calls if c not in queries] == ["/api/v1/targets"]
     doc = fleet_document(r, "http://prom:9090")
@@ -159,6 +192,56 @@ def test_prometheus_down_or_slow_is_a_sentence():
     r = src.refresh()
     src.close()
     assert "did not answer within 0.5 s" in r.error
+
+
+def test_static_properties_are_read_once_a_minute_and_at_once_for_a_new_box():
+    """The GPUs' memory, thresholds, maximum clocks and link are asked for at the first refresh,
+    once a minute after that, and at once when a box (or GPU) appears; in between they are kept.
+    On the recorded answers of a real Prometheus (fixtures/PROVENANCE.md)."""
+    gauges, rates, static = (load(f"gpuwatch-{k}.json") for k in ("gauges", "rates", "static"))
+
+    def with_boxb(doc):  # the recorded box and a copy of it named boxb
+        out = json.loads(json.dumps(doc))
+        out["data"]["result"] += [dict(item, metric=dict(item["metric"], host="boxb")) for item in doc["data"]["result"]]
+        return out
+
+    state = {"gauges": gauges, "static": static}
+    asked = []
+    now = [gauges["data"]["result"][0]["value"][0]]  # when it was recorded: the box is up
+    t = _by_query({"gauges": lambda: state["gauges"], "rates": rates, "static": lambda: state["static"]}, asked)
+    src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=t), wall=lambda: now[0])
+
+    def refresh(seconds_later):
+        asked.clear()
+        now[0] += seconds_later
+        r = src.refresh()
+        assert r.error is None and r.queries == len(asked)
+        return r
+
+    def properties(snap):
+        return [(g.name, g.temperature_slowdown_c, g.temperature_shutdown_c, g.memory_total_bytes, g.sm_clock_max_mhz,
+                 g.pcie.max_gen, g.pcie.max_width, g.power_default_limit_w, g.nvlink.links_total) for g in snap.gpus]
+    try:
+        r = refresh(0)
+        assert sorted(asked) == ["gauges", "rates", "static"]
+        first = properties(r.host("boxa"))
+        assert len(first) == 8 and all(None not in p for p in first)
+        assert first[2][:2] == ("NVIDIA H100 80GB HBM3", 89)
+        r = refresh(5)
+        assert sorted(asked) == ["gauges", "rates"]
+        assert properties(r.host("boxa")) == first
+        assert any(a.kind == "thermal_throttle" and a.subject == "GPU 2" for a in r.host("boxa").alerts)
+        # a box joins: its properties in the same refresh, by a query after the gauges showed it
+        state["gauges"], state["static"] = with_boxb(gauges), with_boxb(static)
+        r = refresh(5)
+        assert sorted(asked[:2]) == ["gauges", "rates"] and asked[2:] == ["static"]
+        assert properties(r.host("boxb")) == first
+        r = refresh(5)
+        assert sorted(asked) == ["gauges", "rates"] and properties(r.host("boxb")) == first
+        r = refresh(60)  # a minute after they were last read
+        assert sorted(asked) == ["gauges", "rates", "static"]
+    finally:
+        src.close()
 
 
 def test_a_host_that_goes_quiet_stays_listed_with_the_reason():

@@ -140,8 +140,18 @@ def test_fleet_source_and_a_box_that_stops(fleet):
     src = FleetSource(fleet["url"], timeout_s=3)
     try:
         r = src.refresh()
-        assert r.error is None and r.queries == 2
+        assert r.error is None and r.queries == 3  # gauges, rates and the GPUs' static properties
         assert {s.host: len(s.gpus) for s in r.hosts} == {"box-a": 8, "box-b": 2}
+        # the next refresh asks for the gauges and rates only; the static properties are kept
+        _, direct = _exporter(fleet["ports"]["box-a"])
+        slowdown = {int(lab["gpu"]): v for lab, v in direct["gpuwatch_gpu_temperature_slowdown_celsius"]}
+        total = {int(lab["gpu"]): v for lab, v in direct["gpuwatch_gpu_memory_total_bytes"]}
+        r = src.refresh()
+        assert r.error is None and r.queries == 2
+        a = r.host("box-a")
+        assert [(g.temperature_slowdown_c, g.memory_total_bytes) for g in a.gpus] == \
+            [(slowdown[g.index], total[g.index]) for g in a.gpus]
+        assert all("H100" in g.name for g in a.gpus) and all(g.pcie.max_gen for g in a.gpus)
         assert _stop(fleet["procs"]["b"], signal.SIGINT) == 0  # clean exit on SIGINT
         deadline = time.monotonic() + 15
         while True:

@@ -4,11 +4,13 @@ drills into the host's dashboard, escape comes back, a Prometheus that fails is 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
 from conftest import until
 
+from gpuwatch.fleet.mapping import build_queries
 from gpuwatch.fleet.promql import PromClient
 from gpuwatch.fleet.source import FleetSource
 from gpuwatch.frontends.tui.fleet import FleetApp, FleetHostSource, FleetScreen
@@ -18,9 +20,19 @@ FIX = Path(__file__).parent / "fixtures" / "prometheus"
 
 def _merged(kind):
     a = json.loads((FIX / f"gpuwatch-{kind}.json").read_text())
-    b = json.loads((FIX / f"dcgm-vllm-{kind}.json").read_text())
-    a["data"]["result"] += b["data"]["result"]
+    if kind != "static":  # (the DCGM host's static properties are among its gauges)
+        a["data"]["result"] += json.loads((FIX / f"dcgm-vllm-{kind}.json").read_text())["data"]["result"]
     return a
+
+
+QUERIES = {q: k for k, q in build_queries().items()}
+# the wall clock of the recording: the recorded box's last sample is then seconds old, not stale
+RECORDED_AT = _merged("gauges")["data"]["result"][0]["value"][0]
+
+
+def recorded_clock():
+    start = time.monotonic()
+    return lambda: RECORDED_AT + time.monotonic() - start
 
 
 def visible_text(app) -> str:
@@ -32,8 +44,9 @@ def make_app(state):
         if state["down"]:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         q = dict(httpx.QueryParams(request.content.decode()))["query"]
-        return httpx.Response(200, json=_merged("rates" if "label_replace" in q else "gauges"))
-    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)))
+        return httpx.Response(200, json=_merged(QUERIES[q]))
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
+                        wall=recorded_clock())
     return FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=0.1)
 
 
@@ -77,8 +90,9 @@ async def test_a_host_whose_target_is_down_is_down_in_its_row_and_its_dashboard(
                  "lastError": "connection refused", "lastScrape": "2026-11-23T10:00:00Z", "scrapeInterval": "2s"}],
                 "droppedTargets": []}})
         q = dict(httpx.QueryParams(request.content.decode()))["query"]
-        return httpx.Response(200, json=_merged("rates" if "label_replace" in q else "gauges"))
-    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)))
+        return httpx.Response(200, json=_merged(QUERIES[q]))
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
+                        wall=recorded_clock())
     app = FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=0.1)
     async with app.run_test(size=(200, 50)) as pilot:
         await pilot.pause(0.5)

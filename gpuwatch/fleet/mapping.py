@@ -15,8 +15,11 @@ A host where gpuwatch runs is read from gpuwatch's series only (they already hol
 inference servers); DCGM and engine series fill in hosts where gpuwatch does not run.
 
 All hosts come from few queries per refresh (:func:`build_queries`): one instant query for every
-gauge of every family across all hosts, one for every counter rate. Parsing walks each sample once
-with a dict lookup by metric name.
+gauge of every family across all hosts, one for every counter rate, and -- once a minute and when
+a box or GPU is new -- one for the GPUs' static properties (``Series.static``: memory, thresholds,
+maximum clocks and link; kept between refreshes by :class:`~gpuwatch.fleet.source.FleetSource`).
+Throttle reasons come only while active (``> 0.5``): an inactive one reads the same as none.
+Parsing walks each sample once with a dict lookup by metric name.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Field:
     mode: str = "gauge"  # gauge | rate (query rate(metric[window])) | mask (throttle bitmask)
     prio: int = 0  # several metrics for one field: the lowest prio present wins
     agg: str = "sum"  # engines: how several series of one instance combine (sum | max)
+    static: bool = False  # gpuwatch's series of what does not change while a box runs (names.Series.static)
 
 
 # ---- gpuwatch's own series (the exporter's table, inverted) ---------------------------------------
@@ -58,7 +62,8 @@ def _from_series(table) -> tuple[Field, ...]:
     for s in table:
         if s.path.startswith("#") and s.path != "#up":
             continue
-        out.append(Field(s.metric, s.path, 1.0 / s.scale, s.cast, "rate" if s.kind == "counter" else "gauge"))
+        out.append(Field(s.metric, s.path, 1.0 / s.scale, s.cast, "rate" if s.kind == "counter" else "gauge",
+                         static=s.static))
     return tuple(out)
 
 
@@ -161,19 +166,25 @@ def _by_metric(fields) -> dict[str, Field]:
     return {f.metric: f for f in fields}
 
 
-GW_GPU = _by_metric(GPUWATCH_GPU)
 GW_INST = _by_metric(GPUWATCH_INSTANCE)
 DCGM = _by_metric(DCGM_GPU)
 
 
 def build_queries(window: str = RATE_WINDOW) -> dict[str, str]:
-    """The instant queries of one refresh, for every host at once: {"gauges": ..., "rates": ...}."""
-    gauges = [f.metric for f in (*GPUWATCH_GPU, *GPUWATCH_INSTANCE, *DCGM_GPU) if f.mode != "rate"]
-    gauges += list(N.INFO_SERIES)
+    """The instant queries of a refresh, for every host at once: {"gauges": ..., "rates": ...,
+    "static": ...}; "static" runs only when the static properties are due (FleetSource)."""
+    gauges = [f.metric for f in (*GPUWATCH_GPU, *GPUWATCH_INSTANCE, *DCGM_GPU) if f.mode != "rate" and not f.static]
+    gauges += [m for m in N.INFO_SERIES if m not in N.STATIC_INFO and m != N.GPU_THROTTLE]
     gauges += [m for m, (_, f) in ENGINE_FIELDS.items() if f.mode != "rate"]
+    static = [f.metric for f in GPUWATCH_GPU if f.static] + list(N.STATIC_INFO)
     rates = [f.metric for f in (*GPUWATCH_GPU, *GPUWATCH_INSTANCE) if f.mode == "rate"]
     rates += [m for m, (_, f) in ENGINE_FIELDS.items() if f.mode == "rate"]
     names = "|".join(sorted(set(gauges)))
+    # throttle reasons: one 0/1 series per reason and GPU (nine on an H100), nearly all 0 -- a
+    # quarter of a fleet's samples. Only the active ones are asked for: `or` adds them to the
+    # gauges (it matches series on their labels but the name, and only these carry `reason`), and
+    # a comparison without `bool` keeps the metric name (checked on Prometheus 2.42)
+    throttle = f"{N.GPU_THROTTLE} > 0.5"
     # when each gpuwatch box (host label, scrape target) was last scraped, over LAST_SAMPLE_WINDOW:
     # its `timestamp()` is the sample's own time, and last_over_time of the subquery keeps it after
     # the series ended (a box that stopped is then still known, with since when)
@@ -183,7 +194,8 @@ def build_queries(window: str = RATE_WINDOW) -> dict[str, str]:
     # the name into a label of its own, so that one query carries every rate of every host
     rate_q = " or ".join(f'label_replace(rate({m}[{window}]), "{NAME_LABEL}", "{m}", "", "")'
                          for m in sorted(set(rates))) + " or " + last
-    return {"gauges": f'{{__name__=~"{names}"}}', "rates": rate_q}
+    return {"gauges": f'{{__name__=~"{names}"}} or {throttle}', "rates": rate_q,
+            "static": f'{{__name__=~"{"|".join(sorted(static))}"}}'}
 
 
 def exported_alert(host: str, labels: dict) -> Alert:
@@ -200,11 +212,14 @@ def exported_alert(host: str, labels: dict) -> Alert:
 
 
 # ---- building snapshots -----------------------------------------------------------------------------
+_NESTED = {"pcie": Pcie, "nvlink": NvLink}  # the GPU's parts a dotted path names
+
+
 def _setter(path: str) -> Callable:
     if "." not in path:
         return lambda obj, v: setattr(obj, path, v)
     head, attr = path.split(".", 1)
-    factory = {"pcie": Pcie, "nvlink": NvLink}[head]
+    factory = _NESTED[head]
 
     def set_nested(obj, v):
         sub = getattr(obj, head)
@@ -218,11 +233,45 @@ def _setter(path: str) -> Callable:
 _SETTERS: dict[str, Callable] = {}
 
 
+def _applier(f: Field) -> Callable:
+    """``apply(gpu, value)``: a gpuwatch GPU field's conversion (``_convert``) and assignment in
+    one call. Each gpuwatch GPU series fills a field no other one does (a test checks), so no
+    priority is kept for them: most of a fleet's samples take this path."""
+    setter, scale = _setter(f.path), f.scale
+    if f.cast is int:
+        def apply(obj, v):
+            v = v * scale
+            setter(obj, int(round(v)) if math.isfinite(v) else v)
+    elif f.cast is bool:
+        def apply(obj, v):
+            v = v * scale
+            setter(obj, v >= 0.5 if math.isfinite(v) else v)
+    else:
+        def apply(obj, v):
+            setter(obj, v * scale)
+    return apply
+
+
+GW_GPU_APPLY = {f.metric: _applier(f) for f in GPUWATCH_GPU}
+
+
 def _set(obj, path: str, v) -> None:
     fn = _SETTERS.get(path)
     if fn is None:
         fn = _SETTERS[path] = _setter(path)
     fn(obj, v)
+
+
+def _get(obj, path: str):
+    head, _, attr = path.partition(".")
+    value = getattr(obj, head)
+    return getattr(value, attr) if attr and value is not None else value
+
+
+# the GPU fields of gpuwatch's static series, and the two its gpu_info series carries:
+# (path, attribute, attribute of it or "")
+STATIC_PATHS = tuple((p, *p.partition(".")[::2])
+                     for p in (*(f.path for f in GPUWATCH_GPU if f.static), "name", "pci_bus_id"))
 
 
 def _host_of(labels: dict, family: str) -> str | None:
@@ -270,6 +319,7 @@ class _Host:
     gpuwatch: bool = False  # gpuwatch runs here: its series win
     info: dict = field(default_factory=dict)
     gw_gpus: dict[int, GPU] = field(default_factory=dict)
+    gw_by_label: dict[str, GPU] = field(default_factory=dict)  # the same GPUs by their `gpu` label as given
     dc_gpus: dict[int, GPU] = field(default_factory=dict)
     gw_inst: dict[str, Instance] = field(default_factory=dict)
     en_inst: dict[str, Instance] = field(default_factory=dict)
@@ -344,13 +394,13 @@ class FleetBuilder:
         if not hname:
             self.unmatched += 1
             return
-        h = self._host(hname)
+        h = self.hosts.get(hname) or self._host(hname)
         h.gpuwatch = True
         if "instance" in labels:
             h.targets.add(labels["instance"])
-        f = GW_GPU.get(metric)
-        if f is not None:
-            self._set_value(h, self._gw_gpu(h, labels), f, v)
+        apply = GW_GPU_APPLY.get(metric)
+        if apply is not None:
+            apply(self._gw_gpu(h, labels), v)
             return
         f = GW_INST.get(metric)
         if f is not None:
@@ -408,7 +458,13 @@ class FleetBuilder:
                 h.alerts.append(exported_alert(hname, labels))
 
     def _gw_gpu(self, h: _Host, labels: dict) -> GPU:
-        return self._gpu(h.gw_gpus, labels, GPU_IDENTITY_LABELS["gpuwatch"])
+        raw = labels.get("gpu", "")
+        g = h.gw_by_label.get(raw)
+        if g is None:
+            g = self._gpu(h.gw_gpus, labels, GPU_IDENTITY_LABELS["gpuwatch"])
+            if _small_int(raw):  # (any other label makes a GPU of its own each time, as _gpu does)
+                h.gw_by_label[raw] = g
+        return g
 
     def _gpu(self, gpus: dict, labels: dict, ident: dict) -> GPU:
         raw = labels.get("gpu", "")
@@ -494,6 +550,42 @@ class FleetBuilder:
             setattr(inst, f.path, value)
         else:
             setattr(inst, f.path, current + value if f.agg == "sum" else max(current, value))
+
+    # -- static properties, read once a minute (FleetSource) --
+    def gpuwatch_gpus(self) -> set[tuple[str, int]]:
+        """(host, GPU index) of every GPU of a host where gpuwatch runs."""
+        return {(name, i) for name, h in self.hosts.items() if h.gpuwatch for i in h.gw_gpus}
+
+    def static_values(self) -> dict[str, dict[int, tuple]]:
+        """What this builder read of the static properties: host -> GPU index -> ((attribute,
+        attribute of it or "", value), ...) (``pcie.max_gen`` is ("pcie", "max_gen", 5))."""
+        out: dict[str, dict[int, tuple]] = {}
+        for name, h in self.hosts.items():
+            if h.gpuwatch:
+                out[name] = {i: tuple((head, attr, v) for path, head, attr in STATIC_PATHS
+                                      if (v := _get(g, path)) is not None)
+                             for i, g in h.gw_gpus.items()}
+        return out
+
+    def apply_static(self, static: dict[str, dict[int, tuple]]) -> None:
+        """Fill the static properties of the GPUs read so far from ``static_values()`` of an earlier
+        answer; a value read in this refresh wins."""
+        for name, h in self.hosts.items():
+            mine = static.get(name) if h.gpuwatch else None
+            if not mine:
+                continue
+            for i, g in h.gw_gpus.items():
+                for head, attr, v in mine.get(i, ()):
+                    if not attr:
+                        if getattr(g, head) is None:
+                            setattr(g, head, v)
+                        continue
+                    sub = getattr(g, head)
+                    if sub is None:
+                        sub = _NESTED[head]()
+                        setattr(g, head, sub)
+                    if getattr(sub, attr) is None:
+                        setattr(sub, attr, v)
 
     # -- result --
     def snapshots(self, time_iso: str, collect_ms: float | None = None) -> list[Snapshot]:

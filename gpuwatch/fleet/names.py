@@ -23,6 +23,10 @@ class Series:
     kind: str = "gauge"  # gauge | counter
     cast: type = float  # type of the model field when read back
     help: str = ""
+    # a property of the GPU that does not change while the box runs (its memory, thresholds,
+    # maximum clocks and link, default limit): the fleet reads these series once a minute and
+    # when a box or GPU is new, not every refresh (fleet/source.py, STATIC_EVERY_S)
+    static: bool = False
 
 
 PREFIX = "gpuwatch_"
@@ -37,33 +41,35 @@ GPU_SERIES: tuple[Series, ...] = (
     Series("gpuwatch_gpu_memory_utilization_ratio", "utilization_memory_pct", 0.01,
            help="memory controller busy time, 0..1"),
     Series("gpuwatch_gpu_memory_used_bytes", "memory_used_bytes", cast=int, help="GPU memory used"),
-    Series("gpuwatch_gpu_memory_total_bytes", "memory_total_bytes", cast=int, help="GPU memory total"),
+    Series("gpuwatch_gpu_memory_total_bytes", "memory_total_bytes", cast=int, static=True, help="GPU memory total"),
     Series("gpuwatch_gpu_memory_reserved_bytes", "memory_reserved_bytes", cast=int,
            help="GPU memory reserved by the driver"),
     Series("gpuwatch_gpu_temperature_celsius", "temperature_c", help="GPU core temperature"),
     Series("gpuwatch_gpu_temperature_slowdown_celsius", "temperature_slowdown_c",
-           help="this GPU's own slowdown threshold"),
+           static=True, help="this GPU's own slowdown threshold"),
     Series("gpuwatch_gpu_temperature_shutdown_celsius", "temperature_shutdown_c",
-           help="this GPU's own shutdown threshold"),
+           static=True, help="this GPU's own shutdown threshold"),
     Series("gpuwatch_gpu_power_watts", "power_w", help="power draw"),
     Series("gpuwatch_gpu_power_limit_watts", "power_limit_w", help="enforced power limit"),
-    Series("gpuwatch_gpu_power_default_limit_watts", "power_default_limit_w", help="default power limit"),
+    Series("gpuwatch_gpu_power_default_limit_watts", "power_default_limit_w", static=True, help="default power limit"),
     Series("gpuwatch_gpu_sm_clock_hertz", "sm_clock_mhz", 1e6, cast=int, help="SM clock"),
-    Series("gpuwatch_gpu_sm_clock_max_hertz", "sm_clock_max_mhz", 1e6, cast=int, help="maximum SM clock"),
+    Series("gpuwatch_gpu_sm_clock_max_hertz", "sm_clock_max_mhz", 1e6, cast=int, static=True,
+           help="maximum SM clock"),
     Series("gpuwatch_gpu_mem_clock_hertz", "mem_clock_mhz", 1e6, cast=int, help="memory clock"),
-    Series("gpuwatch_gpu_mem_clock_max_hertz", "mem_clock_max_mhz", 1e6, cast=int, help="maximum memory clock"),
+    Series("gpuwatch_gpu_mem_clock_max_hertz", "mem_clock_max_mhz", 1e6, cast=int, static=True,
+           help="maximum memory clock"),
     Series("gpuwatch_gpu_fan_ratio", "fan_pct", 0.01, help="fan speed, 0..1"),
     Series("gpuwatch_gpu_pstate", "pstate", cast=int, help="performance state, 0 (max) .. 15"),
     Series("gpuwatch_gpu_pcie_link_gen", "pcie.gen", cast=int, help="current PCIe generation"),
-    Series("gpuwatch_gpu_pcie_link_gen_max", "pcie.max_gen", cast=int, help="maximum PCIe generation"),
+    Series("gpuwatch_gpu_pcie_link_gen_max", "pcie.max_gen", cast=int, static=True, help="maximum PCIe generation"),
     Series("gpuwatch_gpu_pcie_link_width", "pcie.width", cast=int, help="current PCIe lanes"),
-    Series("gpuwatch_gpu_pcie_link_width_max", "pcie.max_width", cast=int, help="maximum PCIe lanes"),
+    Series("gpuwatch_gpu_pcie_link_width_max", "pcie.max_width", cast=int, static=True, help="maximum PCIe lanes"),
     Series("gpuwatch_gpu_pcie_tx_bytes_total", "pcie.tx_bytes_per_s", kind="counter",
            help="bytes sent over PCIe since gpuwatch serve started"),
     Series("gpuwatch_gpu_pcie_rx_bytes_total", "pcie.rx_bytes_per_s", kind="counter",
            help="bytes received over PCIe since gpuwatch serve started"),
     Series("gpuwatch_gpu_nvlink_links_active", "nvlink.links_active", cast=int, help="active NVLink links"),
-    Series("gpuwatch_gpu_nvlink_links", "nvlink.links_total", cast=int, help="NVLink links of this GPU"),
+    Series("gpuwatch_gpu_nvlink_links", "nvlink.links_total", cast=int, static=True, help="NVLink links of this GPU"),
     Series("gpuwatch_gpu_nvlink_tx_bytes_total", "nvlink.tx_bytes_per_s", kind="counter",
            help="NVLink payload bytes sent, all links, since gpuwatch serve started"),
     Series("gpuwatch_gpu_nvlink_rx_bytes_total", "nvlink.rx_bytes_per_s", kind="counter",
@@ -115,6 +121,9 @@ ALERT = "gpuwatch_alert"  # host, kind, severity, subject; 1 while active
 SNAPSHOT_TIME = "gpuwatch_snapshot_timestamp_seconds"  # host; wall time of the last snapshot
 COLLECT_SECONDS = "gpuwatch_collect_seconds"  # host; how long the last collection took
 NVML_UP = "gpuwatch_nvml_up"  # host; 0 when the GPUs cannot be read at all
+
+# info series of the same kind as the static GPU series above
+STATIC_INFO = (GPU_INFO,)
 
 INFO_SERIES = (HOST_INFO, GPU_INFO, GPU_THROTTLE, INSTANCE_INFO, INSTANCE_GPU_MEMORY, INSTANCE_MODEL, ALERT,
                SNAPSHOT_TIME, COLLECT_SECONDS, NVML_UP)

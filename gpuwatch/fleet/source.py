@@ -1,7 +1,9 @@
 """The fleet source: every host known to a Prometheus server, one Snapshot each, per refresh.
 
-A refresh is :func:`~gpuwatch.fleet.mapping.build_queries`'s two instant queries (all hosts at
-once, run in parallel, each bounded by ``timeout_s``) and one pass over their samples. Each host
+A refresh is :func:`~gpuwatch.fleet.mapping.build_queries`'s instant queries (all hosts at once,
+run in parallel, each bounded by ``timeout_s``) and one pass over their samples: the gauges and
+the rates every time, the GPUs' static properties every :data:`STATIC_EVERY_S` and whenever a box
+or GPU appears (a follow-up query then); in between they are kept from their last reading. Each host
 then goes through its own :class:`~gpuwatch.analysis.alerts.AlertEngine` (hysteresis across
 refreshes) and :class:`~gpuwatch.analysis.history.History` (charts), like a local box.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .. import gcpause
 from ..analysis.alert_config import AlertConfig
 from ..analysis.alerts import AlertEngine
 from ..analysis.history import History
@@ -24,6 +27,12 @@ from ..pipeline import iso
 from .mapping import RATE_WINDOW, FleetBuilder, build_queries
 from .promql import PromClient
 from .status import host_status, status_alert
+
+# the GPUs' static properties (memory, thresholds, maximum clocks and link: names.Series.static)
+# are read this often, and at once for a box or GPU not seen at their last reading. Measured with
+# bench/fleet.py (256 hosts x 8 GPUs, recorded answers): they and the inactive throttle reasons
+# were half the samples of every refresh.
+STATIC_EVERY_S = 60.0
 
 
 @dataclass
@@ -65,6 +74,9 @@ class FleetSource:
         # scrape target -> its interval, from the last list that named any (tests/fixtures/prometheus/
         # targets-just-started.json: a Prometheus lists none for its first seconds)
         self.intervals: dict[str, float] = {}
+        self.static: dict[str, dict[int, tuple]] = {}  # host -> GPU index -> static properties, as last read
+        self._static_at: float | None = None  # when they were last read (wall clock)
+        self._static_for: set[tuple[str, int]] = set()  # the (host, GPU) listed when they were last read
 
     def _engine(self, host: str):
         e = self.engines.get(host)
@@ -81,12 +93,36 @@ class FleetSource:
     def refresh(self) -> FleetReading:
         start = time.perf_counter()
         now = self.wall()
-        results, errors, targets = self.client.query_many_and_targets(self.queries, at=now)
+        due = self._static_at is None or not 0 <= now - self._static_at < STATIC_EVERY_S
+        queries = self.queries if due else {k: q for k, q in self.queries.items() if k != "static"}
+        results, errors, targets = self.client.query_many_and_targets(queries, at=now)
+        with gcpause.paused():  # tens of thousands of samples become snapshots: see gcpause
+            reading = self._read(results, errors, targets, queries, now, start)
+        self.last = reading
+        return reading
+
+    def _read(self, results: dict, errors: dict, targets, queries: dict, now: float, start: float) -> FleetReading:
+        """The queries' answers -> this refresh's reading (and the follow-up query for the static
+        properties of a box or GPU not seen when they were last read)."""
         t_parse = time.perf_counter()
         builder = FleetBuilder()
-        for name in self.queries:
+        for name in ("gauges", "rates"):
             if name in results:
                 builder.add(results[name], create=name != "rates")
+        gpus = builder.gpuwatch_gpus()
+        if "static" not in queries and gpus - self._static_for:
+            # a box or GPU that was not there at the last reading: its properties now, not in a minute
+            queries = self.queries
+            more, failed = self.client.query_many({"static": queries["static"]}, at=now)
+            results.update(more)
+            errors.update(failed)
+        if "static" in results:
+            read = FleetBuilder()
+            read.add(results["static"])
+            self.static = read.static_values()
+            self._static_at = now
+            self._static_for = gpus | read.gpuwatch_gpus()
+        builder.apply_static(self.static)
         when = iso(builder.eval_time or now)
         hosts = builder.snapshots(when)
         for name, h in builder.hosts.items():
@@ -99,7 +135,7 @@ class FleetSource:
         error = None
         if errors:
             first = next(iter(errors.values()))
-            error = first if len(errors) == len(self.queries) else f"partial data: {first}"
+            error = first if len(errors) == len(queries) else f"partial data: {first}"
         seen = {s.host for s in hosts}
         if not errors or results:
             for h in seen:
@@ -138,8 +174,7 @@ class FleetSource:
             snap.collect_ms = round(total_ms, 2)
         reading = FleetReading(time=when, hosts=hosts, error=error, refresh_ms=total_ms,
                                query_ms=max((r.ms for r in results.values()), default=0.0), parse_ms=parse_ms,
-                               queries=len(self.queries), samples=sum(len(r.samples) for r in results.values()))
-        self.last = reading
+                               queries=len(queries), samples=sum(len(r.samples) for r in results.values()))
         return reading
 
     def close(self) -> None:

@@ -3,7 +3,7 @@ host's usual dashboard (fed from Prometheus), escape comes back.
 
 The app is the normal dashboard (:class:`GpuWatchApp`) whose source returns the *selected*
 host's snapshot; the fleet table is a screen pushed on top of it. One refresh (two PromQL
-queries for all hosts) feeds both, on the dashboard's one polling loop: polls never overlap and
+queries for all hosts, a third once a minute) feeds both, on the dashboard's one polling loop: polls never overlap and
 a slow Prometheus stretches the period. A Prometheus that is down, slow or answering errors is
 the status line's reason; the rows then keep their last values, marked stale.
 """
