@@ -244,6 +244,32 @@ def test_static_properties_are_read_once_a_minute_and_at_once_for_a_new_box():
         src.close()
 
 
+def test_the_fleet_is_refreshed_no_faster_than_prometheus_scrapes():
+    """Samples change only when Prometheus scrapes: at most two refreshes per scrape interval of
+    the targets it lists (the recorded answer of a real Prometheus 2.42: one target, every 15 s)."""
+    scraped = load("targets-scraped.json")
+    state = {"targets": None}
+
+    def handler(request: httpx.Request):
+        if request.url.path == "/api/v1/targets":
+            return httpx.Response(200, json=state["targets"]) if state["targets"] else httpx.Response(404)
+        return httpx.Response(200, json=EMPTY)
+
+    src = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)))
+    try:
+        src.refresh()
+        assert src.pace(1.0) == 1.0  # no target listed: as asked
+        state["targets"] = scraped
+        src.refresh()
+        assert src.pace(1.0) == 7.5 and src.pace(30.0) == 30.0
+        for item in scraped["data"]["activeTargets"]:
+            item["scrapeInterval"] = "1m"  # Prometheus's default
+        src.refresh()
+        assert src.pace(1.0) == 10.0  # never slower than this
+    finally:
+        src.close()
+
+
 def test_a_host_that_goes_quiet_stays_listed_with_the_reason():
     state = {"gauges": load("gpuwatch-gauges.json")}
     empty = {"status": "success", "data": {"resultType": "vector", "result": []}}

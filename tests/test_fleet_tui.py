@@ -98,6 +98,8 @@ async def test_a_host_whose_target_is_down_is_down_in_its_row_and_its_dashboard(
         await pilot.pause(0.5)
         row = next(line for line in visible_text(app).splitlines() if "boxa" in line)
         assert "down since" in row and " ok" not in row and "1 crit" in row
+        # its target is scraped every 2 s: refreshed every 1 s, not every 0.1 s as asked
+        assert "every 1 s" in visible_text(app) and app.poll_period() == 1.0
         other = next(line for line in visible_text(app).splitlines() if "gpu-node-07" in line)
         assert "down" not in other  # (stale here: the target list names only boxa)
         await pilot.press("enter")

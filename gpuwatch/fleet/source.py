@@ -33,6 +33,10 @@ from .status import host_status, status_alert
 # bench/fleet.py (256 hosts x 8 GPUs, recorded answers): they and the inactive throttle reasons
 # were half the samples of every refresh.
 STATIC_EVERY_S = 60.0
+# A refresh shows nothing new until Prometheus has scraped again: the fleet is refreshed at most
+# twice per shortest scrape interval of its targets (every 2.5 s at the 5 s docs/PROMETHEUS.md
+# suggests, instead of the dashboard's 1 s), and at least every PACE_MAX_S
+PACE_MAX_S = 10.0
 
 
 @dataclass
@@ -77,6 +81,14 @@ class FleetSource:
         self.static: dict[str, dict[int, tuple]] = {}  # host -> GPU index -> static properties, as last read
         self._static_at: float | None = None  # when they were last read (wall clock)
         self._static_for: set[tuple[str, int]] = set()  # the (host, GPU) listed when they were last read
+
+    def pace(self, interval: float) -> float:
+        """Seconds between refreshes for a wanted ``interval``: not below half the shortest
+        scrape interval Prometheus last listed for its targets (PACE_MAX_S at most); ``interval``
+        while it lists none."""
+        if not self.intervals:
+            return interval
+        return max(interval, min(PACE_MAX_S, min(self.intervals.values()) / 2))
 
     def _engine(self, host: str):
         e = self.engines.get(host)

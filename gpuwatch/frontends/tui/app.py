@@ -351,6 +351,10 @@ class GpuWatchApp(App):
                 self._paint_top(self._shown)  # frozen figures, but the self-cost of being paused
         self._schedule_next(elapsed)
 
+    def poll_period(self) -> float:
+        """Seconds from one poll to the next while live (the fleet's is paced by Prometheus)."""
+        return self.interval
+
     def _own_cpu_since_last(self) -> float:
         """This process's CPU since the last call, in % of one core."""
         t, now = os.times(), time.monotonic()
@@ -365,7 +369,7 @@ class GpuWatchApp(App):
     def _schedule_next(self, elapsed: float) -> None:
         # a poll that took longer than the interval stretches the period
         self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
-        period = max(self.interval, self.paused_every_s) if self.paused else self.interval
+        period = max(self.interval, self.paused_every_s) if self.paused else self.poll_period()
         self._timer = self.set_timer(max(self.min_poll_delay, period - elapsed), self.poll)
 
     def _show_notice(self, content: Content | None) -> None:
@@ -425,8 +429,9 @@ class GpuWatchApp(App):
         """The top line, in the longest form that fits: the self-cost (how often, at what cost)
         is never the part that is cut."""
         width = self.size.width - 2
-        long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {self.interval:g}s"
-        short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {self.interval:g}s"
+        every = self.poll_period()
+        long = f"  self {self._own_cpu:.1f}% CPU · {snap.collect_ms or 0:.1f} ms/tick · every {every:g}s"
+        short = f"  {self._own_cpu:.0f}%cpu {snap.collect_ms or 0:.0f}ms every {every:g}s"
         # narrower heads: the GPU model and CUDA version go, then the driver version (at 80
         # columns, paused: the PAUSED badge needs its room)
         for narrow, cost in ((0, long), (0, short), (1, short), (2, short)):
@@ -555,7 +560,7 @@ class GpuWatchApp(App):
         if self._timer is not None and not self._polling and not self._stopping:
             self._timer.stop()
             waited = time.monotonic() - self._armed_at
-            self._timer = self.set_timer(max(0.01, self.interval - self._armed_elapsed - waited), self.poll)
+            self._timer = self.set_timer(max(0.01, self.poll_period() - self._armed_elapsed - waited), self.poll)
         if self.snapshot is not None:
             self._paint_top(self.snapshot)
 

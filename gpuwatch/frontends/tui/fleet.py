@@ -3,9 +3,10 @@ host's usual dashboard (fed from Prometheus), escape comes back.
 
 The app is the normal dashboard (:class:`GpuWatchApp`) whose source returns the *selected*
 host's snapshot; the fleet table is a screen pushed on top of it. One refresh (two PromQL
-queries for all hosts, a third once a minute) feeds both, on the dashboard's one polling loop: polls never overlap and
-a slow Prometheus stretches the period. A Prometheus that is down, slow or answering errors is
-the status line's reason; the rows then keep their last values, marked stale.
+queries for all hosts, a third once a minute) feeds both, on the dashboard's one polling loop:
+polls never overlap, a slow Prometheus stretches the period, and the targets' scrape interval
+paces it (``FleetSource.pace``). A Prometheus that is down, slow or answering errors is the
+status line's reason; the rows then keep their last values, marked stale.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class FleetScreen(Screen):
             parts += ["  ", (f"{len(shown.hosts)} hosts · {gpus} GPUs", "bold")]
         if reading is not None:
             parts += [("  " + reading.time[11:19] + "Z", "$text-muted"),
-                      (f"  {reading.queries} queries · {reading.refresh_ms:.0f} ms", "$text-muted"),
+                      (f"  {reading.queries} queries · {reading.refresh_ms:.0f} ms · every "
+                       f"{self.app.poll_period():g} s", "$text-muted"),
                       ("  enter: open host", "$text-muted")]
             if reading.error:
                 stale = "  (showing the last answer)" if shown is not None and shown is not reading else ""
@@ -177,6 +179,9 @@ class FleetApp(GpuWatchApp):
 
     # a refresh slower than the interval would ask for a 0 s timer: keep a small floor
     min_poll_delay = 0.05
+
+    def poll_period(self) -> float:
+        return self.source.fleet.pace(self.interval)
 
     def after_poll(self, snap, error) -> None:
         for screen in self.screen_stack:
