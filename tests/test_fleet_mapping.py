@@ -180,7 +180,9 @@ def test_prometheus_down_or_slow_is_a_sentence():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    src = FleetSource(f"http://127.0.0.1:{port}", timeout_s=1)
+    # (a refused connection answers at once: the time bound only has to outlast a loaded machine
+    # making its first HTTP client and connections; with 1 s a loaded CI box timed out first)
+    src = FleetSource(f"http://127.0.0.1:{port}", timeout_s=10)
     r = src.refresh()
     src.close()
     assert "unreachable" in r.error and "connection refused" in r.error

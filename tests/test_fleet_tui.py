@@ -107,3 +107,49 @@ async def test_a_host_whose_target_is_down_is_down_in_its_row_and_its_dashboard(
         text = visible_text(app)
         assert "boxa" in text and "down" in text and "connection refused" in text
         await pilot.press("q")
+
+
+def _many_hosts(n):
+    """The recorded box as n hosts (box-00 ...), each its own scrape target."""
+    def copies(kind):
+        doc = json.loads((FIX / f"gpuwatch-{kind}.json").read_text())
+        doc["data"]["result"] = [dict(item, metric=dict(item["metric"], host=f"box-{h:02d}", instance=f"10.0.0.{h}:9835"))
+                                 for h in range(n) for item in doc["data"]["result"]]
+        return doc
+    answers = {kind: copies(kind) for kind in ("gauges", "rates", "static")}
+
+    def handler(request):
+        if request.url.path != "/api/v1/query":
+            return httpx.Response(404)
+        return httpx.Response(200, json=answers[QUERIES[dict(httpx.QueryParams(request.content.decode()))["query"]]])
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
+                        wall=recorded_clock())
+    return FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=0.2)
+
+
+def _rows(app):
+    return [line.split()[0] for line in visible_text(app).splitlines() if line.strip().startswith("box-")]
+
+
+async def test_a_long_fleet_scrolls_with_the_cursor_and_a_click_opens_a_host():
+    app = _many_hosts(40)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await until(pilot, lambda: "box-00" in visible_text(app), "the fleet's rows")
+        shown = _rows(app)
+        assert shown[0] == "box-00" and len(shown) < 40  # a screenful
+        await pilot.press("end")
+        await pilot.pause(0.1)
+        assert _rows(app)[-1] == "box-39"  # the last host in view, not under the scrollbar
+        await pilot.press("pageup", "enter")
+        await until(pilot, lambda: not isinstance(app.screen, FleetScreen), "the host's dashboard")
+        opened = app.source.selected
+        assert opened is not None and opened < "box-39" and opened in visible_text(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet again")
+        await pilot.press("home")
+        await pilot.pause(0.1)
+        table = app.screen.query_one("#hosts")
+        await pilot.click(table, offset=(3, 3))  # the header, box-00, box-01, box-02
+        await until(pilot, lambda: not isinstance(app.screen, FleetScreen), "the clicked host's dashboard")
+        assert app.source.selected == "box-02" and "box-02" in visible_text(app)
+        await pilot.press("q")

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import Footer
 
 from ...config import Settings
 from ...fleet.source import FleetReading, FleetSource
@@ -25,6 +25,7 @@ from ...model import Snapshot
 from ..text import fleet_alert_text, fleet_hot_text, fleet_state_text, fleet_tok_text, fleet_util_text
 from ..units import fmt_bytes
 from .app import GpuWatchApp
+from .hosttable import HostTable
 from .widgets import InstanceCard, StatusLine
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -85,18 +86,16 @@ class FleetScreen(Screen):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._rows: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="fleet-top")
-        yield DataTable(id="hosts", cursor_type="row", zebra_stripes=True)
+        yield HostTable(id="hosts")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#hosts", DataTable)
-        for key, label in self.COLUMNS:
-            # cells change width as hosts change state: size the columns that grow by their widest
-            table.add_column(label, key=key, width=self.WIDTHS.get(key))
+        table = self.query_one("#hosts", HostTable)
+        # cells change width as hosts change state: the columns that grow have a fixed width
+        table.set_columns([(key, label, self.WIDTHS.get(key)) for key, label in self.COLUMNS])
         self.query_one("#fleet-top", StatusLine).show(
             Content.assemble((" gpuwatch fleet ", "$primary reverse bold"), " ", ("via ", "$text-muted"), self.url,
                              ("  waiting for the first answer…", "$text-muted")))
@@ -125,21 +124,7 @@ class FleetScreen(Screen):
             self._fill(shown, stale=shown is not reading)
 
     def _fill(self, reading: FleetReading, stale: bool) -> None:
-        table = self.query_one("#hosts", DataTable)
-        wanted = [s.host for s in reading.hosts]
-        for key in list(self._rows):
-            if key not in wanted:
-                table.remove_row(key)
-                del self._rows[key]
-        for snap in reading.hosts:
-            cells = self._cells(snap, stale)
-            sig = tuple(c.plain + str(c.style) for c in cells)
-            if snap.host not in self._rows:
-                table.add_row(*cells, key=snap.host)
-            elif self._rows[snap.host] != sig:
-                for (col, _), cell in zip(self.COLUMNS, cells):
-                    table.update_cell(snap.host, col, cell)
-            self._rows[snap.host] = sig
+        self.query_one("#hosts", HostTable).set_rows([(snap.host, self._cells(snap, stale)) for snap in reading.hosts])
 
     @staticmethod
     def _cells(snap: Snapshot, stale: bool) -> list[Text]:
@@ -162,8 +147,8 @@ class FleetScreen(Screen):
                 Text(fleet_tok_text(r), style=dim), Text(fleet_alert_text(r), style=SEVERITY_STYLE.get(r.worst or "", dim)),
                 Text(state, style=state_style)]
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_host(event.row_key.value)
+    def on_host_table_selected(self, event: HostTable.Selected) -> None:
+        self.app.open_host(event.key)
 
 
 class FleetApp(GpuWatchApp):
