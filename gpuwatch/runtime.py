@@ -133,11 +133,14 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
                  latency_s: float = 0.0, pcie_sample_s: float = 0.02, servers: bool = True,
                  instance_timeout_s: float = 1.5, start_offset_s: float = 0.0,
                  nginx_conf: str | None = None, pool_window_s: float | None = None,
-                 servers_after: threading.Event | None = None) -> Sampler:
+                 servers_after: threading.Event | None = None, wait_servers: bool = False) -> Sampler:
     """The sampler for the real box (``demo=None``) or the simulated scenario ``demo``.
     ``nginx_conf``: read pools from this file (default: /etc/nginx/nginx.conf on the real box,
     the scenario's own on the simulated one). ``servers_after``: build and poll the
-    inference-server collector only once this is set (:class:`LaterInstances`)."""
+    inference-server collector only once this is set (:class:`LaterInstances`).
+    ``wait_servers``: each sample waits for every server's and meter's poll (within the timeout)
+    instead of the live view's grace: for a one-off look, which has no next frame to show a late
+    answer in (``snapshot``, ``doctor``)."""
     if demo is not None:
         from .sim.demo import start_demo  # only for --demo: a real box never loads the simulator
 
@@ -150,7 +153,7 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
         # a clock the caller drives moves only between samples: a poll that ends after the next
         # step would be stamped a second late (a tok/s spike), so each sample waits for every
         # server (within the timeout) instead of going on after the live view's grace
-        grace = instance_timeout_s if clock is not None else None
+        grace = instance_timeout_s if clock is not None or wait_servers else None
         instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now, servers_after,
                                         grace)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
@@ -161,7 +164,8 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
         return sampler
     table = ProcessTable()
     nvml = NvmlCollector(process_table=table)
-    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic, servers_after)
+    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic, servers_after,
+                                    instance_timeout_s if wait_servers else None)
     sampler = Sampler(nvml=nvml, instances=instances)
     _add_pools(sampler, table, nginx_conf or DEFAULT_NGINX_CONF, bool(nginx_conf), pool_window_s, servers_after)
     return sampler
@@ -194,14 +198,16 @@ def _instance_collector(backends, discover, table, timeout_s, clock,
 
 
 def build_monitor(settings: Settings, *, one_shot: bool = False, history_points: int = 600,
-                  servers_after: threading.Event | None = None) -> Monitor:
+                  servers_after: threading.Event | None = None, wait_servers: bool = False) -> Monitor:
     """The live pipeline for ``settings``. ``one_shot``: for a look that samples a short window
     (snapshot, doctor, record) rather than a view that runs from now on: the simulated box is
     then found already running for :data:`DEMO_WARMUP_S`. ``servers_after``: the inference
-    servers are looked for only once this is set (the dashboard: after its first frame)."""
+    servers are looked for only once this is set (the dashboard: after its first frame).
+    ``wait_servers``: see :func:`make_sampler`."""
     offset = DEMO_WARMUP_S if (one_shot and settings.demo is not None) else 0.0
     sampler = make_sampler(demo=settings.demo, backends=settings.backends, discover=settings.discover,
-                           start_offset_s=offset, nginx_conf=settings.nginx_conf, servers_after=servers_after)
+                           start_offset_s=offset, nginx_conf=settings.nginx_conf, servers_after=servers_after,
+                           wait_servers=wait_servers)
     return Monitor(sampler, AlertEngine(settings.alerts), history_points=history_points)
 
 
@@ -239,7 +245,7 @@ def settle_heap_later(after: threading.Event | None = None, delay_s: float = SET
 
 def sample_window(settings: Settings, count: int = 2, interval: float | None = None) -> list[Snapshot]:
     """``count`` snapshots one interval apart with the alerts seen over the window on the last."""
-    monitor = build_monitor(settings, one_shot=True, history_points=count)
+    monitor = build_monitor(settings, one_shot=True, history_points=count, wait_servers=True)
     try:
         return monitor.window(count, settings.interval if interval is None else interval)
     finally:

@@ -144,3 +144,35 @@ def test_snapshot_with_backends_reports_the_rates_the_servers_set():
     finally:
         vllm.close()
         nothing.close()
+
+
+def test_snapshot_waits_for_a_slow_server_instead_of_showing_its_previous_answer():
+    """A one-off `snapshot` has no next frame to show a late answer in: each of its samples waits
+    for every server (within the timeout), not the live view's half second. A vLLM whose answers
+    take 0.8 s once the first second is past: the document shows its last answer (before, the
+    one before it; and a metered Ollama on a loaded machine had no tok/s at all)."""
+    import time as _time
+
+    from _instances_servers import FakeServer
+
+    answers = []
+    first = []
+
+    def metrics(h):
+        now = _time.monotonic()
+        first[:1] = first[:1] or [now]
+        if now - first[0] > 1.2:  # the second sample's poll (the first one, primer included, is fast)
+            _time.sleep(0.8)
+        answers.append(now)
+        return (f'vllm:generation_tokens_total{{model_name="m"}} {100 * len(answers)}\n'
+                f'vllm:num_requests_running{{model_name="m"}} {len(answers)}\n')
+
+    vllm = FakeServer({"/version": lambda h: '{"version": "0.11.0"}', "/metrics": metrics})
+    try:
+        r = run_cli("snapshot", "--json", "--no-discover", "--backend", vllm.url, "--interval", "2", timeout=60)
+        assert r.returncode == 0, r.stderr
+        _time.sleep(1.0)  # an answer still being sent when the snapshot ended is counted too
+        (v,) = json.loads(r.stdout)["instances"]
+        assert v["status"] == "up" and v["requests_running"] == len(answers) >= 3, (v["requests_running"], len(answers))
+    finally:
+        vllm.close()
