@@ -193,12 +193,6 @@ class HostTable(ScrollView, can_focus=True):
             style = cls._PARSED[text] = Style.parse(text)
         return style
 
-    def _on_focus(self, event: events.Focus) -> None:
-        self.refresh()  # the cursor's colours differ with focus
-
-    def _on_blur(self, event: events.Blur) -> None:
-        self.refresh()
-
     # ---- the cursor -------------------------------------------------------------------------------
     def _move(self, row: int) -> None:
         if not self._keys:
