@@ -464,6 +464,25 @@ def _seen_s(ctx: RuleContext, window: float) -> float:
 def _over(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 1.5 else "one sample" if seconds < 0.5 else "1 s"
 
+def _group_values(ctx: RuleContext, gpus: list[int], seconds: float) -> tuple[dict[int, list[float]],
+                                                                              dict[int, list[float]]]:
+    """Utilization and memory-used % of each of ``gpus`` over the window (lost GPUs and missing
+    readings left out), in one pass over its samples: a fleet runs this rule for every host on
+    every refresh (256 hosts: a quarter of a refresh when each GPU and figure had a pass of its own)."""
+    util: dict[int, list[float]] = {i: [] for i in gpus}
+    mem: dict[int, list[float]] = {i: [] for i in gpus}
+    for _, snap in ctx.window(seconds):
+        for i in gpus:
+            g = snap.gpu(i)
+            if g is None or g.lost:
+                continue
+            if g.utilization_gpu_pct is not None:
+                util[i].append(float(g.utilization_gpu_pct))
+            if g.memory_used_bytes is not None and g.memory_total_bytes:
+                mem[i].append(100.0 * g.memory_used_bytes / g.memory_total_bytes)  # GPU.memory_used_pct
+    return util, mem
+
+
 @rule("imbalance", "warning", "tensor-parallel GPUs that should look alike differ (or a pipeline GPU never works)")
 def imbalance(ctx: RuleContext) -> list[Alert]:
     out = []
@@ -472,7 +491,7 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
         gpus = [i for i in inst.gpus if ctx.snapshot.gpu(i) is not None and not ctx.snapshot.gpu(i).lost]
         if inst.status != "up" or len(gpus) < 2 or inst.parallelism not in ("tensor", "pipeline"):
             continue
-        util = {i: ctx.gpu_values(i, lambda g: g.utilization_gpu_pct, window) for i in gpus}
+        util, mem = _group_values(ctx, gpus, window)
         if any(not v for v in util.values()):
             continue
         mean_util = {i: _mean(v) for i, v in util.items()}
@@ -488,7 +507,6 @@ def imbalance(ctx: RuleContext) -> list[Alert]:
                     f"{_over(_seen_s(ctx, window))} while GPU {busiest} averages {mean_util[busiest]:.0f} % ({spread:.0f} pts "
                     f"apart); the slowest GPU sets the pace: check GPU {low} for throttling, errors or a stuck worker"))
                 continue
-            mem = {i: ctx.gpu_values(i, lambda g: g.memory_used_pct, window) for i in gpus}
             if all(mem.values()):
                 mean_mem = {i: _mean(v) for i, v in mem.items()}
                 hi = max(mean_mem, key=lambda i: mean_mem[i])
