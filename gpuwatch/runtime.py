@@ -252,6 +252,9 @@ def sample_window(settings: Settings, count: int = 2, interval: float | None = N
         monitor.close()
 
 
+SIMULATED_POLL_TIMEOUT_S = 15.0
+
+
 def simulated_history(settings: Settings, seconds: float = DEMO_WARMUP_S) -> Monitor:
     """The simulated box driven by hand through ``seconds`` simulated seconds, one sample a
     second, with alerts and history as a live view would have them: for pictures of the demo
@@ -262,7 +265,10 @@ def simulated_history(settings: Settings, seconds: float = DEMO_WARMUP_S) -> Mon
     from .sim.box import ManualClock
 
     clock = ManualClock()
-    sampler = make_sampler(demo=settings.demo, clock=clock)
+    # the simulated clock stands still while the servers answer: a picture must not depend on how
+    # busy the machine is, so a poll may take far longer than a live view's timeout (beside a CPU
+    # hog a 1.5 s bound let a poll time out: a gap in the instance's tok/s history)
+    sampler = make_sampler(demo=settings.demo, clock=clock, instance_timeout_s=SIMULATED_POLL_TIMEOUT_S)
     monitor = Monitor(sampler, AlertEngine(settings.alerts), history_points=max(600, int(seconds)))
     try:
         for _ in range(int(seconds)):
