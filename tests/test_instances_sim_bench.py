@@ -11,6 +11,8 @@ from _instances_servers import fixture
 from gpuwatch.analysis.groups import assign_gpus
 from gpuwatch.collect.bench import format_bench, run_bench
 from gpuwatch.collect.instances import BackendConfig, InstanceCollector
+
+WAIT_ALL = 1.5  # the collector's timeout: a collect() waits for every server's poll
 from gpuwatch.model import GPU, BenchResult, Process, Snapshot
 from gpuwatch.sim.box import ManualClock, SimBox
 from gpuwatch.sim.procs import SimProcessTable
@@ -31,7 +33,10 @@ def test_sim_servers_discovered_with_box_rates_and_gpus():
         clock.advance(30.0)
         table = SimProcessTable(box)
         # no probe_ports given: the simulated table keeps the real machine's default ports out
-        with InstanceCollector([], discover=True, process_table=table, clock=clock.now) as col:
+        # the test's clock moves only between collects: each waits for every poll (as the simulated
+        # box's own samplers do: runtime.make_sampler), not a live view's half second, which a
+        # loaded machine can miss (beside a CPU hog: no tok/s for a server)
+        with InstanceCollector([], discover=True, process_table=table, clock=clock.now, grace_s=WAIT_ALL) as col:
             assert col.probe_ports == ()
             col.collect()
             t1 = box.t()
@@ -66,7 +71,7 @@ def test_sim_servers_discovered_with_box_rates_and_gpus():
 def test_sim_instance_on_a_lost_gpu_answers_errors():
     box, clock, handle = sim("rtx4090x2:lost")
     try:
-        with InstanceCollector(handle.backends, discover=False, clock=clock.now) as col:
+        with InstanceCollector(handle.backends, discover=False, clock=clock.now, grace_s=WAIT_ALL) as col:
             before = {i.name: i for i in col.collect()}
             clock.advance(25.0)  # the GPU falls off the bus after 20 s
             after = {i.name: i for i in col.collect()}
@@ -82,7 +87,7 @@ def test_sim_instance_on_a_lost_gpu_answers_errors():
 def test_sim_ollama_offload_fault_shows_cpu_share():
     box, clock, handle = sim("rtx4090x2:offload")
     try:
-        with InstanceCollector(handle.backends, discover=False, clock=clock.now) as col:
+        with InstanceCollector(handle.backends, discover=False, clock=clock.now, grace_s=WAIT_ALL) as col:
             inst = {i.name: i for i in col.collect()}["ollama"]
     finally:
         handle.close()
