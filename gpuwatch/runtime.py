@@ -141,6 +141,11 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
     ``wait_servers``: each sample waits for every server's and meter's poll (within the timeout)
     instead of the live view's grace: for a one-off look, which has no next frame to show a late
     answer in (``snapshot``, ``doctor``)."""
+    # a clock the caller drives moves only between samples: a poll that ends after the next step
+    # would be stamped a second late (a tok/s spike); and a one-off look has no next frame to show
+    # a late answer in. Then each sample waits for every server (within the timeout) instead of
+    # going on after the live view's grace
+    grace = instance_timeout_s if clock is not None or wait_servers else None
     if demo is not None:
         from .sim.demo import start_demo  # only for --demo: a real box never loads the simulator
 
@@ -150,10 +155,6 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
                        start_offset_s=start_offset_s)
         table = d.process_table
         nvml = NvmlCollector(process_table=table, clock=d.box.clock.now, host=d.host)
-        # a clock the caller drives moves only between samples: a poll that ends after the next
-        # step would be stamped a second late (a tok/s spike), so each sample waits for every
-        # server (within the timeout) instead of going on after the live view's grace
-        grace = instance_timeout_s if clock is not None or wait_servers else None
         instances = _instance_collector(backends, discover, table, instance_timeout_s, d.box.clock.now, servers_after,
                                         grace)
         sampler = DemoSampler(nvml=nvml, instances=instances, source="simulated", scenario=d.spec,
@@ -164,8 +165,7 @@ def make_sampler(demo: str | None = None, backends=(), discover: bool = True, cl
         return sampler
     table = ProcessTable()
     nvml = NvmlCollector(process_table=table)
-    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic, servers_after,
-                                    instance_timeout_s if wait_servers else None)
+    instances = _instance_collector(backends, discover, table, instance_timeout_s, time.monotonic, servers_after, grace)
     sampler = Sampler(nvml=nvml, instances=instances)
     _add_pools(sampler, table, nginx_conf or DEFAULT_NGINX_CONF, bool(nginx_conf), pool_window_s, servers_after)
     return sampler
@@ -252,6 +252,7 @@ def sample_window(settings: Settings, count: int = 2, interval: float | None = N
         monitor.close()
 
 
+# how long a poll of the simulated history may take: its clock stands still while servers answer
 SIMULATED_POLL_TIMEOUT_S = 15.0
 
 

@@ -464,6 +464,7 @@ def _seen_s(ctx: RuleContext, window: float) -> float:
 def _over(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 1.5 else "one sample" if seconds < 0.5 else "1 s"
 
+
 def _group_values(ctx: RuleContext, gpus: list[int], seconds: float) -> tuple[dict[int, list[float]],
                                                                               dict[int, list[float]]]:
     """Utilization and memory-used % of each of ``gpus`` over the window (lost GPUs and missing
@@ -478,8 +479,9 @@ def _group_values(ctx: RuleContext, gpus: list[int], seconds: float) -> tuple[di
                 continue
             if g.utilization_gpu_pct is not None:
                 util[i].append(float(g.utilization_gpu_pct))
-            if g.memory_used_bytes is not None and g.memory_total_bytes:
-                mem[i].append(100.0 * g.memory_used_bytes / g.memory_total_bytes)  # GPU.memory_used_pct
+            m = g.memory_used_pct
+            if m is not None:
+                mem[i].append(m)
     return util, mem
 
 

@@ -108,19 +108,13 @@ class FleetSource:
         due = self._static_at is None or not 0 <= now - self._static_at < STATIC_EVERY_S
         queries = self.queries if due else {k: q for k, q in self.queries.items() if k != "static"}
         results, errors, targets = self.client.query_many_and_targets(queries, at=now)
-        with gcpause.paused():  # tens of thousands of samples become snapshots: see gcpause
-            reading = self._read(results, errors, targets, queries, now, start)
-        self.last = reading
-        return reading
-
-    def _read(self, results: dict, errors: dict, targets, queries: dict, now: float, start: float) -> FleetReading:
-        """The queries' answers -> this refresh's reading (and the follow-up query for the static
-        properties of a box or GPU not seen when they were last read)."""
         t_parse = time.perf_counter()
-        builder = FleetBuilder()
-        for name in ("gauges", "rates"):
-            if name in results:
-                builder.add(results[name], create=name != "rates")
+        with gcpause.paused():  # tens of thousands of samples become snapshots: see gcpause
+            builder = FleetBuilder()
+            for name in ("gauges", "rates"):
+                if name in results:
+                    builder.add(results[name], create=name != "rates")
+        parse_s = time.perf_counter() - t_parse
         gpus = builder.gpuwatch_gpus()
         if "static" not in queries and gpus - self._static_for:
             # a box or GPU that was not there at the last reading: its properties now, not in a minute
@@ -128,6 +122,16 @@ class FleetSource:
             more, failed = self.client.query_many({"static": queries["static"]}, at=now)
             results.update(more)
             errors.update(failed)
+        with gcpause.paused():
+            reading = self._read(builder, gpus, results, errors, targets, queries, now, start, parse_s)
+        self.last = reading
+        return reading
+
+    def _read(self, builder: FleetBuilder, gpus: set, results: dict, errors: dict, targets, queries: dict,
+              now: float, start: float, parse_s: float) -> FleetReading:
+        """The gauges and rates as read by ``builder``, and the rest of the answers -> this refresh's
+        reading. ``parse_s``: the time ``builder`` took (the follow-up query is not parsing)."""
+        t_read = time.perf_counter()
         if "static" in results:
             read = FleetBuilder()
             read.add(results["static"])
@@ -143,7 +147,7 @@ class FleetSource:
             self.targets_of.setdefault(name, set()).update(recent)
             if name not in self.last_seen:  # a box that stopped before we started
                 self.last_seen[name] = builder.last_sample.get(name, now)
-        parse_ms = (time.perf_counter() - t_parse) * 1000
+        parse_ms = (parse_s + time.perf_counter() - t_read) * 1000
         error = None
         if errors:
             first = next(iter(errors.values()))

@@ -118,10 +118,6 @@ class HostTable(ScrollView, can_focus=True):
     def cursor_key(self) -> str | None:
         return self._keys[self.cursor] if 0 <= self.cursor < len(self._keys) else None
 
-    @property
-    def row_count(self) -> int:
-        return len(self._keys)
-
     def _measure(self) -> None:
         widths = []
         for i, (_, label, fixed) in enumerate(self._columns):
@@ -155,14 +151,13 @@ class HostTable(ScrollView, can_focus=True):
         style = base
         if i % 2:
             style = style + self.get_component_rich_style("host-table--even-row")
-        cursor = i == self.cursor
-        if cursor:
-            style = style + self.get_component_rich_style("host-table--cursor")
-        what = (self._sigs[key], style, cursor, width)
+        cursor = self.get_component_rich_style("host-table--cursor") if i == self.cursor else None
+        if cursor is not None:
+            style = style + cursor
+        what = (self._sigs[key], style, cursor is not None, width)
         drawn = self._drawn.get(key)
         if drawn is None or drawn[0] != what:
-            cursor_style = self.get_component_rich_style("host-table--cursor") if cursor else None
-            drawn = self._drawn[key] = (what, self._row_strip(self._cells[key], style, width, over=cursor_style))
+            drawn = self._drawn[key] = (what, self._row_strip(self._cells[key], style, width, over=cursor))
         return drawn[1].crop(x, x + width)
 
     def _row_strip(self, cells: list[Text], style: Style, width: int, cell_styles: bool = True,
