@@ -151,3 +151,28 @@ async def test_a_long_fleet_scrolls_with_the_cursor_and_a_click_opens_a_host():
         await until(pilot, lambda: not isinstance(app.screen, FleetScreen), "the clicked host's dashboard")
         assert app.source.selected == "box-02" and "box-02" in visible_text(app)
         await pilot.press("q")
+
+
+async def test_at_80_columns_a_host_s_top_line_keeps_how_often_it_refreshes():
+    """Paced by a 5 s scrape interval, the host view refreshes "every 2.5s": at 80 columns the
+    fleet's own hint gives way (the footer has it) so that the refresh rate is not cut."""
+    def handler(request):
+        if request.url.path == "/api/v1/targets":
+            return httpx.Response(200, json={"status": "success", "data": {"activeTargets": [
+                {"labels": {"instance": "127.0.0.1:19835", "job": "gpuwatch"}, "health": "up", "lastError": "",
+                 "lastScrape": "2026-11-23T10:00:00Z", "scrapeInterval": "5s"}], "droppedTargets": []}})
+        doc = _merged(QUERIES[dict(httpx.QueryParams(request.content.decode()))["query"]])
+        for item in doc["data"]["result"]:  # a host name of a usual length
+            if item["metric"].get("host") == "boxa":
+                item["metric"]["host"] = "gpu-node-0042.dc1"
+        return httpx.Response(200, json=doc)
+    fleet = FleetSource("http://prom:9090", client=PromClient("http://prom:9090", transport=httpx.MockTransport(handler)),
+                        wall=recorded_clock())
+    app = FleetApp(FleetHostSource(fleet), "http://prom:9090", interval=1.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "gpu-node-0042" in visible_text(app), "the fleet's rows")
+        await pilot.press("enter")
+        await until(pilot, lambda: "FLEET" in visible_text(app).splitlines()[0], "the host's dashboard")
+        top = visible_text(app).splitlines()[0]
+        assert "every 2.5s" in top and "…" not in top, top
+        await pilot.press("q")

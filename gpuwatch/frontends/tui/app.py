@@ -443,7 +443,7 @@ class GpuWatchApp(App):
         self._top.show_line(Content.assemble(head, (cost, "$text-muted")))
 
     def _top_head(self, snap: Snapshot, narrow: int) -> Content:
-        parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap) + [" ", (snap.host, "bold")]
+        parts: list = [(" gpuwatch ", "$primary reverse bold")] + self.top_extra(snap, narrow) + [" ", (snap.host, "bold")]
         names = {g.name for g in snap.gpus if g.name}
         if len(names) == 1 and not narrow:
             parts += [("  ", ""), f"{len(snap.gpus)}× {short_gpu_name(names.pop())}"]
@@ -458,7 +458,9 @@ class GpuWatchApp(App):
             parts += ["  ", (" PAUSED ", "$warning reverse bold")]
         return Content.assemble(*parts)
 
-    def top_extra(self, snap: Snapshot) -> list:
+    def top_extra(self, snap: Snapshot, narrow: int = 0) -> list:
+        """Parts of the top line after the name, for apps built on this one; ``narrow`` as in
+        :meth:`_top_head` (0: room for everything)."""
         return []
 
     def _paint_gpus(self, snap: Snapshot) -> None:

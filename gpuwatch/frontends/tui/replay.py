@@ -197,7 +197,7 @@ class ReplayApp(GpuWatchApp):
             shown = self.warnings[:5] + ([f"... {len(self.warnings) - 5} more"] if len(self.warnings) > 5 else [])
             self.notify("\n".join(shown), title="recording", severity="warning", timeout=10, markup=False)
 
-    def top_extra(self, snap: Snapshot) -> list:
+    def top_extra(self, snap: Snapshot, narrow: int = 0) -> list:
         src: ReplaySource = self.source
         state = "▶" if src.playing else "❚❚"
         out = [(f" REPLAY {state} {src.speed:g}× ", "$accent reverse bold"),
