@@ -91,6 +91,16 @@ class GpuWatchApp(App):
     # how long the UI waits at start for the first snapshot before it shows an empty screen
     first_wait_s = 0.25
 
+    def get_driver_class(self):
+        """Textual's Linux driver with an input thread that sleeps until there is input
+        (``driver.py``); Textual's choice elsewhere and where ``TEXTUAL_DRIVER`` names one."""
+        from textual import constants
+
+        if constants.DRIVER is None and sys.platform != "win32":
+            from .driver import QuietLinuxDriver
+            return QuietLinuxDriver
+        return super().get_driver_class()
+
     def __init__(self, source: SnapshotSource, interval: float = 1.0, theme: str | None = None, title: str | None = None,
                  paused: bool = False, on_first_frame: Callable[[], None] | None = None) -> None:
         # NO_COLOR (no-color.org): Textual alone would draw in shades of grey; asking for ANSI
