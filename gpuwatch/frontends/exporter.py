@@ -411,6 +411,10 @@ def publish_tick(state: ExporterState, snap: Snapshot, integ: _Integrator, t: fl
     state.publish(functools.partial(_families, snap, totals, t, host or snap.host))
 
 
+class _Stop(Exception):
+    """Raised by ``run_serve``'s signal handler, only while its main thread waits."""
+
+
 def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str | None = None,
               ready=None, stop: threading.Event | None = None, **server_options) -> int:
     """Tick ``monitor`` every ``interval`` seconds and serve its metrics until SIGTERM/SIGINT
@@ -428,9 +432,17 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
         return 1
     stop = stop or threading.Event()
     previous = {}
+    signalled = [False, False]  # [a stop signal came, the main thread is in its wait]
+
+    def on_signal(*_) -> None:
+        # not stop.set(): the signal may land while this thread holds the event's own lock
+        signalled[0] = True
+        if signalled[1]:
+            raise _Stop()
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            previous[sig] = signal.signal(sig, on_signal)
     actual = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"gpuwatch: serving http://{shown}:{actual}/metrics (every {interval:g} s); Ctrl-C stops", file=sys.stderr,
@@ -457,9 +469,18 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
     ticker = threading.Thread(target=ticking, name="gpuwatch-exporter-tick", daemon=True)
     ticker.start()
     try:
-        while not stop.wait(0.5):
+        # one wait with no timeout: a signal's handler interrupts it (_Stop), another thread's
+        # stop.set() ends it (a 0.5 s poll here woke the process twice a second for nothing)
+        try:
+            signalled[1] = True
+            if not signalled[0]:
+                stop.wait()
+        except _Stop:
             pass
+        finally:
+            signalled[1] = False
     finally:
+        stop.set()  # the ticker's loop ends
         server.shutdown()
         server.server_close()
         ticker.join(timeout=0.1)  # a tick stuck in a slow collector is left behind (daemon)
