@@ -222,6 +222,7 @@ class PromClient:
             if code >= 400 and not (isinstance(data, dict) and data.get("status") == "error"):
                 raise PromError(f"Prometheus at {self.url} answered HTTP {code}")
             out = parse_vector(data)
+            del data  # before the collector is back: see gcpause.paused
         out.ms = (time.perf_counter() - start) * 1000
         out.bytes = len(content)
         return out
