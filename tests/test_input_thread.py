@@ -4,7 +4,6 @@ suspended (ctrl+z / SIGTSTP) and resumed dashboard still takes keys."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
