@@ -42,6 +42,7 @@ import time
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -190,14 +191,27 @@ def wait_for_screen(name: str, pattern: str, timeout: float = 30.0) -> float | N
     return None
 
 
+class Use(NamedTuple):
+    cpu_pct: float  # process user+system time over the window, % of one core
+    peak_rss: int  # VmHWM, bytes
+    wakes: float | None  # context switches a second, all threads (perf); None without perf
+
+
 class Watch(threading.Thread):
-    """CPU share of one core (after a warm-up) and peak RSS (VmHWM) of a process."""
+    """CPU share of one core (after a warm-up), peak RSS (VmHWM) and wake-ups of a process.
+
+    Wake-ups are the context switches of all its threads over the same window, counted by
+    ``perf stat -e context-switches`` (a software event: no hardware counters needed; threads
+    started during the window are counted too). On this VM the CPU time charged per wake-up
+    ranged from ~5 us to ~1.3 ms over one day (a process waking ten times a second against one
+    waking once, side by side), so the count is the figure that does not move with the hour."""
 
     def __init__(self, pid: int, warmup: float, seconds: float) -> None:
         super().__init__(daemon=True)
         self.pid, self.warmup, self.seconds = pid, warmup, seconds
         self.cpu_pct: float | None = None
         self.peak_rss: int | None = None
+        self.wakes: float | None = None
 
     def run(self) -> None:
         import psutil
@@ -205,26 +219,41 @@ class Watch(threading.Thread):
         p = psutil.Process(self.pid)
         time.sleep(self.warmup)
         c0, w0 = sum(p.cpu_times()[:2]), time.monotonic()
-        time.sleep(self.seconds)
+        perf = shutil.which("perf")
+        counted = None
+        if perf:
+            counted = subprocess.run([perf, "stat", "-x", ",", "-e", "context-switches", "-p", str(self.pid), "--",
+                                      "sleep", f"{self.seconds:g}"], capture_output=True, text=True)
+        else:
+            time.sleep(self.seconds)
         c1, w1 = sum(p.cpu_times()[:2]), time.monotonic()
         self.cpu_pct = 100 * (c1 - c0) / (w1 - w0)
+        if counted is not None:
+            for line in counted.stderr.splitlines():
+                fields = line.split(",")
+                if len(fields) > 2 and fields[2] == "context-switches" and fields[0].isdigit():
+                    self.wakes = int(fields[0]) / (w1 - w0)
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     self.peak_rss = int(line.split()[1]) * 1024
 
 
-def watch_all(pids: dict[str, int], warmup: float, seconds: float) -> dict[str, tuple[float, int]]:
+def watch_all(pids: dict[str, int], warmup: float, seconds: float) -> dict[str, Use]:
     watches = {k: Watch(pid, warmup, seconds) for k, pid in pids.items()}
     for w in watches.values():
         w.start()
     for w in watches.values():
         w.join()
-    return {k: (w.cpu_pct, w.peak_rss) for k, w in watches.items()}
+    return {k: Use(w.cpu_pct, w.peak_rss, w.wakes) for k, w in watches.items()}
+
+
+def wakes(x: float | None) -> str:
+    return "" if x is None else f", {x:.0f} wake-ups/s"
 
 
 # ---- 2. side by side ----------------------------------------------------------------------------
-def side_by_side(box: Box, seconds: float, warmup: float = 10.0) -> dict[str, tuple[float, int]]:
+def side_by_side(box: Box, seconds: float, warmup: float = 10.0) -> dict[str, Use]:
     """gpuwatch and nvitop at the same time, each in its own tmux window of 200x60."""
     pids = {"gpuwatch": tmux_start("gw", gpuwatch_cmd(box), box.env),
             "nvitop": tmux_start("nv", nvitop_cmd(), box.env)}
@@ -253,7 +282,7 @@ def first_frame(box: Box, name: str, cmd: list[str]) -> float | None:
 
 
 # ---- 4. gpuwatch alone ------------------------------------------------------------------------------
-def dashboard_alone(box: Box, seconds: float, size=(200, 60), paused: bool = False) -> tuple[float, int]:
+def dashboard_alone(box: Box, seconds: float, size=(200, 60), paused: bool = False) -> Use:
     pid = tmux_start("solo", gpuwatch_cmd(box), box.env, size=size)
     try:
         # at 80x24 the GPU name may be cut: any drawn frame will do before pausing
@@ -282,12 +311,12 @@ def headless(box: Box, cmd: list[str]):
             p.kill()
 
 
-def serve_cost(box: Box, seconds: float) -> tuple[float, int]:
+def serve_cost(box: Box, seconds: float) -> Use:
     with headless(box, gpuwatch_cmd(box, "serve", "--listen", "127.0.0.1:0")) as p:  # any free port
         return watch_all({"serve": p.pid}, 5.0, seconds)["serve"]
 
 
-def record_cost(box: Box, seconds: float) -> tuple[float, int]:
+def record_cost(box: Box, seconds: float) -> Use:
     out = Path(tempfile.mkdtemp()) / "bench.ndjson.gz"
     try:
         with headless(box, gpuwatch_cmd(box, "record", "-o", str(out))) as p:
@@ -349,7 +378,7 @@ def main() -> int:
             with Box(busy_us=args.busy_us) as box:
                 res = [side_by_side(box, args.seconds, args.warmup) for _ in range(args.runs)]
             for r in res:
-                print("  round:", {k: (round(c, 2), mib(m)) for k, (c, m) in r.items()}, flush=True)
+                print("  round:", {k: (round(u.cpu_pct, 2), mib(u.peak_rss), u.wakes) for k, u in r.items()}, flush=True)
             g = [r["gpuwatch"][0] for r in res]
             nv = [r["nvitop"][0] for r in res]
             ratio = [a / b for a, b in zip(g, nv)]
@@ -360,6 +389,9 @@ def main() -> int:
                 f"{med(ratio):.2f} ({', '.join(f'{x:.2f}' for x in ratio)})", "≤ 1.0")
             row("peak RSS — gpuwatch / nvitop",
                 f"{mib(med([r['gpuwatch'][1] for r in res]))} / {mib(med([r['nvitop'][1] for r in res]))}", "")
+            if all(u.wakes is not None for r in res for u in r.values()):
+                row("wake-ups a second, all threads (perf context-switches) — gpuwatch / nvitop",
+                    f"{med([r['gpuwatch'].wakes for r in res]):.0f} / {med([r['nvitop'].wakes for r in res]):.0f}", "")
         if "frame" in only:
             with Box(busy_us=args.busy_us) as box:
                 fg = [first_frame(box, "ffg", gpuwatch_cmd(box)) for _ in range(args.runs)]
@@ -373,34 +405,34 @@ def main() -> int:
             s = args.solo_seconds
             for n in (0, 4, 16):
                 with Box(servers=n, busy_us=args.busy_us) as box:
-                    cpu, rss = dashboard_alone(box, s)
-                row(f"gpuwatch alone, 8 GPUs, {n} servers, 200×60", f"{cpu:.2f} %, {mib(rss)}", "")
+                    cpu, rss, wk = dashboard_alone(box, s)
+                row(f"gpuwatch alone, 8 GPUs, {n} servers, 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
             for n in (16, 64):
                 with Box(gpus=n, busy_us=args.busy_us) as box:
-                    cpu, rss = dashboard_alone(box, s)
-                row(f"gpuwatch alone, {n} GPUs, 4 servers, 200×60", f"{cpu:.2f} %, {mib(rss)}", "")
+                    cpu, rss, wk = dashboard_alone(box, s)
+                row(f"gpuwatch alone, {n} GPUs, 4 servers, 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
             with Box(busy_us=args.busy_us) as box:
-                cpu, rss = dashboard_alone(box, s, size=(80, 24))
-                row("gpuwatch alone, 8 GPUs, 4 servers, 80×24", f"{cpu:.2f} %, {mib(rss)}", "")
-                cpu, rss = dashboard_alone(box, s, paused=True)
-                row("gpuwatch alone, paused (p), 200×60", f"{cpu:.2f} %, {mib(rss)}", "~ Textual's idle")
+                cpu, rss, wk = dashboard_alone(box, s, size=(80, 24))
+                row("gpuwatch alone, 8 GPUs, 4 servers, 80×24", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
+                cpu, rss, wk = dashboard_alone(box, s, paused=True)
+                row("gpuwatch alone, paused (p), 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "~ Textual's idle")
                 pid = tmux_start("floor", floor_cmd(), box.env)
                 try:
                     wait_for_screen("floor", "H100", timeout=15)
-                    cpu, rss = watch_all({"floor": pid}, 3.0, s)["floor"]
+                    cpu, rss, wk = watch_all({"floor": pid}, 3.0, s)["floor"]
                 finally:
                     tmux_kill("floor")
                 row("— Textual's idle: an app with one line, 200×60 (bench/textual_floor.py)",
-                    f"{cpu:.2f} %, {mib(rss)}", "")
+                    f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
         if "headless" in only:
             s = args.solo_seconds
             for n in (4, 0):  # the servers' share: polled every second, like the GPUs
                 with Box(servers=n, busy_us=args.busy_us) as box:
-                    cpu, rss = serve_cost(box, s)
-                    row(f"gpuwatch serve, 1 s interval, not scraped, 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}",
+                    cpu, rss, wk = serve_cost(box, s)
+                    row(f"gpuwatch serve, 1 s interval, not scraped, 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}",
                         "≤ 1 %")
-                    cpu, rss = record_cost(box, s)
-                    row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}",
+                    cpu, rss, wk = record_cost(box, s)
+                    row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}",
                         "≤ 1 %")
     finally:
         tmux_kill_server()
