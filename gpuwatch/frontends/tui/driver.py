@@ -4,11 +4,13 @@ Textual's ``LinuxDriver`` reads the terminal on a thread that wakes ten times a 
 (``select(0.1)``) whether or not anything was typed: to see whether it was told to stop, and to
 let an escape sequence's timeout run out (a lone Esc is told from the start of a sequence by
 the time that follows it). Each wake-up costs the process CPU time however little it does, and
-on a virtual machine far more than the Python it runs: on the bench VM a thread looping on
-``select(0.1)`` alone used 1.5 ms of CPU a second (``/proc/<tid>/schedstat``), ten times what
-it would on bare metal; in an hour when wake-ups were that dear, the dashboard with this driver
-used 0.81x the CPU of the same dashboard with Textual's (three rounds side by side, bench box).
-A paused dashboard is otherwise asleep between its polls every 10 s.
+on a virtual machine far more than the Python it runs: on the bench VM, one afternoon, a process
+with a thread looping on ``select(0.1)`` used 13 ms of CPU a second more than the same process
+without it (``os.times``; 1.5 ms an hour earlier, by ``/proc/<tid>/schedstat``; a wake-up costs
+a few microseconds on bare metal). Side by side on the bench box in
+that afternoon, against the same dashboard on Textual's driver: 0.83-0.94x the CPU live (four
+rounds, both orders), 0.33-0.38x paused (a paused dashboard is otherwise asleep between its polls
+every 10 s: 9-10 wake-ups a second against 18-20).
 
 Here the thread waits without a timeout while no escape sequence is pending, and is woken
 through a pipe when it is told to stop (the stop event's ``set`` writes to it), so quitting,
