@@ -203,8 +203,8 @@ class Watch(threading.Thread):
     Wake-ups are the context switches of all its threads over the same window, counted by
     ``perf stat -e context-switches`` (a software event: no hardware counters needed; threads
     started during the window are counted too). On this VM the CPU time charged per wake-up
-    ranged from ~5 us to ~1.3 ms over one day (a process waking ten times a second against one
-    waking once, side by side), so the count is the figure that does not move with the hour."""
+    moved from ~0.1 to ~1.5 ms within one afternoon (a process waking ten times a second against
+    one waking once, side by side), so the count is the figure that does not move with the hour."""
 
     def __init__(self, pid: int, warmup: float, seconds: float) -> None:
         super().__init__(daemon=True)
