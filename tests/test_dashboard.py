@@ -389,3 +389,24 @@ async def test_a_covered_dashboard_builds_nothing_and_shows_the_newest_poll_when
         assert app.snapshot is not None and src.calls == polled  # no new poll: this is the repaint on return
         util_lines = [line for line in visible_text(app).splitlines() if "util " in line]
         assert util_lines and f" {util:.0f}% " in util_lines[0]  # the newest poll, not the one before the cover
+
+
+async def test_every_poll_runs_on_one_thread_that_ends_with_the_app():
+    """The polls run on one thread, woken for each (not a new thread a second: the UI thread
+    waited for each to start), and that thread leaves when the app ends."""
+    import threading
+
+    seen = []
+
+    def snap(n):
+        seen.append(threading.current_thread())
+        return make_snapshot(util=float(n))
+
+    src = FakeSource(snap)
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: src.calls > 5, "six polls")
+        assert threading.current_thread() not in seen  # never on the UI thread
+    assert len(set(seen)) == 1, f"{len(set(seen))} threads for {len(seen)} polls"
+    seen[0].join(timeout=5)
+    assert not seen[0].is_alive()

@@ -118,6 +118,8 @@ class GpuWatchApp(App):
         self._timer = None
         self._armed_at = self._armed_elapsed = 0.0
         self._polling = False
+        self._poller: threading.Thread | None = None
+        self._poll_wanted: threading.Event | None = None
         self._stopping = False
         # the process's own CPU, from times(2) (one system call; psutil reads and parses
         # /proc/self/stat): busy seconds and the moment they were read
@@ -300,8 +302,28 @@ class GpuWatchApp(App):
         self._polling = True
         # a daemon thread, not a Textual thread worker: those run on the event loop's executor,
         # which the exit waits for -- q would wait out a slow NVML call or a hung collector.
-        # The result still comes back as a message (post_message is thread-safe).
-        threading.Thread(target=self._collect, name="gpuwatch-poll", daemon=True).start()
+        # The result still comes back as a message (post_message is thread-safe). One thread for
+        # all polls, woken for each: starting a thread per poll made the UI thread wait for it to
+        # start, a wake-up more a second (the README's eleventh round: wake-ups are dear here)
+        if self._poller is None:
+            self._poll_wanted = threading.Event()
+            self._poller = threading.Thread(target=self._poll_loop, name="gpuwatch-poll", daemon=True)
+            self._poller.start()
+        self._poll_wanted.set()
+
+    def on_unmount(self) -> None:
+        # the app is ending (quit, hangup, a test's run_test): the poll thread leaves its wait
+        self._stopping = True
+        if self._poll_wanted is not None:
+            self._poll_wanted.set()
+
+    def _poll_loop(self) -> None:
+        while True:
+            self._poll_wanted.wait()
+            self._poll_wanted.clear()
+            if self._stopping:
+                return
+            self._collect()
 
     def _collect(self) -> None:
         start = time.monotonic()
