@@ -138,15 +138,15 @@ async def test_a_long_fleet_scrolls_with_the_cursor_and_a_click_opens_a_host():
         table = app.screen.query_one("#hosts")
         shown = _rows(app)
         assert shown[0] == "box-00" and len(shown) < 30  # a screenful
+        # each step waits for its frame (a loaded machine may take more than a tenth of a second)
         await pilot.press("end")
-        await pilot.pause(0.1)
-        assert _rows(app)[-1] == "box-29" and table.cursor_key == "box-29"  # in view, not under the scrollbar
+        await until(pilot, lambda: _rows(app)[-1] == "box-29", "the last host in view, not under the scrollbar")
+        assert table.cursor_key == "box-29"
         await pilot.press("pageup")
-        await pilot.pause(0.1)
-        assert table.cursor_key < "box-29" and table.cursor_key in _rows(app)
+        await until(pilot, lambda: table.cursor_key < "box-29" and table.cursor_key in _rows(app), "a page up")
         await pilot.press("home")
-        await pilot.pause(0.1)
-        assert _rows(app)[0] == "box-00" and table.cursor_key == "box-00"
+        await until(pilot, lambda: _rows(app)[0] == "box-00", "the first host in view")
+        assert table.cursor_key == "box-00"
         await pilot.click(table, offset=(3, 3))  # the header, box-00, box-01, box-02
         await until(pilot, lambda: not isinstance(app.screen, FleetScreen), "the clicked host's dashboard")
         assert app.source.selected == "box-02" and "box-02" in visible_text(app)
