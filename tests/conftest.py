@@ -94,7 +94,7 @@ async def until(pilot, cond, what: str = "", timeout: float = 30.0, step: float 
     import time
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what or cond}"
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what() if callable(what) else (what or cond)}"
         await pilot.pause(step)
 
 

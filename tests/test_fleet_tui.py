@@ -140,7 +140,8 @@ async def test_a_long_fleet_scrolls_with_the_cursor_and_a_click_opens_a_host():
         assert shown[0] == "box-00" and len(shown) < 30  # a screenful
         # each step waits for its frame (a loaded machine may take more than a tenth of a second)
         await pilot.press("end")
-        await until(pilot, lambda: _rows(app)[-1] == "box-29", "the last host in view, not under the scrollbar")
+        await until(pilot, lambda: _rows(app)[-1] == "box-29",
+                    lambda: f"the last host in view, not under the scrollbar: {_rows(app)}, cursor {table.cursor_key}, focus {app.focused}")
         assert table.cursor_key == "box-29"
         await pilot.press("pageup")
         await until(pilot, lambda: table.cursor_key < "box-29" and table.cursor_key in _rows(app), "a page up")
@@ -176,3 +177,27 @@ async def test_at_80_columns_a_host_s_top_line_keeps_how_often_it_refreshes():
         top = visible_text(app).splitlines()[0]
         assert "every 2.5s" in top and "…" not in top, top
         await pilot.press("q")
+
+
+async def test_end_pressed_as_the_rows_arrive_still_brings_the_last_row_into_view():
+    """A key that moves the cursor in the same moment the rows arrive, before Textual's next
+    layout shows the table's scrollbar, still scrolls (Textual ignores a plain scroll then)."""
+    from rich.text import Text
+    from textual.app import App
+
+    from gpuwatch.frontends.tui.hosttable import HostTable
+
+    class One(App):
+        def compose(self):
+            yield HostTable(id="t")
+
+    app = One()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(HostTable)
+        table.set_columns([("host", "host", 10)])
+        await pilot.pause()
+        table.set_rows([(f"h{i:02d}", [Text(f"h{i:02d}")]) for i in range(40)])
+        table.action_move_to(-1)  # End, before any layout saw the 40 rows
+        await until(pilot, lambda: "h39" in "\n".join(
+            "".join(s.text for s in table.render_line(y)) for y in range(table.size.height)), "h39 drawn")
+        assert table.cursor_key == "h39" and table.scroll_offset.y > 0

@@ -195,10 +195,13 @@ class HostTable(ScrollView, can_focus=True):
         self.cursor = max(0, min(row, len(self._keys) - 1))
         visible = max(1, self.scrollable_content_region.height - 1)  # rows under the header
         top = self.scroll_offset.y
+        # force: Textual ignores a scroll while the widget's scrollbar is not shown yet, and it is
+        # only shown at the layout after the rows arrived; a key pressed before that (End as the
+        # fleet first loads) left the cursor out of view for good
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False)
+            self.scroll_to(y=self.cursor, animate=False, force=True)
         elif self.cursor >= top + visible:
-            self.scroll_to(y=self.cursor - visible + 1, animate=False)
+            self.scroll_to(y=self.cursor - visible + 1, animate=False, force=True)
         self.refresh()
 
     def action_move(self, step: int) -> None:
