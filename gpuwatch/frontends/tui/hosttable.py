@@ -77,6 +77,8 @@ class HostTable(ScrollView, can_focus=True):
 
     _PARSED: dict[str, Style] = {}
 
+    _follow = False  # the cursor was moved by a key: kept in view while the scrollbars settle
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._columns: list[tuple[str, str, int | None]] = []  # (key, label, fixed width or None)
@@ -193,6 +195,12 @@ class HostTable(ScrollView, can_focus=True):
         if not self._keys:
             return
         self.cursor = max(0, min(row, len(self._keys) - 1))
+        self._follow = True
+        self._into_view()
+        self.refresh()
+
+    def _into_view(self) -> None:
+        """Scroll so the cursor's row is in view, between the header and any horizontal scrollbar."""
         visible = max(1, self.scrollable_content_region.height - 1)  # rows under the header
         top = self.scroll_offset.y
         # force: Textual ignores a scroll while the widget's scrollbar is not shown yet, and it is
@@ -202,7 +210,15 @@ class HostTable(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor, animate=False, force=True)
         elif self.cursor >= top + visible:
             self.scroll_to(y=self.cursor - visible + 1, animate=False, force=True)
-        self.refresh()
+
+    def watch_show_horizontal_scrollbar(self, shown: bool) -> None:
+        # a scrollbar that appears after the cursor moved (the next layout) takes a row or a column
+        # from the view: bring the cursor back into what is left
+        if self._follow:
+            self.call_after_refresh(self._into_view)
+
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        self.watch_show_horizontal_scrollbar(shown)
 
     def action_move(self, step: int) -> None:
         self._move(self.cursor + step)
