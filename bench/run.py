@@ -248,8 +248,10 @@ def watch_all(pids: dict[str, int], warmup: float, seconds: float) -> dict[str, 
     return {k: Use(w.cpu_pct, w.peak_rss, w.wakes) for k, w in watches.items()}
 
 
-def wakes(x: float | None) -> str:
-    return "" if x is None else f", {x:.0f} wake-ups/s"
+def usage(u: Use) -> str:
+    """CPU, peak RSS and (with perf) wake-ups of one measured process, for a table cell."""
+    wakes = "" if u.wakes is None else f", {u.wakes:.0f} wake-ups/s"
+    return f"{u.cpu_pct:.2f} %, {mib(u.peak_rss)}{wakes}"
 
 
 # ---- 2. side by side ----------------------------------------------------------------------------
@@ -405,34 +407,34 @@ def main() -> int:
             s = args.solo_seconds
             for n in (0, 4, 16):
                 with Box(servers=n, busy_us=args.busy_us) as box:
-                    cpu, rss, wk = dashboard_alone(box, s)
-                row(f"gpuwatch alone, 8 GPUs, {n} servers, 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
+                    u = dashboard_alone(box, s)
+                row(f"gpuwatch alone, 8 GPUs, {n} servers, 200×60", usage(u), "")
             for n in (16, 64):
                 with Box(gpus=n, busy_us=args.busy_us) as box:
-                    cpu, rss, wk = dashboard_alone(box, s)
-                row(f"gpuwatch alone, {n} GPUs, 4 servers, 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
+                    u = dashboard_alone(box, s)
+                row(f"gpuwatch alone, {n} GPUs, 4 servers, 200×60", usage(u), "")
             with Box(busy_us=args.busy_us) as box:
-                cpu, rss, wk = dashboard_alone(box, s, size=(80, 24))
-                row("gpuwatch alone, 8 GPUs, 4 servers, 80×24", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
-                cpu, rss, wk = dashboard_alone(box, s, paused=True)
-                row("gpuwatch alone, paused (p), 200×60", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "~ Textual's idle")
+                u = dashboard_alone(box, s, size=(80, 24))
+                row("gpuwatch alone, 8 GPUs, 4 servers, 80×24", usage(u), "")
+                u = dashboard_alone(box, s, paused=True)
+                row("gpuwatch alone, paused (p), 200×60", usage(u), "~ Textual's idle")
                 pid = tmux_start("floor", floor_cmd(), box.env)
                 try:
                     wait_for_screen("floor", "H100", timeout=15)
-                    cpu, rss, wk = watch_all({"floor": pid}, 3.0, s)["floor"]
+                    u = watch_all({"floor": pid}, 3.0, s)["floor"]
                 finally:
                     tmux_kill("floor")
                 row("— Textual's idle: an app with one line, 200×60 (bench/textual_floor.py)",
-                    f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}", "")
+                    usage(u), "")
         if "headless" in only:
             s = args.solo_seconds
             for n in (4, 0):  # the servers' share: polled every second, like the GPUs
                 with Box(servers=n, busy_us=args.busy_us) as box:
-                    cpu, rss, wk = serve_cost(box, s)
-                    row(f"gpuwatch serve, 1 s interval, not scraped, 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}",
+                    u = serve_cost(box, s)
+                    row(f"gpuwatch serve, 1 s interval, not scraped, 8 GPUs, {n} servers", usage(u),
                         "≤ 1 %")
-                    cpu, rss, wk = record_cost(box, s)
-                    row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", f"{cpu:.2f} %, {mib(rss)}{wakes(wk)}",
+                    u = record_cost(box, s)
+                    row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", usage(u),
                         "≤ 1 %")
     finally:
         tmux_kill_server()

@@ -432,12 +432,13 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
         return 1
     stop = stop or threading.Event()
     previous = {}
-    signalled = [False, False]  # [a stop signal came, the main thread is in its wait]
+    requested = waiting = False  # a stop signal came; the main thread is in its wait
 
     def on_signal(*_) -> None:
         # not stop.set(): the signal may land while this thread holds the event's own lock
-        signalled[0] = True
-        if signalled[1]:
+        nonlocal requested
+        requested = True
+        if waiting:
             raise _Stop()
 
     if threading.current_thread() is threading.main_thread():
@@ -472,13 +473,13 @@ def run_serve(monitor, interval: float, listen: tuple[str, int], host_label: str
         # one wait with no timeout: a signal's handler interrupts it (_Stop), another thread's
         # stop.set() ends it (a 0.5 s poll here woke the process twice a second for nothing)
         try:
-            signalled[1] = True
-            if not signalled[0]:
+            waiting = True
+            if not requested:
                 stop.wait()
         except _Stop:
             pass
         finally:
-            signalled[1] = False
+            waiting = False
     finally:
         stop.set()  # the ticker's loop ends
         server.shutdown()

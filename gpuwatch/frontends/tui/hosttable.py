@@ -77,7 +77,7 @@ class HostTable(ScrollView, can_focus=True):
 
     _PARSED: dict[str, Style] = {}
 
-    _follow = False  # the cursor was moved by a key: kept in view while the scrollbars settle
+    _follow = False  # a key has moved the cursor: from then on a scrollbar appearing keeps it in view
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
