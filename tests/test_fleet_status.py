@@ -32,13 +32,25 @@ def _prometheus(tmp, port, targets):
 
 
 def _until(fn, what, timeout=30):
+    """Wait for ``fn()`` to be truthy; ``what`` (or ``what()``) says what failed."""
     deadline = time.monotonic() + timeout
     while True:
         got = fn()
         if got:
             return got
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.5)
+
+
+def _ready(url, prom, tmp):
+    """True once Prometheus says it is ready (its storage loaded); a Prometheus that exited
+    fails the test with the end of its log."""
+    assert prom.poll() is None, f"Prometheus exited ({prom.returncode}): " + \
+        (tmp / "prometheus.log").read_text(errors="replace")[-1500:]
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _both_up(url):
@@ -96,14 +108,17 @@ def test_a_killed_box_is_down_and_a_removed_one_stale(tmp_path):
         # (from its write-ahead log, within the look-back) but they are not current any more
         _stop(prom)
         prom = _prometheus(tmp_path, prom_port, [f"127.0.0.1:{port_b}"])
+        _until(lambda: _ready(url, prom, tmp_path), "the restarted Prometheus never became ready")
+        seen = []  # what each refresh said, for the failure's message
 
         def stale():
-            try:
-                snap = src.refresh().host("box-a")
-            except Exception:
-                return None
+            reading = src.refresh()  # never raises: a Prometheus that does not answer is the reading's error
+            snap = reading.host("box-a")
+            seen.append(f"error={reading.error!r} box-a=" + (
+                "absent" if snap is None else f"{snap.status.state} ({snap.status.reason}), {len(snap.gpus)} GPUs"))
             return snap if snap is not None and snap.gpus and snap.status.state == "stale" else None
-        snap = _until(stale, "box-a's old samples were shown as current after Prometheus restarted")
+        snap = _until(stale, lambda: "box-a's old samples were not shown as stale after Prometheus restarted; "
+                                     "the last refreshes: " + " | ".join(seen[-3:]))
         assert len(snap.gpus) == 8  # the old numbers stay visible, marked
         assert [(x.kind, x.severity) for x in snap.alerts] == [("host_stale", "warning")]
     finally:
