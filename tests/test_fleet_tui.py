@@ -155,6 +155,23 @@ async def test_a_long_fleet_scrolls_with_the_cursor_and_a_click_opens_a_host():
         await pilot.press("q")
 
 
+async def test_the_fleet_s_status_line_fits_one_line_at_80_columns_and_grows_back_when_widened():
+    """At 80 columns the status line gave up its hint and shortened its refresh figures instead of
+    wrapping mid-phrase onto the table's header ("… 2" / "queries · 38 ms …"); widened, it says all."""
+    app = make_app({"down": False})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "boxa" in visible_text(app), "the fleet's rows")
+        lines = visible_text(app).splitlines()
+        assert "gpuwatch fleet" in lines[0] and "3 hosts · 11 GPUs" in lines[0] and " ms/" in lines[0], lines[:2]
+        assert lines[1].split()[:2] == ["Host", "GPUs"], lines[:2]  # the header right below: no second line
+        await pilot.resize_terminal(200, 24)
+        await until(pilot, lambda: "enter: open host" in visible_text(app).splitlines()[0],
+                    lambda: visible_text(app).splitlines()[0])
+        top = visible_text(app).splitlines()[0]
+        assert "via http://prom:9090" in top and "2 queries ·" in top and "every 0.1 s" in top, top
+        await pilot.press("q")
+
+
 async def test_at_80_columns_a_host_s_top_line_keeps_how_often_it_refreshes():
     """Paced by a 5 s scrape interval, the host view refreshes "every 2.5s": at 80 columns the
     fleet's own hint gives way (the footer has it) so that the refresh rate is not cut."""

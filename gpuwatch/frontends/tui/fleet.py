@@ -86,6 +86,7 @@ class FleetScreen(Screen):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        self._shown_for: tuple | None = None  # the last (reading, good) shown: drawn again on a resize
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="fleet-top")
@@ -105,23 +106,44 @@ class FleetScreen(Screen):
             self.show_reading(app.source.reading, app.source.good)
 
     def show_reading(self, reading: FleetReading | None, good: FleetReading | None) -> None:
-        top = self.query_one("#fleet-top", StatusLine)
-        parts: list = [(" gpuwatch fleet ", "$primary reverse bold"), " ", ("via ", "$text-muted"), self.url]
+        self._shown_for = (reading, good)
         shown = reading if reading is not None and reading.hosts else good
+        width = self.size.width
+        # the longest form that fits on one line: the key hint goes first, then the refresh's
+        # figures shrink, then the "via", then the answer's time (a Prometheus error is never
+        # cut: it wraps if it must)
+        for narrow in range(5):
+            line = self._status(reading, shown, narrow)
+            if line.cell_length <= width:
+                break
+        self.query_one("#fleet-top", StatusLine).show(line)
+        if shown is not None:
+            self._fill(shown, stale=shown is not reading)
+
+    def on_resize(self) -> None:
+        if self._shown_for is not None:
+            self.show_reading(*self._shown_for)
+
+    def _status(self, reading: FleetReading | None, shown: FleetReading | None, narrow: int) -> Content:
+        parts: list = [(" gpuwatch fleet ", "$primary reverse bold"), " "]
+        if narrow < 3:
+            parts.append(("via ", "$text-muted"))
+        parts.append(self.url)
         if shown is not None:
             gpus = sum(len(s.gpus) for s in shown.hosts)
             parts += ["  ", (f"{len(shown.hosts)} hosts · {gpus} GPUs", "bold")]
         if reading is not None:
-            parts += [("  " + reading.time[11:19] + "Z", "$text-muted"),
-                      (f"  {reading.queries} queries · {reading.refresh_ms:.0f} ms · every "
-                       f"{self.app.poll_period():g} s", "$text-muted"),
-                      ("  enter: open host", "$text-muted")]
+            if narrow < 4:
+                parts.append(("  " + reading.time[11:19] + "Z", "$text-muted"))
+            every = self.app.poll_period()
+            parts.append((f"  {reading.queries} queries · {reading.refresh_ms:.0f} ms · every {every:g} s"
+                           if narrow < 2 else f"  {reading.refresh_ms:.0f} ms/{every:g}s", "$text-muted"))
+            if not narrow:
+                parts.append(("  enter: open host", "$text-muted"))
             if reading.error:
                 stale = "  (showing the last answer)" if shown is not None and shown is not reading else ""
                 parts += ["  ", (" PROMETHEUS ", "$error reverse bold"), " ", reading.error, (stale, "$text-muted")]
-        top.show(Content.assemble(*parts))
-        if shown is not None:
-            self._fill(shown, stale=shown is not reading)
+        return Content.assemble(*parts)
 
     def _fill(self, reading: FleetReading, stale: bool) -> None:
         self.query_one("#hosts", HostTable).set_rows([(snap.host, self._cells(snap, stale)) for snap in reading.hosts])
