@@ -49,6 +49,10 @@ sys.path.insert(0, str(ROOT))
 PY = sys.executable
 TMUX = ["tmux", "-L", f"gwbench-{os.getpid()}"]
 SCENARIO = "h100x8-4i:none"  # vLLM TP=4, vLLM TP=2, SGLang, llama.cpp on 8 H100s
+# the stand-in's driver (--driver). R550 has no PCIe byte counters (they arrived with R555): the
+# PCIe rates come from nvmlDeviceGetPcieThroughput, which blocks 20 ms per call (two per GPU a
+# second), work nvitop's TUI never asks for (nvitop 1.7.2 shows no PCIe rate)
+DRIVER = "550.127.05"
 
 
 def med(xs):
@@ -64,11 +68,12 @@ def p95(xs):
 class Box:
     """The compiled NVML stand-in's environment and ``servers`` inference-server processes."""
 
-    def __init__(self, gpus: int = 8, servers: int = 4, busy_us: float = 0) -> None:
+    def __init__(self, gpus: int = 8, servers: int = 4, busy_us: float = 0, driver: str | None = None) -> None:
         from gpuwatch.sim import cnvml
 
         self.lib_dir = cnvml.build()
         self.gpus, self.busy_us = gpus, busy_us
+        self.driver = driver or DRIVER
         self.procs: list[subprocess.Popen] = []
         self.servers: list[dict] = []
         try:
@@ -83,7 +88,8 @@ class Box:
             raise
         # each server's PID on its GPUs, as the driver lists a serving process
         procs = ",".join(f"{s['pid']}:{'+'.join(map(str, s['gpus']))}" for s in self.servers)
-        self.env = cnvml.environment(self.lib_dir, gpus=gpus, busy_us=busy_us, procs=procs or None)
+        self.env = cnvml.environment(self.lib_dir, gpus=gpus, busy_us=busy_us, procs=procs or None,
+                                     driver=self.driver)
         self.env["PYTHONPATH"] = str(ROOT)
         # both tools start from bytecode, as installed packages do: nvitop's is in site-packages;
         # gpuwatch's (a source checkout here) goes to a cache outside the tree, written by one
@@ -158,7 +164,7 @@ def _quote(s: str) -> str:
 
 def tmux_start(name: str, cmd: list[str], env: dict, size: tuple[int, int] = (200, 60)) -> int:
     keep = ("LD_LIBRARY_PATH", "PYTHONPATH", "GPUWATCH_CNVML_GPUS", "GPUWATCH_CNVML_BUSY_US", "GPUWATCH_CNVML_PROCS",
-            "PYTHONPYCACHEPREFIX")
+            "GPUWATCH_CNVML_DRIVER", "PYTHONPYCACHEPREFIX")
     line = "exec env -u PYTHONDONTWRITEBYTECODE " + " ".join(_quote(f"{k}={env[k]}") for k in keep if k in env) + " " + \
         " ".join(_quote(c) for c in cmd)
     subprocess.run([*TMUX, "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), line], check=True)
@@ -346,6 +352,7 @@ def mib(n: int | None) -> str:
 
 
 def main() -> int:
+    global DRIVER  # every Box of this run uses --driver
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60, help="length of each side-by-side CPU/RSS measurement")
     ap.add_argument("--solo-seconds", type=float, default=30, help="length of each gpuwatch-alone measurement")
@@ -355,6 +362,8 @@ def main() -> int:
                          "past the dashboard's heap settling, 5 s after its first frame)")
     ap.add_argument("--busy-us", type=float, default=0.0,
                     help="driver cost of every NVML call in µs, spent in the stand-in (0; 30 is a realistic ioctl)")
+    ap.add_argument("--driver", default=DRIVER,
+                    help=f"the stand-in's driver version ({DRIVER}: no PCIe byte counters; 570.172.08: with them)")
     ap.add_argument("--quick", action="store_true", help="short runs (10 s, 1 round) to check the bench works")
     ap.add_argument("--only", default="tick,cpu,frame,solo,headless")
     args = ap.parse_args()
@@ -370,7 +379,9 @@ def main() -> int:
         rows.append(r)
         print(r, flush=True)
 
-    print(f"# gpuwatch bench: {machine()}; NVML stand-in (C), {args.busy_us:g} µs per call", flush=True)
+    DRIVER = args.driver
+    print(f"# gpuwatch bench: {machine()}; NVML stand-in (C), driver {DRIVER}, {args.busy_us:g} µs per call",
+          flush=True)
     if "tick" in only:
         for n, target in ((8, "≤ 5 ms"), (16, ""), (64, "≤ 40 ms")):
             ts = [t for _ in range(args.runs) for t in tick_times(n, args.busy_us, 40)]
