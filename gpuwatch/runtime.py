@@ -53,7 +53,8 @@ class LaterInstances:
     the GPUs are shown without waiting for httpx, the engine modules and the first server
     answers, which all come on the following ticks (the servers' panel says it is looking for
     them meanwhile: the sampler's snapshot is ``instances_pending`` until a first collect()
-    returns). ``collect()`` runs on the sampler's worker thread, which waits for ``go``."""
+    returns). ``collect()`` runs on the sampler's worker thread, which waits for ``go``;
+    ``collect_nowait()`` returns nothing until then."""
 
     def __init__(self, build: Callable[[], InstanceCollector], go: threading.Event,
                  max_wait_s: float = SERVERS_AFTER_MAX_S) -> None:
@@ -63,15 +64,17 @@ class LaterInstances:
         self._closed = False
         self._probe: list | None = None
         self._benches: list[tuple[str, BenchResult]] = []
+        self._asked_at: float | None = None  # the first collect_nowait()
 
     @property
     def notes(self) -> list[str]:
         real = self._real
         return real.notes if real is not None else []
 
-    def _collector(self) -> InstanceCollector | None:
+    def _collector(self, wait: bool = True) -> InstanceCollector | None:
         if self._real is None and not self._closed:
-            self._go.wait(self._max_wait_s)
+            if wait:
+                self._go.wait(self._max_wait_s)
             with self._lock:
                 if self._real is None and not self._closed:
                     real = self._build()
@@ -85,6 +88,22 @@ class LaterInstances:
     def collect(self) -> list[Instance]:
         real = self._collector()
         return real.collect() if real is not None and not self._closed else []
+
+    def collect_nowait(self) -> list[Instance]:
+        """``InstanceCollector.collect_nowait``, once ``go`` is set or ``max_wait_s`` has passed
+        since the first call; nothing (and ``first_pending``) before."""
+        if self._real is None:
+            if self._asked_at is None:
+                self._asked_at = time.monotonic()
+            if not self._go.is_set() and time.monotonic() - self._asked_at < self._max_wait_s:
+                return []
+        real = self._collector(wait=False)
+        return real.collect_nowait() if real is not None and not self._closed else []
+
+    @property
+    def first_pending(self) -> bool:
+        real = self._real
+        return real is None or real.first_pending
 
     def probe(self, urls) -> None:
         with self._lock:

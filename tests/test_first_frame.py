@@ -149,8 +149,13 @@ class _Collector:
     def __init__(self) -> None:
         self.notes, self.probed, self.benches, self.closed = ["a note"], None, [], False
 
+    first_pending = False
+
     def collect(self):
         return ["instance"]
+
+    def collect_nowait(self):
+        return ["instance (no wait)"]
 
     def probe(self, urls) -> None:
         self.probed = list(urls)
@@ -183,6 +188,33 @@ def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
     assert later.notes == ["a note"]
     later.close()
     assert built[0].closed
+
+
+def test_the_dashboard_s_ticks_get_nothing_before_the_go_without_waiting_for_it():
+    """collect_nowait() on the ticking thread: nothing, and still pending, until the go (or
+    ``max_wait_s``); then the collector is built and read, with what was asked meanwhile."""
+    built: list[_Collector] = []
+    go = threading.Event()
+    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(later.collect_nowait()))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and got == [[]]  # returned at once, with the go not given
+    assert later.first_pending and not built
+    later.probe(["http://127.0.0.1:8001"])
+    go.set()
+    assert later.collect_nowait() == ["instance (no wait)"] and not later.first_pending
+    assert len(built) == 1 and built[0].probed == ["http://127.0.0.1:8001"]
+    later.close()
+    # without a go, max_wait_s after the first call, the collector is built anyway
+    late = LaterInstances(lambda: built.append(_Collector()) or built[-1], threading.Event(), max_wait_s=0.2)
+    assert late.collect_nowait() == []
+    deadline = time.monotonic() + 30
+    while late.collect_nowait() != ["instance (no wait)"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    late.close()
 
 
 def test_quitting_before_the_first_frame_builds_no_server_collector():

@@ -6,7 +6,6 @@ an alert. Skipped where the ``prometheus`` binary is not installed."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from conftest import ROOT
 from hostile_support import ESC_TITLE, TRICKLED, Peer, trickle
 from test_terminal import _dashboard, _read_until
 

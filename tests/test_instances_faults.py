@@ -12,6 +12,8 @@ import pytest
 from _instances_servers import ENDLESS, HANG, JUNK, Counters, HoldCount, free_port
 
 from gpuwatch.collect.instances import BackendConfig, InstanceCollector
+from gpuwatch.pipeline import Sampler
+from test_instances_idle import _Nvml
 
 SECRET = "sk-test-7f3a9c1e55d04b2f"
 
@@ -181,3 +183,61 @@ def test_a_clock_the_caller_drives_waits_for_a_slow_server_so_its_rate_stays_tru
         assert rates[1:] == pytest.approx([100.0] * 4), rates
     finally:
         sampler.close()
+
+
+# ---- collect_nowait: the dashboard's ticks -----------------------------------------------------
+
+def test_collect_nowait_shows_each_server_when_its_poll_has_ended_and_never_waits_for_one(clock, servers):
+    """The dashboard does not wait for the servers between its ticks: each call reads what the
+    polls started by the previous one found. A server whose first poll is still running is left
+    out (not shown down) and ``first_pending`` says so; a hanging one turns down, with why, once
+    its poll's own timeout has run out; no call waits for the hanging server to let go."""
+    holds = HoldCount()
+    good = servers({"/metrics": healthy_vllm(clock)})
+    hang = servers({"/metrics": HANG}, holds=holds)
+    backends = [BackendConfig(good.url, name="good", kind="vllm"), BackendConfig(hang.url, name="hang", kind="vllm")]
+    seen = []
+    with InstanceCollector(backends, discover=False, clock=clock.now, timeout_s=2.0) as col:
+        first = col.collect_nowait()
+        assert "hang" not in {i.name for i in first} and col.first_pending  # asked, not yet answered: not "down"
+
+        def until(cond, what):
+            deadline = time.monotonic() + 30
+            while True:
+                got = {i.name: i for i in col.collect_nowait()}
+                seen.append({n: i.status for n, i in got.items()})
+                if cond(got):
+                    return got
+                assert time.monotonic() < deadline, f"{what}; the calls saw {seen[-3:]}"
+                time.sleep(0.05)
+
+        got = until(lambda g: "good" in g, "the healthy server was never shown")
+        assert got["good"].status == "up"
+        got = until(lambda g: "hang" in g, "the hanging server was never shown")
+        assert got["hang"].status == "down" and "no answer" in got["hang"].error
+        assert not col.first_pending
+        assert holds.held_to_the_end == 0  # the polls gave up on it; nothing waited for it to let go
+    # while the hanging server's first poll ran, it was never shown (as down or otherwise)
+    assert all("hang" not in s for s in seen[:-1]), seen
+
+
+def test_the_dashboard_s_sampler_starts_no_thread_to_wait_for_the_servers(clock, servers):
+    """Ticks that do not wait for the servers (the dashboard's, and record's after its first)
+    read them with collect_nowait on the ticking thread: no worker thread is started for the
+    servers' polls, and the snapshot stops saying it is looking for servers once they answered."""
+    srv = servers({"/metrics": healthy_vllm(clock)})
+    col = InstanceCollector([BackendConfig(srv.url, name="v", kind="vllm")], discover=False, clock=clock.now)
+    s = Sampler(nvml=_Nvml(), instances=col, analyzers=[])
+    try:
+        snap = s.sample(wait_instances=False)
+        assert snap.instances_pending and snap.instances == []
+        deadline = time.monotonic() + 30
+        while not snap.instances:
+            assert time.monotonic() < deadline, "the server never appeared"
+            time.sleep(0.05)
+            snap = s.sample(wait_instances=False)
+        assert not snap.instances_pending and [i.status for i in snap.instances] == ["up"]
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("gpuwatch-instances_")]
+    finally:
+        s.close()
+        col.close()

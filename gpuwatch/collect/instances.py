@@ -1,7 +1,9 @@
 """Inference instances: which servers run (configured and discovered), what engine they are,
 and how busy they are.
 
-``InstanceCollector.collect()`` is called once per tick from a worker thread. It polls every
+``InstanceCollector.collect()`` is called once per tick and waits for the polls it starts
+(bounded); ``collect_nowait()``, on the ticks of the dashboard, ``serve`` and ``record``, reads
+what the previous call's polls found and starts the next ones, without waiting. It polls every
 server concurrently on a private asyncio loop (one background thread; each server its own
 keep-alive client: ``http11.KeepAliveClient``, or ``httpx.AsyncClient`` for https), each
 server bounded by ``timeout_s``: a server that hangs, fails or answers junk shows ``status``
@@ -353,6 +355,7 @@ class InstanceCollector:
         self._woken = False  # wake() was called: every server is due at the next collect()
         self._meter_fut: concurrent.futures.Future | None = None
         self._metered: dict | None = None  # the meters' last answer
+        self.first_pending = False  # after collect_nowait(): a server's first poll is still running
 
     # ---- public API ---------------------------------------------------------------------
     def collect(self) -> list[Instance]:
@@ -361,6 +364,17 @@ class InstanceCollector:
         shows its last state until its poll ends (within ``timeout_s``), and the others are
         read afresh on every call. A server that has never answered yet is waited for, up to
         ``timeout_s``; the rest at most ``grace_s``."""
+        return self._collect(wait=True)
+
+    def collect_nowait(self) -> list[Instance]:
+        """What the polls started by the previous call found, and the next polls started: never
+        waits (the caller's next tick reads them). A server whose first poll is still running is
+        left out until it ends (within ``timeout_s``: then it is up, or down with the reason);
+        ``first_pending`` says whether one is. For a caller that ticks anyway (the dashboard):
+        no thread waits for the polls, and none is woken when they end."""
+        return self._collect(wait=False)
+
+    def _collect(self, wait: bool) -> list[Instance]:
         with self._lock:
             if self._closed:
                 return []
@@ -385,9 +399,9 @@ class InstanceCollector:
             first = [t.inflight for t in polling if t.last is None] + (meter if self._metered is None else [])
             later = [t.inflight for t in polling if t.last is not None] + (meter if self._metered is not None else [])
             start = time.monotonic()
-            if first:
+            if first and wait:
                 concurrent.futures.wait(first, timeout=self.timeout_s + 0.3)
-            if later:
+            if later and wait:
                 left = self.grace_s - (time.monotonic() - start)
                 concurrent.futures.wait(later, timeout=max(0.0, left))
             if self._meter_fut is not None and self._meter_fut.done():
@@ -418,8 +432,8 @@ class InstanceCollector:
                     self._back_off(t, inst, res, before, now)
                 elif t.last is not None:
                     inst = t.last  # still polling (hung or slow): its last state, as it was
-                elif t.tentative:
-                    inst = None
+                elif t.tentative or not wait:
+                    inst = None  # (not waited for: its first poll is still running)
                 else:
                     inst = self._apply(t, _PollResult(error=FetchError(f"no answer within {self.timeout_s:g} s",
                                                                        "down")))
@@ -427,6 +441,8 @@ class InstanceCollector:
                     out.append(copy.copy(inst))
                 elif t.tentative and t.inflight is None:
                     self._targets.pop(t.key, None)  # probed again at the next discovery scan
+            self.first_pending = any(t.last is None and t.inflight is not None for t in targets
+                                     if self._targets.get(t.key) is t)
             return out
 
     @staticmethod
