@@ -170,10 +170,15 @@ class _Collector:
         self.closed = True
 
 
-def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
+def _later(go: threading.Event, max_wait_s: float = 60) -> tuple[LaterInstances, list[_Collector]]:
+    """A LaterInstances over stand-in collectors, and the list of those it built."""
     built: list[_Collector] = []
+    return LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=max_wait_s), built
+
+
+def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
     go = threading.Event()
-    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    later, built = _later(go)
     got: list = []
     worker = threading.Thread(target=lambda: got.append(later.collect()))
     worker.start()
@@ -193,9 +198,8 @@ def test_servers_wait_for_the_go_and_keep_what_was_asked_of_them_meanwhile():
 def test_the_dashboard_s_ticks_get_nothing_before_the_go_without_waiting_for_it():
     """collect_nowait() on the ticking thread: nothing, and still pending, until the go (or
     ``max_wait_s``); then the collector is built and read, with what was asked meanwhile."""
-    built: list[_Collector] = []
     go = threading.Event()
-    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    later, built = _later(go)
     got: list = []
     worker = threading.Thread(target=lambda: got.append(later.collect_nowait()))
     worker.start()
@@ -208,7 +212,7 @@ def test_the_dashboard_s_ticks_get_nothing_before_the_go_without_waiting_for_it(
     assert len(built) == 1 and built[0].probed == ["http://127.0.0.1:8001"]
     later.close()
     # without a go, max_wait_s after the first call, the collector is built anyway
-    late = LaterInstances(lambda: built.append(_Collector()) or built[-1], threading.Event(), max_wait_s=0.2)
+    late, built = _later(threading.Event(), max_wait_s=0.2)
     assert late.collect_nowait() == []
     deadline = time.monotonic() + 30
     while late.collect_nowait() != ["instance (no wait)"]:
@@ -235,9 +239,8 @@ def test_the_deferred_collector_answers_all_a_sampler_asks_of_a_server_collector
 
     asked = {name for name, value in vars(InstanceSource).items() if callable(value) and not name.startswith("_")}
     assert asked and all(callable(getattr(LaterInstances, name, None)) for name in asked)
-    built: list[_Collector] = []
     go = threading.Event()
-    later = LaterInstances(lambda: built.append(_Collector()) or built[-1], go, max_wait_s=60)
+    later, built = _later(go)
     later.wake()  # before the go: nothing to wake, and no error
     go.set()
     assert later.collect() == ["instance"]

@@ -222,15 +222,18 @@ def test_collect_nowait_shows_each_server_when_its_poll_has_ended_and_never_wait
 
 
 def test_the_dashboard_s_sampler_starts_no_thread_to_wait_for_the_servers(clock, servers):
-    """Ticks that do not wait for the servers (the dashboard's, and record's after its first)
+    """Ticks that do not wait for the servers (the dashboard's, serve's, record's after its first)
     read them with collect_nowait on the ticking thread: no worker thread is started for the
     servers' polls, and the snapshot stops saying it is looking for servers once they answered."""
-    srv = servers({"/metrics": healthy_vllm(clock)})
-    col = InstanceCollector([BackendConfig(srv.url, name="v", kind="vllm")], discover=False, clock=clock.now)
+    gate, body = threading.Event(), healthy_vllm(clock)
+    srv = servers({"/metrics": lambda h: gate.wait(30) and body(h)})  # answers once the gate opens
+    col = InstanceCollector([BackendConfig(srv.url, name="v", kind="vllm")], discover=False, clock=clock.now,
+                            timeout_s=30.0)
     s = Sampler(nvml=_Nvml(), instances=col, analyzers=[])
     try:
         snap = s.sample(wait_instances=False)
         assert snap.instances_pending and snap.instances == []
+        gate.set()
         deadline = time.monotonic() + 30
         while not snap.instances:
             assert time.monotonic() < deadline, "the server never appeared"
