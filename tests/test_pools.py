@@ -222,6 +222,25 @@ def test_shares_departing_from_weights_under_load(conf):
     assert "max_fails=1" in a.message
 
 
+def test_least_conn_at_low_concurrency_is_not_an_imbalance(conf):
+    """Three requests over weights 2:1:1: least_conn runs one on each replica (a third each, 50 %
+    asked of ollama-0): as close as three whole requests get. Off by a whole request, it is."""
+    def three(t):
+        return [ollama("ollama-0", 11434, [0], requests_running=1.0),
+                ollama("ollama-1", 11435, [1], requests_running=1.0),
+                ollama("ollama-2", 11436, [2], requests_running=1.0)]
+    f = feed(conf, three)
+    f.run(60)
+    assert only_pool(f.ever("replica_imbalance")) == []
+
+    def skewed(t):  # three running, none on ollama-0: a whole request and a half from its weight
+        return [ollama("ollama-0", 11434, [0], requests_running=0.0),
+                ollama("ollama-1", 11435, [1], requests_running=2.0),
+                ollama("ollama-2", 11436, [2], requests_running=1.0)]
+    [a] = only_pool(feed(conf, skewed).run(30))
+    assert "ollama-0 takes 0 % of the running requests (weight 2 of 4: 50 %)" in a.message
+
+
 def test_an_idle_pool_is_not_judged_on_shares(conf):
     def idle(t):
         return [ollama("ollama-0", 11434, [0], requests_running=1.0),

@@ -262,6 +262,13 @@ def _share_alert(ctx, pool: Pool, ups: list[PoolMember], insts: dict, subject: s
             worst, worst_diff = m, diff
     if worst is None or abs(worst_diff) * 100 < ctx.p("share_tolerance_pct"):
         return []
+    if basis == "running_share" and abs(worst_diff) * load < 1.0:
+        # least_conn (nginx's ngx_http_upstream_module: the server with the fewest active
+        # connections, taking weights into account) hands out whole requests: at 3 running over
+        # weights 2:1:1 it runs 1/1/1, each a third, as close to 50/25/25 % as 3 requests get.
+        # A share off by less than one request is nginx doing its job (a false alarm seen in the
+        # e2e test's first tick, while its clients were still connecting)
+        return []
     got = getattr(worst, basis) / got_total
     want = worst.weight / weight_total
     what = "running requests" if basis == "running_share" else "requests"
