@@ -443,3 +443,41 @@ def test_the_sampler_stops_calling_the_driver_while_nobody_reads_and_resumes_on_
         time.sleep(0.05)
     assert wait_for(lambda: calls() >= before + 3 * 16)
     col.pcie.close()
+
+
+def test_the_sampler_uses_one_thread_per_eight_gpus_and_samples_every_gpu(sim, clock):
+    """Eight GPUs' calls only wait on the driver and fit a third of the period on one thread;
+    more threads only woke together and queued for the interpreter lock. Twenty GPUs: three
+    threads, and every GPU still gets its rate."""
+    from gpuwatch.collect.nvml import PcieSampler
+    for n, threads in ((8, 1), (20, 3)):
+        spec = f"h100x{n}:driver=r550" if n != 8 else "h100x8:driver=r550"
+        box, lib, col = sim(spec)
+        col.pcie = PcieSampler(period_s=0.05)
+        ticks(col, clock)
+        got = wait_for(lambda: (lambda r: r if all(g.pcie.rx_bytes_per_s for g in r.gpus) else None)(col.collect()))
+        assert len(got.gpus) == n
+        assert len(col.pcie._threads) == threads
+        assert sorted(t.name for t in col.pcie._threads) == [f"gpuwatch-pcie-{w}" for w in range(threads)]
+        for i, g in enumerate(got.gpus):
+            assert g.pcie.rx_bytes_per_s == pytest.approx(box.gpu_state(i).pcie_rx_rate, rel=0.05), i
+        col.pcie.close()
+
+
+def test_without_byte_counters_pcie_is_sampled_every_two_seconds_while_read(sim, clock):
+    """Each sampler reading is the driver's own 20 ms window, a spot check at any cadence: the
+    default sampler reads each GPU's link every 2 s (16 calls of 20 ms per round at 8 GPUs), not
+    every second, while a reader reads every half second. Counted over 6 s after the first
+    round: rounds at 2, 4 and 6 s, one more at most for timing (every second: six); a slow
+    machine can only make fewer."""
+    from gpuwatch.collect.nvml import PcieSampler
+    box, lib, col = sim("h100x8:driver=r550")
+    col.pcie = PcieSampler()
+    calls = lambda: lib.calls.get("nvmlDeviceGetPcieThroughput", 0)
+    assert wait_for(lambda: all(g.pcie.rx_bytes_per_s for g in col.collect().gpus))  # the first round
+    before, start = calls(), time.monotonic()
+    while time.monotonic() - start < 6.0:
+        col.collect()
+        time.sleep(0.5)
+    col.pcie.close()
+    assert 16 <= calls() - before <= 4 * 16
