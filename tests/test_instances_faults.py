@@ -244,3 +244,28 @@ def test_the_dashboard_s_sampler_starts_no_thread_to_wait_for_the_servers(clock,
     finally:
         s.close()
         col.close()
+
+
+def test_a_tick_starts_every_server_s_poll_with_one_wake_up_of_the_polling_thread(clock, servers):
+    """Four servers due at once: one hand-off to the servers' event loop per call, not one per
+    server (each woke that thread, or wrote to its wake-up pipe while it already ran), and every
+    server is still polled and shown up."""
+    srvs = [servers({"/metrics": healthy_vllm(clock)}) for _ in range(4)]
+    backends = [BackendConfig(s.url, name=f"v{k}", kind="vllm") for k, s in enumerate(srvs)]
+    with InstanceCollector(backends, discover=False, clock=clock.now, timeout_s=5.0) as col:
+        loop = col._loop
+        handoffs = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a, **kw: handoffs.append(a) or real(*a, **kw)
+        got = {}
+        deadline = time.monotonic() + 30
+        while len(got) < 4:
+            assert time.monotonic() < deadline, f"not every server was shown: {sorted(got)}"
+            calls = len(handoffs)
+            got.update({i.name: i.status for i in col.collect_nowait()})
+            assert len(handoffs) - calls <= 1
+            time.sleep(0.05)
+            clock.advance(1.0)
+        assert got == {f"v{k}": "up" for k in range(4)}
+        assert handoffs  # (the count above was of real hand-offs)
+        loop.call_soon_threadsafe = real

@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -289,6 +290,36 @@ def _interval_histogram(cur: Histogram | None, prev: Histogram | None) -> Histog
     return delta
 
 
+def _start_on_loop(loop: asyncio.AbstractEventLoop, batch: list[tuple[Coroutine, concurrent.futures.Future]]) -> None:
+    """Run each coroutine as a task on ``loop`` (another thread's), its outcome in its future:
+    ``asyncio.run_coroutine_threadsafe`` for many coroutines with one wake-up of the loop's
+    thread. (One call each woke that thread with the first and then wrote to its self-pipe for
+    every other while it already ran: the two threads handed the interpreter lock back and forth.)"""
+    def launch() -> None:
+        for coro, fut in batch:
+            if not fut.set_running_or_notify_cancel():
+                coro.close()
+                continue
+            task = loop.create_task(coro)
+            task.add_done_callback(functools.partial(_settle, fut))
+    try:
+        loop.call_soon_threadsafe(launch)
+    except RuntimeError:  # the loop is closed
+        for coro, fut in batch:
+            coro.close()
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RuntimeError("event loop closed"))
+
+
+def _settle(fut: concurrent.futures.Future, task: asyncio.Task) -> None:
+    if task.cancelled():  # (at close: the loop's tasks end with it)
+        fut.set_exception(concurrent.futures.CancelledError())
+    elif task.exception() is not None:
+        fut.set_exception(task.exception())
+    else:
+        fut.set_result(task.result())
+
+
 class InstanceCollector:
     """Polls configured and discovered inference servers. Thread-safe; ``collect()`` is
     bounded by about ``timeout_s`` + 0.3 s however the servers behave, and by ``grace_s``
@@ -389,11 +420,16 @@ class InstanceCollector:
             gone = [k for k in self._clients if k not in keys]
             if gone:
                 asyncio.run_coroutine_threadsafe(self._close_clients(gone), self._loop)
+            batch = []
             for t in targets:
                 if t.inflight is None and now >= t.next_poll - IDLE_DUE_SLACK_S:
-                    t.inflight = asyncio.run_coroutine_threadsafe(self._poll_bounded(t), self._loop)
+                    t.inflight = concurrent.futures.Future()
+                    batch.append((self._poll_bounded(t), t.inflight))
             if self.meters and self._meter_fut is None:  # meters (issue 14): polled the same way
-                self._meter_fut = asyncio.run_coroutine_threadsafe(self.meters.poll(self.timeout_s), self._loop)
+                self._meter_fut = concurrent.futures.Future()
+                batch.append((self.meters.poll(self.timeout_s), self._meter_fut))
+            if batch:
+                _start_on_loop(self._loop, batch)
             meter = [self._meter_fut] if self._meter_fut is not None else []
             polling = [t for t in targets if t.inflight is not None]  # not: idle ones not due yet
             first = [t.inflight for t in polling if t.last is None] + (meter if self._metered is None else [])
