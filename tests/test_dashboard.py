@@ -410,3 +410,31 @@ async def test_every_poll_runs_on_one_thread_that_ends_with_the_app():
     assert len(set(seen)) == 1, f"{len(set(seen))} threads for {len(seen)} polls"
     seen[0].join(timeout=5)
     assert not seen[0].is_alive()
+
+
+async def test_polls_keep_their_own_time_and_never_queue_up_behind_a_busy_screen():
+    """The poll thread times the polls: none needs a timer on the UI thread (each was a wake-up
+    of it, and one of the poll thread, every poll). And a UI thread that is slow to show results
+    (here 0.3 s per result, at a 0.05 s interval) never has them queue up: at most one poll is
+    ahead of what was shown."""
+    src = FakeSource(lambda n: make_snapshot(util=float(n % 100)))
+    app = GpuWatchApp(src, interval=0.05)
+    timers = []
+    shown = []
+    async with app.run_test(size=(200, 60)) as pilot:
+        await until(pilot, lambda: src.calls > 2 and "GPU 7" in visible_text(app))
+        real_set_timer = app.set_timer
+        app.set_timer = lambda *a, **kw: timers.append(a) or real_set_timer(*a, **kw)
+        calls = src.calls
+        await until(pilot, lambda: src.calls > calls + 10, "ten more polls")
+        assert timers == []
+
+        def slow(snap, error):
+            shown.append(src.calls)
+            time.sleep(0.3)
+            assert src.calls <= len(shown) + calls + 1
+        app.after_poll = slow
+        calls = src.calls
+        await until(pilot, lambda: len(shown) >= 5, "five results shown slowly")
+        assert src.calls <= calls + len(shown) + 1
+        assert [b - a for a, b in zip(shown, shown[1:])] == [1] * (len(shown) - 1)  # none skipped

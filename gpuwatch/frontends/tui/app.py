@@ -81,8 +81,8 @@ class GpuWatchApp(App):
         Binding("up", "move(0, -1)", "Up", show=False),
     ]
 
-    # the shortest wait between two polls (a poll slower than the interval stretches the period;
-    # never a zero timer: Textual's timer divides by its delay)
+    # the shortest wait between the end of one poll and the next (a poll slower than the
+    # interval stretches the period, and the UI thread gets a moment between results)
     min_poll_delay = 0.01
     # paused, the screen is frozen and collection slows to this period: alerts and their
     # notifications go on (a GPU lost while the operator reads is still said), and a paused
@@ -115,11 +115,12 @@ class GpuWatchApp(App):
         self.snapshot: Snapshot | None = None
         self.compact: str | None = None  # None: full cards, "rows": two lines, "tight": one line
         self.collector_error: str | None = None
-        self._timer = None
-        self._armed_at = self._armed_elapsed = 0.0
-        self._polling = False
+        # polling: the poll thread keeps its own time (see _poll_loop); these are shared with it
+        self._polling = False  # a poll's result is on its way to the UI thread, not applied yet
+        self._poll_now = False  # poll at once (first poll, resume), not at the next due time
+        self._poll_waits_for_ui = False  # the poll thread waits for the last result to be applied
         self._poller: threading.Thread | None = None
-        self._poll_wanted: threading.Event | None = None
+        self._poll_wanted = threading.Event()  # wakes the poll thread: poll now, re-time, or stop
         self._stopping = False
         # the process's own CPU, from times(2) (one system call; psutil reads and parses
         # /proc/self/stat): busy seconds and the moment they were read
@@ -297,33 +298,64 @@ class GpuWatchApp(App):
 
     # ---- polling --------------------------------------------------------------------
     def poll(self) -> None:
-        if self._stopping or self._polling:
+        """Poll now (the first poll, or resuming), rather than at the next due time."""
+        if self._stopping:
             return
-        self._polling = True
+        self._poll_now = True
+        self._start_poller(time.monotonic())
+        self._poll_wanted.set()
+
+    def _start_poller(self, due: float) -> None:
         # a daemon thread, not a Textual thread worker: those run on the event loop's executor,
         # which the exit waits for -- q would wait out a slow NVML call or a hung collector.
-        # The result still comes back as a message (post_message is thread-safe). One thread for
-        # all polls, woken for each: starting a thread per poll made the UI thread wait for it to
-        # start, a wake-up more a second (the README's eleventh round: wake-ups are dear here)
+        # The result still comes back as a message (post_message is thread-safe).
         if self._poller is None:
-            self._poll_wanted = threading.Event()
-            self._poller = threading.Thread(target=self._poll_loop, name="gpuwatch-poll", daemon=True)
+            self._poller = threading.Thread(target=self._poll_loop, args=(due,), name="gpuwatch-poll", daemon=True)
             self._poller.start()
-        self._poll_wanted.set()
 
     def on_unmount(self) -> None:
         # the app is ending (quit, hangup, a test's run_test): the poll thread leaves its wait
         self._stopping = True
-        if self._poll_wanted is not None:
-            self._poll_wanted.set()
+        self._poll_wanted.set()
 
-    def _poll_loop(self) -> None:
+    def _period(self) -> float:
+        return max(self.interval, self.paused_every_s) if self.paused else self.poll_period()
+
+    def _poll_loop(self, due: float) -> None:
+        """The poll thread keeps its own time: it sleeps until the next poll is due, polls, posts
+        the result to the UI thread and works out when the next one is due. Nothing wakes it
+        for a poll (a timer on the UI thread did, before: two wake-ups of the UI thread a poll
+        and one of this thread, with the two handing the interpreter lock back and forth; now
+        the result's message is the UI thread's only one). The UI thread wakes it only when the
+        timing changes (pause, resume, a new interval), to poll at once, or to stop. A poll is
+        not made while the last one's result waits to be applied: a busy UI thread never has
+        results queue up."""
+        posted = started = time.monotonic()
         while True:
-            self._poll_wanted.wait()
-            self._poll_wanted.clear()
-            if self._stopping:
-                return
+            while True:  # until due (or asked to poll now) and the last result applied
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                if not (self._poll_now or now >= due):
+                    self._poll_wanted.wait(due - now)
+                    self._poll_wanted.clear()
+                    # woken early: the interval or pause may have changed
+                    due = max(started + self._period(), posted + self.min_poll_delay)
+                    continue
+                self._poll_waits_for_ui = True
+                if self._polling:  # the UI thread has not applied the last result: it wakes us
+                    self._poll_wanted.wait()
+                    self._poll_wanted.clear()
+                    continue
+                self._poll_waits_for_ui = False
+                break
+            self._poll_now = False
+            self._polling = True
+            started = time.monotonic()
             self._collect()
+            posted = time.monotonic()
+            # a poll that took longer than the interval stretches the period
+            due = max(started + self._period(), posted + self.min_poll_delay)
 
     def _collect(self) -> None:
         start = time.monotonic()
@@ -363,6 +395,8 @@ class GpuWatchApp(App):
 
     def _apply_collected(self, snap: Snapshot | None, error: str | None, elapsed: float) -> None:
         self._polling = False
+        if self._poll_waits_for_ui:  # (set before it read _polling: see _poll_loop)
+            self._poll_wanted.set()
         if self._stopping:
             return
         self._own_cpu = self._own_cpu_since_last()
@@ -399,10 +433,9 @@ class GpuWatchApp(App):
         self.paused = True
 
     def _schedule_next(self, elapsed: float) -> None:
-        # a poll that took longer than the interval stretches the period
-        self._armed_at, self._armed_elapsed = time.monotonic(), elapsed
-        period = max(self.interval, self.paused_every_s) if self.paused else self.poll_period()
-        self._timer = self.set_timer(max(self.min_poll_delay, period - elapsed), self.poll)
+        # the poll thread times the polls after its first (see _poll_loop); the first snapshot,
+        # taken before the UI started, starts it
+        self._start_poller(time.monotonic() + max(self.min_poll_delay, self._period() - elapsed))
 
     def _show_notice(self, content: Content | None) -> None:
         notice = self._notice
@@ -575,9 +608,8 @@ class GpuWatchApp(App):
         self.paused = not self.paused
         if self.snapshot is not None:
             self._paint(self.snapshot)
-        if not self.paused and self._timer is not None and not self._polling and not self._stopping:
-            self._timer.stop()  # the slow paused wait: poll now
-            self.poll()
+        if not self.paused and not self._polling and not self._stopping:
+            self.poll()  # not the rest of the slow paused wait
 
     def action_next_theme(self) -> None:
         names = self._theme_names or [self.theme]
@@ -589,12 +621,9 @@ class GpuWatchApp(App):
         steps = list(INTERVALS)
         i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.interval))
         self.interval = steps[max(0, min(len(steps) - 1, i + direction))]
-        # the sleep already armed was for the old interval: re-arm it for the new one (a pending
-        # 30 s sleep would freeze a screen that now says "every 1s")
-        if self._timer is not None and not self._polling and not self._stopping:
-            self._timer.stop()
-            waited = time.monotonic() - self._armed_at
-            self._timer = self.set_timer(max(0.01, self.poll_period() - self._armed_elapsed - waited), self.poll)
+        # the poll thread's wait was for the old interval: it works out its due time again (a
+        # pending 30 s sleep would freeze a screen that now says "every 1s")
+        self._poll_wanted.set()
         if self.snapshot is not None:
             self._paint_top(self.snapshot)
 

@@ -184,7 +184,7 @@ class FleetApp(GpuWatchApp):
         super().on_mount()
         self.push_screen(FleetScreen(self.url))
 
-    # a refresh slower than the interval would ask for a 0 s timer: keep a small floor
+    # after a refresh slower than the interval, a short pause before the next one
     min_poll_delay = 0.05
 
     def poll_period(self) -> float:
