@@ -438,3 +438,17 @@ async def test_polls_keep_their_own_time_and_never_queue_up_behind_a_busy_screen
         await until(pilot, lambda: len(shown) >= 5, "five results shown slowly")
         assert src.calls <= calls + len(shown) + 1
         assert [b - a for a, b in zip(shown, shown[1:])] == [1] * (len(shown) - 1)  # none skipped
+
+
+async def test_pausing_does_not_put_off_the_poll_already_due():
+    """Pausing slows polling from the poll after the one already due: that one still comes (the
+    first after start is the one that starts the servers' collector). It was put off by a whole
+    paused period when the poll thread worked out its due time again on waking."""
+    src = FakeSource(lambda n: make_snapshot(util=float(n % 100)))
+    app = GpuWatchApp(src, interval=0.5)
+    app.paused_every_s = 3600.0
+    async with app.run_test(size=(200, 60)) as pilot:
+        await until(pilot, lambda: src.calls >= 1 and "GPU 7" in visible_text(app))
+        calls = src.calls
+        await pilot.press("p")
+        await until(pilot, lambda: src.calls > calls, "the poll that was due when pausing", timeout=20)

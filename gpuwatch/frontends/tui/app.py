@@ -337,10 +337,11 @@ class GpuWatchApp(App):
                     return
                 now = time.monotonic()
                 if not (self._poll_now or now >= due):
-                    self._poll_wanted.wait(due - now)
-                    self._poll_wanted.clear()
-                    # woken early: the interval or pause may have changed
-                    due = max(started + self._period(), posted + self.min_poll_delay)
+                    if self._poll_wanted.wait(due - now):
+                        # woken before its time: the interval may have changed (pausing wakes
+                        # nothing: the poll already due comes, then the paused period)
+                        self._poll_wanted.clear()
+                        due = max(started + self._period(), posted + self.min_poll_delay)
                     continue
                 self._poll_waits_for_ui = True
                 if self._polling:  # the UI thread has not applied the last result: it wakes us
