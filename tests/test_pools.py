@@ -183,6 +183,13 @@ def balanced(t, third_up=True, gpus=(0, 1, 2)):
             ollama("ollama-1", 11435, [gpus[1]], requests_running=2.0), third]
 
 
+def running(r0, r1, r2):
+    """Every tick: the pool's three replicas (weights 2:1:1), with these requests running."""
+    return lambda t: [ollama("ollama-0", 11434, [0], requests_running=r0),
+                      ollama("ollama-1", 11435, [1], requests_running=r1),
+                      ollama("ollama-2", 11436, [2], requests_running=r2)]
+
+
 def test_a_listed_replica_that_is_down_raises_the_pool_alert_naming_it(conf):
     f = feed(conf, lambda t: balanced(t, third_up=t < 20))
     assert only_pool(f.run(20)) == []
@@ -212,11 +219,7 @@ def test_balanced_pool_raises_nothing(conf):
 
 def test_shares_departing_from_weights_under_load(conf):
     # weight 2:1:1 asks for 50/25/25 % of the running requests; ollama-1 gets none
-    def starved(t):
-        return [ollama("ollama-0", 11434, [0], requests_running=6.0),
-                ollama("ollama-1", 11435, [1], requests_running=0.0),
-                ollama("ollama-2", 11436, [2], requests_running=3.0)]
-    f = feed(conf, starved)
+    f = feed(conf, running(6.0, 0.0, 3.0))
     [a] = only_pool(f.run(30))
     assert "ollama-1 takes 0 % of the running requests (weight 1 of 4: 25 %)" in a.message
     assert "max_fails=1" in a.message
@@ -225,28 +228,16 @@ def test_shares_departing_from_weights_under_load(conf):
 def test_least_conn_at_low_concurrency_is_not_an_imbalance(conf):
     """Three requests over weights 2:1:1: least_conn runs one on each replica (a third each, 50 %
     asked of ollama-0): as close as three whole requests get. Off by a whole request, it is."""
-    def three(t):
-        return [ollama("ollama-0", 11434, [0], requests_running=1.0),
-                ollama("ollama-1", 11435, [1], requests_running=1.0),
-                ollama("ollama-2", 11436, [2], requests_running=1.0)]
-    f = feed(conf, three)
+    f = feed(conf, running(1.0, 1.0, 1.0))
     f.run(60)
     assert only_pool(f.ever("replica_imbalance")) == []
-
-    def skewed(t):  # three running, none on ollama-0: a whole request and a half from its weight
-        return [ollama("ollama-0", 11434, [0], requests_running=0.0),
-                ollama("ollama-1", 11435, [1], requests_running=2.0),
-                ollama("ollama-2", 11436, [2], requests_running=1.0)]
-    [a] = only_pool(feed(conf, skewed).run(30))
+    # three running, none on ollama-0: a whole request and a half from its weight
+    [a] = only_pool(feed(conf, running(0.0, 2.0, 1.0)).run(30))
     assert "ollama-0 takes 0 % of the running requests (weight 2 of 4: 50 %)" in a.message
 
 
 def test_an_idle_pool_is_not_judged_on_shares(conf):
-    def idle(t):
-        return [ollama("ollama-0", 11434, [0], requests_running=1.0),
-                ollama("ollama-1", 11435, [1], requests_running=0.0),
-                ollama("ollama-2", 11436, [2], requests_running=0.0)]
-    f = feed(conf, idle)
+    f = feed(conf, running(1.0, 0.0, 0.0))
     f.run(60)
     assert only_pool(f.ever("replica_imbalance")) == []
 
