@@ -321,6 +321,11 @@ class GpuWatchApp(App):
     def _period(self) -> float:
         return max(self.interval, self.paused_every_s) if self.paused else self.poll_period()
 
+    def _next_due(self, started: float, posted: float) -> float:
+        """When the poll after one that started and posted at these times is due (a poll that
+        took longer than the period stretches it)."""
+        return max(started + self._period(), posted + self.min_poll_delay)
+
     def _poll_loop(self, due: float) -> None:
         """The poll thread keeps its own time: it sleeps until the next poll is due, polls, posts
         the result to the UI thread and works out when the next one is due. Nothing wakes it
@@ -331,32 +336,34 @@ class GpuWatchApp(App):
         not made while the last one's result waits to be applied: a busy UI thread never has
         results queue up."""
         posted = started = time.monotonic()
-        while True:
-            while True:  # until due (or asked to poll now) and the last result applied
-                if self._stopping:
-                    return
-                now = time.monotonic()
-                if not (self._poll_now or now >= due):
-                    if self._poll_wanted.wait(due - now):
-                        # woken before its time: the interval may have changed (pausing wakes
-                        # nothing: the poll already due comes, then the paused period)
-                        self._poll_wanted.clear()
-                        due = max(started + self._period(), posted + self.min_poll_delay)
-                    continue
-                self._poll_waits_for_ui = True
-                if self._polling:  # the UI thread has not applied the last result: it wakes us
-                    self._poll_wanted.wait()
-                    self._poll_wanted.clear()
-                    continue
-                self._poll_waits_for_ui = False
-                break
+        while self._wait_until_due(due, started, posted):
             self._poll_now = False
             self._polling = True
             started = time.monotonic()
             self._collect()
             posted = time.monotonic()
-            # a poll that took longer than the interval stretches the period
-            due = max(started + self._period(), posted + self.min_poll_delay)
+            due = self._next_due(started, posted)
+
+    def _wait_until_due(self, due: float, started: float, posted: float) -> bool:
+        """(On the poll thread.) Wait until the poll is due (or asked for now) and the last
+        result has been applied; False when the app is stopping."""
+        while not self._stopping:
+            now = time.monotonic()
+            if not (self._poll_now or now >= due):
+                if self._poll_wanted.wait(due - now):
+                    # woken before its time: the interval may have changed (pausing wakes
+                    # nothing: the poll already due comes, then the paused period)
+                    self._poll_wanted.clear()
+                    due = self._next_due(started, posted)
+                continue
+            self._poll_waits_for_ui = True
+            if self._polling:  # the UI thread has not applied the last result: it wakes us
+                self._poll_wanted.wait()
+                self._poll_wanted.clear()
+                continue
+            self._poll_waits_for_ui = False
+            return True
+        return False
 
     def _collect(self) -> None:
         start = time.monotonic()
