@@ -50,7 +50,8 @@ def paint_ms(ticks: int) -> float:
     class Source:
         live = True
         history = mon.history
-        alert_engine = mon.alerts
+        alert_log = mon.alerts
+        bench_target = None
 
         def __init__(self) -> None:
             self.n = 0
@@ -67,12 +68,19 @@ def paint_ms(ticks: int) -> float:
     async def run() -> float:
         src = Source()
         app = GpuWatchApp(src, interval=0.05)
+        async def until(n: int) -> None:
+            # a dashboard that stopped (an exception in a handler ends the app) must not leave
+            # this waiting for ever: say so instead
+            deadline = time.monotonic() + 30 + n
+            while src.n < n:
+                if app._exit_renderables or not app.is_running or time.monotonic() > deadline:
+                    raise RuntimeError(f"the dashboard stopped polling after {src.n} snapshots")
+                await asyncio.sleep(0.05)
+
         async with app.run_test(size=(200, 60)):
-            while src.n < 10:
-                await asyncio.sleep(0.05)
+            await until(10)
             t0, n0 = time.process_time(), src.n
-            while src.n < n0 + ticks:
-                await asyncio.sleep(0.05)
+            await until(n0 + ticks)
             return 1000 * (time.process_time() - t0) / (src.n - n0)
 
     return asyncio.run(run())
