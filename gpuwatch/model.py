@@ -106,6 +106,10 @@ class Pcie:
     max_width: int | None = None
     tx_bytes_per_s: float | None = None
     rx_bytes_per_s: float | None = None
+    # what the two rates are: "counters" (byte counters, R555 and later: the average over the
+    # time since the last tick) or "samples" (nvmlDeviceGetPcieThroughput, R550 and older: what
+    # the driver counted in its own 20 ms window, taken every few seconds); None: not known
+    rate_source: str | None = None
 
 
 @dataclass

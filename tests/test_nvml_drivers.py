@@ -142,6 +142,8 @@ def test_r550_unknown_counter_fields_fall_back_to_the_sampler(sim, clock):
     rx = wait_for(lambda: col.collect().gpus[0].pcie.rx_bytes_per_s)
     assert rx == pytest.approx(box.gpu_state(0).pcie_rx_rate, rel=0.05)
     assert lib.calls.get("nvmlDeviceGetPcieThroughput", 0) > 0
+    # the detail screen says these are 20 ms spot samples, not an average over the refresh
+    assert {g.pcie.rate_source for g in col.collect().gpus} == {"samples"}
 
 
 def test_sampler_unit_flip_is_settled_from_the_link_max_and_never_shown(sim, clock):
@@ -169,6 +171,26 @@ def test_geforce_on_r610_uses_the_byte_counters_not_the_sampler(sim, clock):
     r = ticks(col, clock, n=3)
     assert r.gpus[0].pcie.rx_bytes_per_s == pytest.approx(box.gpu_state(0).pcie_rx_rate, rel=0.1)
     assert lib.calls.get("nvmlDeviceGetPcieThroughput", 0) == 0
+    assert {g.pcie.rate_source for g in r.gpus} == {"counters"}
+
+
+def test_the_detail_screen_says_how_the_pcie_rates_were_measured():
+    """R550 and older: what the driver counted in a 20 ms window, every PERIOD_S seconds (the
+    note's figure is the sampler's own); with byte counters an average; unknown: no note."""
+    from gpuwatch.collect.nvml import PcieSampler
+    from gpuwatch.frontends.tui.screens import gpu_facts
+    from gpuwatch.model import GPU, Pcie
+
+    def facts(source):
+        g = GPU(index=0, pcie=Pcie(gen=4, max_gen=5, width=16, max_width=16, rx_bytes_per_s=3e9,
+                                   tx_bytes_per_s=2e9, rate_source=source))
+        return "\n".join(line.plain for line in gpu_facts(g))
+
+    sampled = facts("samples")
+    assert "RX 3.0GB/s" in sampled and "20 ms driver samples" in sampled
+    assert f"one every {PcieSampler.PERIOD_S:g} s" in sampled
+    assert "averaged over the refresh" in facts("counters")
+    assert "rates:" not in facts(None) and "rates:" not in facts("junk from a recording")
 
 
 # ---- 4. field values added into a reused array ---------------------------------------------------------

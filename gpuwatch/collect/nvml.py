@@ -830,9 +830,11 @@ class NvmlCollector:
             else:
                 gpu.pcie.tx_bytes_per_s = self.rates.update((st.index, "pcie_tx"), tx, now, tx_bits)
                 gpu.pcie.rx_bytes_per_s = self.rates.update((st.index, "pcie_rx"), rx, now, rx_bits)
+                gpu.pcie.rate_source = "counters"
         if not st.pcie_counters:
             self.pcie.watch(st.index, st.handle, pcie_capacity(st.pcie_max_gen, st.pcie_max_width))
             gpu.pcie.tx_bytes_per_s, gpu.pcie.rx_bytes_per_s = self.pcie.get(st.index)
+            gpu.pcie.rate_source = "samples"
         if st.nvlinks_total:
             nv = NvLink(links_active=len(st.nvlinks_active), links_total=st.nvlinks_total)
             if st.nvlinks_active and read is not None:

@@ -100,6 +100,15 @@ def _n(v, fmt: str = "{}") -> str | None:
     return None if v is None else fmt.format(v)
 
 
+# how the PCIe rates were measured (Pcie.rate_source), said under them: the two differ in kind
+PCIE_RATE_NOTES = {
+    # nvmlDeviceGetPcieThroughput: "The throughput [...] over a 20 ms interval" (NVML API reference);
+    # gpuwatch samples it every PcieSampler.PERIOD_S seconds
+    "samples": "rates: 20 ms driver samples, one every 2 s (no PCIe byte counters before driver R555)",
+    "counters": "rates: from the PCIe byte counters, averaged over the refresh",
+}
+
+
 def gpu_facts(g) -> list[Content]:
     """The detail screen's table of facts: a row only where something is known (a lost GPU is
     not a page of n/a), each value worded whole ("Gen5 x16", never "Genn/a xn/a")."""
@@ -149,6 +158,9 @@ def gpu_facts(g) -> list[Content]:
         top = " ".join(x for x in (_n(p.max_gen, "Gen{}"), _n(p.max_width, "x{}")) if x)
         out.append(row("PCIe", link + (f" (max {top})" if top else "")
                        + f", RX {fmt_rate(p.rx_bytes_per_s)}, TX {fmt_rate(p.tx_bytes_per_s)}"))
+        note = PCIE_RATE_NOTES.get(p.rate_source or "")
+        if note:
+            out.append(row("", (note, "$text-muted")))
     if g.nvlink is not None:
         nv = g.nvlink
         out.append(row("NVLink", f"{nv.links_active}/{nv.links_total or '?'} links active, RX {fmt_rate(nv.rx_bytes_per_s)}, "
