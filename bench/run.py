@@ -21,7 +21,9 @@ Measures:
 4. gpuwatch alone, one round each: 0 and 16 servers, 16 and 64 GPUs, 80x24, paused, and the
    headless ``gpuwatch serve`` and ``gpuwatch record`` at 1 s with 4 servers and with none;
 5. the floor under any Textual app (``bench/textual_floor.py``: one line, nothing polled): its
-   first frame (with 3.) and its CPU while idle (with 4., beside the paused figure).
+   first frame (with 3.) and its CPU while idle (with 4., beside the paused figure);
+6. (``--only rss``, not in the default run) the dashboard's RSS over ``--rss-minutes`` (60),
+   sampled every minute: the start, the end, the highest and the trend per hour.
 
 Needs tmux, a C compiler and nvitop (the ``bench`` extra). Prints a Markdown table.
 """
@@ -306,6 +308,56 @@ def dashboard_alone(box: Box, seconds: float, size=(200, 60), paused: bool = Fal
         time.sleep(0.3)
 
 
+# ---- 6. memory over a long run ------------------------------------------------------------------
+def vm_rss(pid: int) -> int | None:
+    """VmRSS of ``pid`` in bytes (None once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_over_time(box: Box, minutes: float, every_s: float = 60.0) -> list[tuple[float, int]]:
+    """The dashboard (200x60, 1 s, the box's servers) for ``minutes``: (minutes since its first
+    frame, VmRSS) every ``every_s``, the first sample at 0. Progress goes to stderr."""
+    pid = tmux_start("rss", gpuwatch_cmd(box), box.env)
+    out: list[tuple[float, int]] = []
+    try:
+        if wait_for_screen("rss", "H100", timeout=30) is None:
+            raise RuntimeError(f"no GPU on screen:\n{tmux_capture('rss')}")
+        t0 = time.monotonic()
+        while True:
+            at = (time.monotonic() - t0) / 60
+            rss = vm_rss(pid)
+            if rss is None:
+                raise RuntimeError(f"the dashboard ended after {at:.1f} min:\n{tmux_capture('rss')}")
+            out.append((at, rss))
+            print(f"  rss: {at:5.1f} min {mib(rss)}", file=sys.stderr, flush=True)
+            if at >= minutes:
+                return out
+            time.sleep(max(0.0, min(every_s, (minutes - at) * 60)))
+    finally:
+        tmux_kill("rss")
+
+
+def rss_summary(samples: list[tuple[float, int]]) -> str:
+    """Start (after the first 5 minutes: start-up and the heap's settling are over, the history
+    rings filling), end, highest, and the least-squares growth per hour from there on."""
+    settled = [(t, r) for t, r in samples if t >= 5] or samples
+    n = len(settled)
+    mt = sum(t for t, _ in settled) / n
+    mr = sum(r for _, r in settled) / n
+    var = sum((t - mt) ** 2 for t, _ in settled)
+    slope = sum((t - mt) * (r - mr) for t, r in settled) / var * 60 if var else 0.0  # bytes per hour
+    return (f"{mib(samples[0][1])} at the first frame, {mib(settled[0][1])} at {settled[0][0]:.0f} min, "
+            f"{mib(samples[-1][1])} at {samples[-1][0]:.0f} min (highest {mib(max(r for _, r in samples))}); "
+            f"trend from {settled[0][0]:.0f} min {slope / 2**20:+.1f} MiB an hour")
+
+
 @contextmanager
 def headless(box: Box, cmd: list[str]):
     p = subprocess.Popen(cmd, env=box.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -365,7 +417,10 @@ def main() -> int:
     ap.add_argument("--driver", default=DRIVER,
                     help=f"the stand-in's driver version ({DRIVER}: no PCIe byte counters; 570.172.08: with them)")
     ap.add_argument("--quick", action="store_true", help="short runs (10 s, 1 round) to check the bench works")
-    ap.add_argument("--only", default="tick,cpu,frame,solo,headless")
+    ap.add_argument("--only", default="tick,cpu,frame,solo,headless",
+                    help="comma-separated parts; 'rss' (not in the default: it takes --rss-minutes) is the "
+                         "dashboard's memory over a long run")
+    ap.add_argument("--rss-minutes", type=float, default=60.0, help="length of the 'rss' run (60: one hour)")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.solo_seconds, args.runs = 10, 5, 1
@@ -447,6 +502,11 @@ def main() -> int:
                     u = record_cost(box, s)
                     row(f"gpuwatch record, 1 s interval (.gz), 8 GPUs, {n} servers", usage(u),
                         "≤ 1 %")
+        if "rss" in only:
+            with Box(busy_us=args.busy_us) as box:
+                samples = rss_over_time(box, args.rss_minutes, every_s=min(60.0, args.rss_minutes * 60 / 10))
+            row(f"dashboard RSS over {args.rss_minutes:g} min, 8 GPUs + 4 servers, 200×60, 1 s", rss_summary(samples),
+                "flat")
     finally:
         tmux_kill_server()
     print()
