@@ -190,6 +190,9 @@ def test_the_detail_screen_says_how_the_pcie_rates_were_measured():
     assert "RX 3.0GB/s" in sampled and "20 ms driver samples" in sampled
     assert f"one every {PcieSampler.PERIOD_S:g} s" in sampled
     assert "averaged over the refresh" in facts("counters")
+    # each note line fits beside the labels in an 80-column terminal (the screen wraps longer ones
+    # to column 0, under the labels)
+    assert all(len(line) <= 80 for source in ("samples", "counters") for line in facts(source).splitlines())
     assert "rates:" not in facts(None) and "rates:" not in facts("junk from a recording")
 
 

@@ -100,12 +100,13 @@ def _n(v, fmt: str = "{}") -> str | None:
     return None if v is None else fmt.format(v)
 
 
-# how the PCIe rates were measured (Pcie.rate_source), said under them: the two differ in kind
+# how the PCIe rates were measured (Pcie.rate_source), said under them: the two differ in kind.
+# Lines of at most 56 cells: beside the 22-cell labels they fit an 80-column terminal unwrapped
 PCIE_RATE_NOTES = {
     # nvmlDeviceGetPcieThroughput: "The throughput [...] over a 20 ms interval" (NVML API reference);
     # gpuwatch samples it every PcieSampler.PERIOD_S seconds
-    "samples": "rates: 20 ms driver samples, one every 2 s (no PCIe byte counters before driver R555)",
-    "counters": "rates: from the PCIe byte counters, averaged over the refresh",
+    "samples": ("rates: 20 ms driver samples, one every 2 s", "(no PCIe byte counters before driver R555)"),
+    "counters": ("rates: byte counters, averaged over the refresh",),
 }
 
 
@@ -158,8 +159,7 @@ def gpu_facts(g) -> list[Content]:
         top = " ".join(x for x in (_n(p.max_gen, "Gen{}"), _n(p.max_width, "x{}")) if x)
         out.append(row("PCIe", link + (f" (max {top})" if top else "")
                        + f", RX {fmt_rate(p.rx_bytes_per_s)}, TX {fmt_rate(p.tx_bytes_per_s)}"))
-        note = PCIE_RATE_NOTES.get(p.rate_source or "")
-        if note:
+        for note in PCIE_RATE_NOTES.get(p.rate_source or "", ()):
             out.append(row("", (note, "$text-muted")))
     if g.nvlink is not None:
         nv = g.nvlink
