@@ -73,7 +73,7 @@ def paint_ms(ticks: int) -> float:
             # this waiting for ever: say so instead
             deadline = time.monotonic() + 30 + n
             while src.n < n:
-                if app._exit_renderables or not app.is_running or time.monotonic() > deadline:
+                if not app.is_running or time.monotonic() > deadline:
                     raise RuntimeError(f"the dashboard stopped polling after {src.n} snapshots")
                 await asyncio.sleep(0.05)
 

@@ -309,22 +309,12 @@ def dashboard_alone(box: Box, seconds: float, size=(200, 60), paused: bool = Fal
 
 
 # ---- 6. memory over a long run ------------------------------------------------------------------
-def vm_rss(pid: int) -> int | None:
-    """VmRSS of ``pid`` in bytes (None once it has ended)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def rss_over_time(box: Box, minutes: float, every_s: float = 60.0) -> list[tuple[float, int]]:
     """The dashboard (200x60, 1 s, the box's servers) for ``minutes``: (minutes since its first
-    frame, VmRSS) every ``every_s``, the first sample at 0. Progress goes to stderr."""
-    pid = tmux_start("rss", gpuwatch_cmd(box), box.env)
+    frame, RSS) every ``every_s``, the first sample at 0. Progress goes to stderr."""
+    import psutil
+
+    proc = psutil.Process(tmux_start("rss", gpuwatch_cmd(box), box.env))
     out: list[tuple[float, int]] = []
     try:
         if wait_for_screen("rss", "H100", timeout=30) is None:
@@ -332,9 +322,10 @@ def rss_over_time(box: Box, minutes: float, every_s: float = 60.0) -> list[tuple
         t0 = time.monotonic()
         while True:
             at = (time.monotonic() - t0) / 60
-            rss = vm_rss(pid)
-            if rss is None:
-                raise RuntimeError(f"the dashboard ended after {at:.1f} min:\n{tmux_capture('rss')}")
+            try:
+                rss = proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                raise RuntimeError(f"the dashboard ended after {at:.1f} min:\n{tmux_capture('rss')}") from None
             out.append((at, rss))
             print(f"  rss: {at:5.1f} min {mib(rss)}", file=sys.stderr, flush=True)
             if at >= minutes:
@@ -348,11 +339,10 @@ def rss_summary(samples: list[tuple[float, int]]) -> str:
     """Start (after the first 5 minutes: start-up and the heap's settling are over, the history
     rings filling), end, highest, and the least-squares growth per hour from there on."""
     settled = [(t, r) for t, r in samples if t >= 5] or samples
-    n = len(settled)
-    mt = sum(t for t, _ in settled) / n
-    mr = sum(r for _, r in settled) / n
-    var = sum((t - mt) ** 2 for t, _ in settled)
-    slope = sum((t - mt) * (r - mr) for t, r in settled) / var * 60 if var else 0.0  # bytes per hour
+    try:  # bytes a minute -> an hour
+        slope = statistics.linear_regression([t for t, _ in settled], [r for _, r in settled]).slope * 60
+    except statistics.StatisticsError:  # fewer than two samples, or all at one time
+        slope = 0.0
     return (f"{mib(samples[0][1])} at the first frame, {mib(settled[0][1])} at {settled[0][0]:.0f} min, "
             f"{mib(samples[-1][1])} at {samples[-1][0]:.0f} min (highest {mib(max(r for _, r in samples))}); "
             f"trend from {settled[0][0]:.0f} min {slope / 2**20:+.1f} MiB an hour")

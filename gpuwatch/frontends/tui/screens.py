@@ -103,8 +103,9 @@ def _n(v, fmt: str = "{}") -> str | None:
 # how the PCIe rates were measured (Pcie.rate_source), said under them: the two differ in kind.
 # Lines of at most 56 cells: beside the 22-cell labels they fit an 80-column terminal unwrapped
 PCIE_RATE_NOTES = {
-    # nvmlDeviceGetPcieThroughput: "The throughput [...] over a 20 ms interval" (NVML API reference);
-    # gpuwatch samples it every PcieSampler.PERIOD_S seconds
+    # nvmlDeviceGetPcieThroughput, nvml.h: "This function is querying a byte counter over a 20ms
+    # interval and thus is the PCIe throughput over that interval"; gpuwatch samples it every
+    # PcieSampler.PERIOD_S seconds
     "samples": ("rates: 20 ms driver samples, one every 2 s", "(no PCIe byte counters before driver R555)"),
     "counters": ("rates: byte counters, averaged over the refresh",),
 }
