@@ -453,3 +453,30 @@ async def test_pausing_does_not_put_off_the_poll_already_due():
         calls = src.calls
         await pilot.press("p")
         await until(pilot, lambda: src.calls > calls, "the poll that was due when pausing", timeout=20)
+
+
+async def test_a_changed_figure_reaches_the_terminal_in_the_next_frame_and_only_its_rows_are_sent():
+    """What the terminal is sent after a poll in which one GPU's utilization changed: the new
+    figure, in a partial frame of the rows that changed (no card's border row, which did not
+    change, is sent again). Holds whichever way a card hands its changed rows to Textual."""
+    src = FakeSource(lambda n: make_snapshot(util=50.0) if n < 6 else _with_util(make_snapshot(util=50.0), 3, 77.0))
+    app = GpuWatchApp(src, interval=0.05)
+    frames = []  # (poll count when the frame was made, its update)
+    async with app.run_test(size=(200, 60)) as pilot:
+        real_display = app._display
+        app._display = lambda screen, update: frames.append((src.calls, update)) or real_display(screen, update)
+        await until(pilot, lambda: any(calls >= 7 for calls, _ in frames), "frames after the change")
+        cards = list(app.query(GpuCard))
+        borders = {(c.region.y, x) for c in cards for x in range(c.region.x, c.region.right)}
+        sent = [u for calls, u in frames if calls >= 6 and hasattr(u, "spans")]
+        text = "".join(u.render_segments(app.console) for u in sent)
+        assert "77%" in text
+        assert "GPU 3" not in text  # the card's title (its border row) was not sent again
+        for update in sent:
+            for y, x1, x2 in update.spans:
+                assert not any((y, x) in borders for x in range(x1, x2 + 1)), (y, x1, x2)
+
+
+def _with_util(snap, index, util):
+    snap.gpus[index].utilization_gpu_pct = util
+    return snap
