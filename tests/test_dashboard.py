@@ -11,7 +11,7 @@ import pytest
 from conftest import until
 from gpuwatch.analysis.history import History
 from gpuwatch.frontends.tui.app import GpuWatchApp
-from gpuwatch.frontends.tui.widgets import GpuCard
+from gpuwatch.frontends.tui.widgets import GpuCard, InstanceCard
 from gpuwatch.model import GPU, Instance, ModelInfo, Pcie, Process, Snapshot
 
 
@@ -480,3 +480,28 @@ async def test_a_changed_figure_reaches_the_terminal_in_the_next_frame_and_only_
 def _with_util(snap, index, util):
     snap.gpus[index].utilization_gpu_pct = util
     return snap
+
+
+async def test_card_borders_follow_the_instance_a_gpu_serves_and_the_instance_s_status():
+    """A card's title and subtitle are built again only when what they show changes: a GPU
+    handed to another server shows the new one, an instance that goes down says so, and the
+    other cards keep theirs."""
+    def snap(n):
+        s = make_snapshot(n=4)
+        later = n >= 5
+        for g in s.gpus:
+            g.instances = ["sglang-b" if later and g.index == 2 else "vllm-a"]
+        s.instances = [Instance(name="vllm-a", kind="vllm", url="http://127.0.0.1:8000",
+                                status="down" if later else "up", gpus=[0, 1, 3])]
+        return s
+    src = FakeSource(snap)
+    app = GpuWatchApp(src, interval=0.05)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await until(pilot, lambda: src.calls >= 2 and "vllm-a" in visible_text(app))
+        cards = {c.index: c for c in app.query(GpuCard)}
+        assert "vllm-a" in str(cards[2].border_subtitle) and "up" in visible_text(app)
+        await until(pilot, lambda: src.calls >= 7 and "sglang-b" in visible_text(app), "the new server on GPU 2")
+        assert "sglang-b" in str(cards[2].border_subtitle)
+        assert all("vllm-a" in str(cards[i].border_subtitle) for i in (0, 1, 3))
+        inst = app.query_one(InstanceCard)
+        assert "down" in str(inst.border_subtitle) and "up" not in str(inst.border_subtitle)

@@ -394,6 +394,8 @@ class GpuCard(Card):
         self.index = index
         self.gpu: GPU | None = None
         self._last = None
+        self._heading_key = None
+        self._heading_value: tuple = ("", "")
 
     def _on_focus(self, event) -> None:
         super()._on_focus(event)
@@ -412,10 +414,7 @@ class GpuCard(Card):
         False where there are no process tables (fleet views)."""
         self.gpu = g
         width = max(20, self.size.width - 4) if self.size.width else 40
-        title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
-        sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
-        if len(g.instances) > 1:
-            sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
+        title, sub = self._heading(g)
         self._last = (g, hist, compact, procs_known)
         selected = self.has_focus
         if compact == "tight":
@@ -428,6 +427,19 @@ class GpuCard(Card):
         self.set_class(any(r in g.throttle_reasons for r in ("sw_thermal_slowdown", "hw_thermal_slowdown",
                                                                 "hw_slowdown", "hw_power_brake")), "-throttled")
 
+    def _heading(self, g: GPU) -> tuple[Content, Content | str]:
+        """The border's title and subtitle, built again only when what they show changed (they
+        rarely do; every card asked for them every tick)."""
+        key = (g.index, g.name, tuple(g.instances[:2]))
+        if key != self._heading_key:
+            self._heading_key = key
+            title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
+            sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
+            if len(g.instances) > 1:
+                sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
+            self._heading_value = (title, sub)
+        return self._heading_value
+
 
 class InstanceCard(Card):
     sticky_height = 30
@@ -437,15 +449,22 @@ class InstanceCard(Card):
         self.name_key = name
         self.instance: Instance | None = None
         self._last = None
+        self._heading_key = None
+        self._heading_value: tuple = ("", "")
 
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
         self._last = (inst, tok_hist)
         width = max(20, self.size.width - 4) if self.size.width else 40
-        kind = engine_label(inst.kind)
-        title = Content.assemble((inst.name, "bold"), " · ", kind, (f" {inst.version}" if inst.version else "", "$text-muted"))
-        status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status, "$error bold")
-        self.show(instance_lines(inst, tok_hist, width), title, Content.styled(inst.status, status_style))
+        key = (inst.name, inst.kind, inst.version, inst.status)
+        if key != self._heading_key:  # (built again only when what it shows changed)
+            self._heading_key = key
+            title = Content.assemble((inst.name, "bold"), " · ", engine_label(inst.kind),
+                                     (f" {inst.version}" if inst.version else "", "$text-muted"))
+            status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status,
+                                                                                                "$error bold")
+            self._heading_value = (title, Content.styled(inst.status, status_style))
+        self.show(instance_lines(inst, tok_hist, width), *self._heading_value)
         self.set_class(inst.status in ("down", "error"), "-down")
 
 
