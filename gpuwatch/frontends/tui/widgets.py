@@ -141,6 +141,14 @@ class Card(Widget, can_focus=True):
         self._all_true = True  # every style in ``_styles`` is truecolor (see ``_truecolor``)
         self._tall = 0  # the most lines shown lately (a card with ``sticky_height``)
         self._short_for = 0  # shows in a row with fewer lines than that
+        self._heading: tuple | None = None  # (what the border shows, (title, subtitle))
+
+    def heading(self, key: tuple, build) -> tuple:
+        """The border's (title, subtitle): ``build()`` again only when ``key`` (what they show)
+        changed. They rarely change; every card asked for them every tick."""
+        if self._heading is None or self._heading[0] != key:
+            self._heading = (key, build())
+        return self._heading[1]
 
     def invalidate(self) -> None:
         """Draw every line again on the next ``show`` (the layout changed what a line holds)."""
@@ -195,22 +203,19 @@ class Card(Widget, can_focus=True):
         without those attributes) it is refresh() itself."""
         try:
             screen = self.screen if self._is_mounted and not self._closing else None
-        except NoScreen:  # being taken off its screen
-            screen = None
-        dirty = getattr(screen, "_dirty_widgets", None)
-        compositor = getattr(screen, "_compositor", None)
-        if (dirty is None or compositor is None or self._layout_required or not self.display
-                or self not in compositor or not hasattr(self, "_rich_style_cache")):
-            self.refresh(*regions)
-            return
-        # what Widget.refresh does for a repaint of regions ...
-        self._layout_cache.clear()
-        self._set_dirty(*regions)
-        self.clear_cached_dimensions()
-        self._rich_style_cache.clear()
-        # ... and what Screen._on_update does with the Update message it would have posted
-        dirty.add(self)
-        screen.check_idle()
+            if screen is None or self._layout_required or not self.display or self not in screen._compositor:
+                self.refresh(*regions)
+                return
+            # what Widget.refresh does for a repaint of regions ...
+            self._layout_cache.clear()
+            self._set_dirty(*regions)
+            self.clear_cached_dimensions()
+            self._rich_style_cache.clear()
+            # ... and what Screen._on_update does with the Update message it would have posted
+            screen._dirty_widgets.add(self)
+            screen.check_idle()
+        except (NoScreen, AttributeError):  # taken off its screen, or a Textual whose internals
+            self.refresh(*regions)  # differ: its own path (regions marked twice are harmless)
 
     def _keep_height(self, lines: list[Content]) -> list[Content]:
         n = len(lines)
@@ -394,8 +399,6 @@ class GpuCard(Card):
         self.index = index
         self.gpu: GPU | None = None
         self._last = None
-        self._heading_key = None
-        self._heading_value: tuple = ("", "")
 
     def _on_focus(self, event) -> None:
         super()._on_focus(event)
@@ -414,7 +417,7 @@ class GpuCard(Card):
         False where there are no process tables (fleet views)."""
         self.gpu = g
         width = max(20, self.size.width - 4) if self.size.width else 40
-        title, sub = self._heading(g)
+        title, sub = self.heading((g.index, g.name, tuple(g.instances[:2])), lambda: self._build_heading(g))
         self._last = (g, hist, compact, procs_known)
         selected = self.has_focus
         if compact == "tight":
@@ -427,18 +430,11 @@ class GpuCard(Card):
         self.set_class(any(r in g.throttle_reasons for r in ("sw_thermal_slowdown", "hw_thermal_slowdown",
                                                                 "hw_slowdown", "hw_power_brake")), "-throttled")
 
-    def _heading(self, g: GPU) -> tuple[Content, Content | str]:
-        """The border's title and subtitle, built again only when what they show changed (they
-        rarely do; every card asked for them every tick)."""
-        key = (g.index, g.name, tuple(g.instances[:2]))
-        if key != self._heading_key:
-            self._heading_key = key
-            title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
-            sub = Content.assemble(*[(name, "$secondary") for name in g.instances[:2]]) if g.instances else ""
-            if len(g.instances) > 1:
-                sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2])
-            self._heading_value = (title, sub)
-        return self._heading_value
+    @staticmethod
+    def _build_heading(g: GPU) -> tuple[Content, Content | str]:
+        title = Content.assemble((f"GPU {g.index}", "bold"), (" " + short_gpu_name(g.name)) if g.name else "")
+        sub = Content(" · ").join(Content.styled(n, "$secondary") for n in g.instances[:2]) if g.instances else ""
+        return title, sub
 
 
 class InstanceCard(Card):
@@ -449,23 +445,21 @@ class InstanceCard(Card):
         self.name_key = name
         self.instance: Instance | None = None
         self._last = None
-        self._heading_key = None
-        self._heading_value: tuple = ("", "")
 
     def refresh_from(self, inst: Instance, tok_hist) -> None:
         self.instance = inst
         self._last = (inst, tok_hist)
         width = max(20, self.size.width - 4) if self.size.width else 40
-        key = (inst.name, inst.kind, inst.version, inst.status)
-        if key != self._heading_key:  # (built again only when what it shows changed)
-            self._heading_key = key
-            title = Content.assemble((inst.name, "bold"), " · ", engine_label(inst.kind),
-                                     (f" {inst.version}" if inst.version else "", "$text-muted"))
-            status_style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status,
-                                                                                                "$error bold")
-            self._heading_value = (title, Content.styled(inst.status, status_style))
-        self.show(instance_lines(inst, tok_hist, width), *self._heading_value)
+        heading = self.heading((inst.name, inst.kind, inst.version, inst.status), lambda: self._build_heading(inst))
+        self.show(instance_lines(inst, tok_hist, width), *heading)
         self.set_class(inst.status in ("down", "error"), "-down")
+
+    @staticmethod
+    def _build_heading(inst: Instance) -> tuple[Content, Content]:
+        title = Content.assemble((inst.name, "bold"), " · ", engine_label(inst.kind),
+                                 (f" {inst.version}" if inst.version else "", "$text-muted"))
+        style = {"up": "$success", "loading": "$warning", "sleeping": "$warning"}.get(inst.status, "$error bold")
+        return title, Content.styled(inst.status, style)
 
 
 class AlertStrip(KeptRender, Static):
